@@ -1,0 +1,61 @@
+"""renewauth: drop-in auth for requests and httpx that keeps bearer tokens valid.
+
+```python
+session.auth = OAuth2ClientCredentials(token_url, client_id, client_secret)
+httpx.Client(auth=OAuth2Password(token_url, client_id, username, password))
+```
+
+The token is fetched on the first request, renewed before it expires, renewed again when the
+API answers 401 and the request resent once — exactly one token call per renewal, however
+many threads or asyncio tasks need it.
+"""
+
+from __future__ import annotations
+
+import logging
+from importlib.metadata import PackageNotFoundError, version
+
+from .auth import (
+    BearerToken,
+    OAuth2ClientCredentials,
+    OAuth2Password,
+    OAuth2RefreshToken,
+    TokenAuth,
+)
+from .errors import (
+    AuthError,
+    ConfigurationError,
+    InsecureTransportError,
+    InvalidClient,
+    InvalidGrant,
+    TokenEndpointUnavailable,
+    TokenRequestError,
+)
+from .stores import MemoryStore, TokenStore
+from .token import Token
+
+__all__ = [
+    "AuthError",
+    "BearerToken",
+    "ConfigurationError",
+    "InsecureTransportError",
+    "InvalidClient",
+    "InvalidGrant",
+    "MemoryStore",
+    "OAuth2ClientCredentials",
+    "OAuth2Password",
+    "OAuth2RefreshToken",
+    "Token",
+    "TokenAuth",
+    "TokenEndpointUnavailable",
+    "TokenRequestError",
+    "TokenStore",
+    "__version__",
+]
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())
+
+try:
+    __version__ = version("renewauth")
+except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0.0.0"

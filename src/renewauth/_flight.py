@@ -1,0 +1,116 @@
+"""Single flight: one renewal per credential set in this process, whoever asks for it.
+
+Threads and asyncio tasks (in any number of event loops) that need the same renewal at the
+same moment meet here. The first becomes the leader and renews; the others wait for its
+outcome — a thread on a `threading.Event`, a task on a future of its own loop, woken with
+`call_soon_threadsafe` — so no event loop ever waits on a thread lock held across I/O.
+
+The registry lock guards only a dictionary and a list for a few instructions; it is never
+held while anything is sent, awaited or waited for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import Hashable
+
+from .token import Token
+
+__all__ = ["Flight", "begin", "would_deadlock"]
+
+_REGISTRY: dict[Hashable, Flight] = {}
+_REGISTRY_LOCK = threading.Lock()
+
+
+class Flight:
+    """One renewal in progress, and its outcome once it ends.
+
+    Exactly one of `token`, `error` is set when it ends, unless the leader was cancelled or
+    interrupted (`abandoned`): then waiters start a renewal of their own.
+    """
+
+    __slots__ = ("_async_waiters", "_done", "_key", "abandoned", "error", "leader_loop", "token")
+
+    def __init__(self, key: Hashable, leader_loop: asyncio.AbstractEventLoop | None) -> None:
+        self._key = key
+        self._done = threading.Event()
+        self._async_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self.leader_loop = leader_loop
+        self.token: Token | None = None
+        self.error: Exception | None = None
+        self.abandoned = False
+
+    def finish(
+        self, *, token: Token | None = None, error: Exception | None = None, abandoned: bool = False
+    ) -> None:
+        """End the flight: record the outcome, then wake every waiter, sync and async."""
+        with _REGISTRY_LOCK:
+            # Removed first, so a caller that arrives after this point starts a new flight
+            # and, as its leader, finds the new token in the store instead of renewing again.
+            if _REGISTRY.get(self._key) is self:
+                del _REGISTRY[self._key]
+            self.token, self.error, self.abandoned = token, error, abandoned
+            waiters, self._async_waiters = self._async_waiters, []
+            self._done.set()
+        for loop, future in waiters:
+            # A closed loop raises RuntimeError: nobody is waiting there any more.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_resolve, future)
+
+    def wait(self) -> None:
+        """Block this thread until the flight ends."""
+        self._done.wait()
+
+    async def wait_async(self) -> None:
+        """Suspend this task, not its event loop, until the flight ends."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        with _REGISTRY_LOCK:
+            if self._done.is_set():
+                return
+            self._async_waiters.append((loop, future))
+        try:
+            await future
+        except asyncio.CancelledError:
+            with _REGISTRY_LOCK:
+                if (loop, future) in self._async_waiters:
+                    self._async_waiters.remove((loop, future))
+            raise
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def begin(
+    key: Hashable, *, leader_loop: asyncio.AbstractEventLoop | None = None
+) -> tuple[Flight, bool]:
+    """Join the renewal of `key` in flight, or start one: `(flight, is_leader)`.
+
+    Args:
+        key: what is renewed (a store and a credential key).
+        leader_loop: the caller's event loop when it is an asyncio task, else `None`.
+    """
+    with _REGISTRY_LOCK:
+        flight = _REGISTRY.get(key)
+        if flight is not None:
+            return flight, False
+        flight = _REGISTRY[key] = Flight(key, leader_loop)
+        return flight, True
+
+
+def would_deadlock(flight: Flight) -> bool:
+    """Whether a blocking wait here would stall the loop that runs the flight's leader.
+
+    That happens when sync code (a `requests` call) runs inside a coroutine of the very loop
+    whose task is renewing: the thread would wait for a task it prevents from running.
+    """
+    if flight.leader_loop is None:
+        return False
+    try:
+        return asyncio.get_running_loop() is flight.leader_loop
+    except RuntimeError:
+        return False

@@ -1,0 +1,373 @@
+"""The public auth objects: one object that is both a `requests` and an `httpx` auth.
+
+`TokenAuth` joins a grant (what to send), a `TokenManager` (when) and the two transports
+(how). Every public class is a thin `TokenAuth` that builds its grant from the constructor's
+arguments; a provider is one more such class. Constructors validate and do no I/O: the
+first token is fetched by the first request or `get_token()`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import TypedDict, Unpack
+
+from ._urls import origin_of, require_secure_url
+from .errors import ConfigurationError
+from .flows import Grant, StaticGrant
+from .manager import OnToken, TokenManager
+from .oauth2 import (
+    BodyEncoding,
+    Client,
+    ClientAuth,
+    ClientCredentialsGrant,
+    PasswordGrant,
+    RefreshTokenGrant,
+)
+from .stores import MemoryStore, TokenStore, default_store
+from .token import Token
+from .transports.httpx import HttpxSender, HttpxSigning
+from .transports.requests import RequestsSigning
+
+__all__ = [
+    "AuthOptions",
+    "BearerToken",
+    "OAuth2ClientCredentials",
+    "OAuth2Password",
+    "OAuth2RefreshToken",
+    "TokenAuth",
+]
+
+_SENDER = HttpxSender()
+
+
+class AuthOptions(TypedDict, total=False):
+    """The keyword-only options every auth class takes (see `TokenAuth`)."""
+
+    store: TokenStore | None
+    leeway: float
+    retry_statuses: Collection[int]
+    on_token: OnToken | None
+    timeout: float
+    retries: int
+    allow_insecure_http: bool
+    clock: Callable[[], float]
+
+
+def _check_options(
+    leeway: float, retry_statuses: Collection[int], timeout: float, retries: int
+) -> frozenset[int]:
+    if isinstance(leeway, bool) or not isinstance(leeway, int | float):
+        raise ConfigurationError(
+            f"leeway= must be seconds as a number, got {type(leeway).__name__}"
+        )
+    if not math.isfinite(leeway) or leeway < 0:
+        raise ConfigurationError("leeway= must be a finite number of seconds >= 0, such as 30")
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
+        raise ConfigurationError("timeout= must be a number of seconds > 0, such as 10")
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise ConfigurationError("retries= must be a whole number >= 0, such as 2")
+    if isinstance(retry_statuses, str | bytes) or not isinstance(retry_statuses, Collection):
+        raise ConfigurationError("retry_statuses= must be a collection of statuses, such as (401,)")
+    statuses = frozenset(retry_statuses)
+    for status in statuses:
+        if isinstance(status, bool) or not isinstance(status, int) or not 400 <= status <= 599:
+            raise ConfigurationError(
+                f"retry_statuses= holds {status!r}; list HTTP error statuses such as (401,)"
+            )
+    return statuses
+
+
+def _scope_text(scope: str | Sequence[str] | None) -> str | None:
+    if scope is None:
+        return None
+    if isinstance(scope, str):
+        return scope or None
+    if not all(isinstance(part, str) for part in scope):
+        raise ConfigurationError("scope= must be a string or a sequence of strings")
+    return " ".join(scope) or None
+
+
+def _require_text(name: str, value: object) -> str:
+    if not isinstance(value, str) or not value:
+        raise ConfigurationError(f"{name}= must be a non-empty string")
+    return value
+
+
+def _client(
+    client_id: str,
+    client_secret: str | None,
+    client_auth: ClientAuth,
+    body: BodyEncoding,
+    headers: Mapping[str, str] | None = None,
+) -> Client:
+    _require_text("client_id", client_id)
+    if client_secret is not None and not isinstance(client_secret, str):
+        raise ConfigurationError("client_secret= must be a string or None")
+    if client_auth not in ("body", "basic"):
+        raise ConfigurationError(f"client_auth= must be 'body' or 'basic', got {client_auth!r}")
+    if body not in ("form", "json"):
+        raise ConfigurationError(f"body= must be 'form' or 'json', got {body!r}")
+    if client_auth == "basic" and client_secret is None:
+        raise ConfigurationError(
+            "client_auth='basic' needs client_secret=; a public client sends only its "
+            "client_id, so leave client_auth='body'"
+        )
+    return Client(
+        client_id=client_id,
+        client_secret=client_secret,
+        auth=client_auth,
+        body=body,
+        headers=dict(headers or {}),
+    )
+
+
+class TokenAuth(RequestsSigning, HttpxSigning):
+    """Base of every renewauth auth object: a `requests` auth and an `httpx.Auth` at once.
+
+    Assign it to `session.auth`, pass it as `httpx.Client(auth=…)` or
+    `httpx.AsyncClient(auth=…)`, or all three with the same object. It fetches a token on
+    the first request, renews it before it expires and again when the API answers a status
+    in `retry_statuses`, and resends that request once.
+
+    Args:
+        grant: what to send to the token endpoint (a flow from `oauth2` or a provider).
+        store: where tokens live; the process-wide `MemoryStore` by default. Objects with the
+            same credentials share one token and one renewal in a store.
+        leeway: seconds before expiry at which renewal starts (a token that lives less than
+            twice this renews at half its life).
+        retry_statuses: API statuses that mean "token rejected": renew once (unless another
+            caller already did) and resend once. 403 is not among them by default.
+        on_token: called with every new `Token` after the store has it.
+        timeout: seconds for each token-endpoint call.
+        retries: extra tries of a token-endpoint call on network errors, 5xx and 429.
+        allow_insecure_http: allow a plain-http token URL off loopback.
+        clock: seconds since the epoch; inject a fake clock in tests.
+
+    Raises:
+        ConfigurationError: an option is out of range; the message names the fix.
+        InsecureTransportError: a plain-http token URL off loopback.
+    """
+
+    def __init__(
+        self,
+        grant: Grant,
+        *,
+        store: TokenStore | None = None,
+        leeway: float = 30.0,
+        retry_statuses: Collection[int] = (401,),
+        on_token: OnToken | None = None,
+        timeout: float = 10.0,
+        retries: int = 2,
+        allow_insecure_http: bool = False,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        statuses = _check_options(leeway, retry_statuses, timeout, retries)
+        if store is None:
+            store = default_store()
+        elif not isinstance(store, TokenStore):
+            raise ConfigurationError(
+                f"store= must be a token store such as MemoryStore(), got {type(store).__name__}"
+            )
+        if on_token is not None and not callable(on_token):
+            raise ConfigurationError("on_token= must be a callable taking a Token, or None")
+        if grant.can_renew:
+            require_secure_url(
+                grant.token_url, what="token_url", allow_insecure_http=allow_insecure_http
+            )
+        self._retry_statuses = statuses
+        self._manager = TokenManager(
+            grant,
+            store=store,
+            sender=_SENDER,
+            leeway=float(leeway),
+            retries=retries,
+            timeout=float(timeout),
+            on_token=on_token,
+            clock=clock,
+        )
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self._describe()}>"
+
+    def _describe(self) -> str:
+        """What `repr` shows: the token endpoint's origin and public identifiers only."""
+        return origin_of(self._manager.grant.token_url)
+
+    @property
+    def token(self) -> Token | None:
+        """The cached token, or `None` before the first request; never does I/O."""
+        return self._manager.token
+
+    def get_token(self) -> Token:
+        """A valid token, fetched or renewed if needed (blocking).
+
+        Raises:
+            TokenRequestError: the token endpoint refused or failed; see its subclasses.
+        """
+        return self._manager.token_for_request()
+
+    async def aget_token(self) -> Token:
+        """A valid token, fetched or renewed if needed, without blocking the event loop.
+
+        Raises:
+            TokenRequestError: the token endpoint refused or failed; see its subclasses.
+        """
+        return await self._manager.atoken_for_request()
+
+    def invalidate(self) -> None:
+        """Drop the access token (keeping its refresh token): the next request renews."""
+        self._manager.invalidate()
+
+
+class OAuth2ClientCredentials(TokenAuth):
+    """OAuth 2 client credentials (RFC 6749 §4.4): a service authenticates as itself.
+
+    Renewal repeats the grant. Example::
+
+        session.auth = OAuth2ClientCredentials(
+            "https://idp.example.com/oauth/token", "reporting", os.environ["SECRET"]
+        )
+
+    Args:
+        token_url: the token endpoint.
+        client_id, client_secret: the client's credentials.
+        scope: a space-separated string or a sequence of scopes.
+        audience: the `audience` parameter some servers (Auth0, …) require.
+        client_auth: `"body"` (client_secret_post) or `"basic"` (client_secret_basic).
+        body: `"form"` (RFC 6749) or `"json"`.
+        extra: more body parameters for the token request.
+        **options: the options of `TokenAuth` (store, leeway, retry_statuses, …).
+    """
+
+    def __init__(
+        self,
+        token_url: str,
+        client_id: str,
+        client_secret: str,
+        *,
+        scope: str | Sequence[str] | None = None,
+        audience: str | None = None,
+        client_auth: ClientAuth = "body",
+        body: BodyEncoding = "form",
+        extra: Mapping[str, str] | None = None,
+        **options: Unpack[AuthOptions],
+    ) -> None:
+        _require_text("client_secret", client_secret)
+        grant = ClientCredentialsGrant(
+            token_url=_require_text("token_url", token_url),
+            client=_client(client_id, client_secret, client_auth, body),
+            scope=_scope_text(scope),
+            audience=audience,
+            extra=dict(extra or {}),
+        )
+        super().__init__(grant, **options)
+        self._client_id = client_id
+
+    def _describe(self) -> str:
+        return f"{super()._describe()} client_id={self._client_id!r}"
+
+
+class OAuth2Password(TokenAuth):
+    """OAuth 2 resource owner password grant (RFC 6749 §4.3), renewed by refresh token.
+
+    When the server refuses the refresh token, it logs in again with the password once.
+
+    Args:
+        token_url: the token endpoint.
+        client_id: the client the user logs in through.
+        username, password: the user's credentials.
+        client_secret: the client's secret, for a confidential client.
+        scope: a space-separated string or a sequence of scopes.
+        client_auth: `"body"` or `"basic"` (needs `client_secret`).
+        body: `"form"` or `"json"`.
+        **options: the options of `TokenAuth`.
+    """
+
+    def __init__(
+        self,
+        token_url: str,
+        client_id: str,
+        username: str,
+        password: str,
+        *,
+        client_secret: str | None = None,
+        scope: str | Sequence[str] | None = None,
+        client_auth: ClientAuth = "body",
+        body: BodyEncoding = "form",
+        **options: Unpack[AuthOptions],
+    ) -> None:
+        grant = PasswordGrant(
+            token_url=_require_text("token_url", token_url),
+            client=_client(client_id, client_secret, client_auth, body),
+            username=_require_text("username", username),
+            password=_require_text("password", password),
+            scope=_scope_text(scope),
+        )
+        super().__init__(grant, **options)
+        self._public = f"client_id={client_id!r} username={username!r}"
+
+    def _describe(self) -> str:
+        return f"{super()._describe()} {self._public}"
+
+
+class OAuth2RefreshToken(TokenAuth):
+    """OAuth 2 refresh token grant (RFC 6749 §6) for a client that holds only a refresh token.
+
+    Every rotated refresh token is written to the store before the new access token is used,
+    and passed to `on_token`; once the store holds one, it wins over the constructor's. Use a
+    `FileStore` or `RedisStore` (or `on_token`) to keep rotated tokens between runs.
+
+    Args:
+        token_url: the token endpoint.
+        client_id: the client the refresh token was issued to.
+        refresh_token: the refresh token to start from.
+        client_secret: the client's secret, for a confidential client.
+        scope: narrows the scope of the renewed token (the server may ignore it).
+        client_auth: `"body"` or `"basic"` (needs `client_secret`).
+        body: `"form"` or `"json"`.
+        **options: the options of `TokenAuth`.
+    """
+
+    def __init__(
+        self,
+        token_url: str,
+        client_id: str,
+        refresh_token: str,
+        *,
+        client_secret: str | None = None,
+        scope: str | Sequence[str] | None = None,
+        client_auth: ClientAuth = "body",
+        body: BodyEncoding = "form",
+        **options: Unpack[AuthOptions],
+    ) -> None:
+        grant = RefreshTokenGrant(
+            token_url=_require_text("token_url", token_url),
+            client=_client(client_id, client_secret, client_auth, body),
+            refresh_token=_require_text("refresh_token", refresh_token),
+            scope=_scope_text(scope),
+        )
+        super().__init__(grant, **options)
+        self._client_id = client_id
+
+    def _describe(self) -> str:
+        return f"{super()._describe()} client_id={self._client_id!r}"
+
+
+class BearerToken(TokenAuth):
+    """A fixed bearer token with the same interface, for tests and APIs without renewal.
+
+    A 401 goes back to the caller as it is: there is nothing to renew. The token is kept
+    in a store of its own, never in the shared one.
+
+    Args:
+        token: the access token to send.
+    """
+
+    def __init__(self, token: str) -> None:
+        grant = StaticGrant(token=Token(access_token=_require_text("token", token)))
+        super().__init__(grant, store=MemoryStore(maxsize=1))
+
+    def _describe(self) -> str:
+        return "static"

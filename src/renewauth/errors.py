@@ -1,0 +1,102 @@
+"""Every exception renewauth raises, in one tree.
+
+```
+AuthError
+├── TokenRequestError          the token endpoint refused or answered nonsense
+│   ├── InvalidGrant           the grant (password, refresh token, …) was refused
+│   ├── InvalidClient          the client id or secret was refused
+│   └── TokenEndpointUnavailable   5xx, 429 or a network error, after the retries
+├── InsecureTransportError     a plain-http token URL off loopback (also a ValueError)
+└── ConfigurationError         bad arguments or configuration (also a ValueError)
+```
+
+Messages say what failed, where (the token URL's origin, never a path with secrets in its
+query) and what to do. No exception carries a secret or a request body: `TokenRequestError`
+holds the status, the OAuth `error` and `error_description` the server sent, and the origin.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AuthError",
+    "ConfigurationError",
+    "InsecureTransportError",
+    "InvalidClient",
+    "InvalidGrant",
+    "TokenEndpointUnavailable",
+    "TokenRequestError",
+]
+
+
+class AuthError(Exception):
+    """Base class of every renewauth error: catch this to catch them all."""
+
+
+class ConfigurationError(AuthError, ValueError):
+    """Raised when arguments or a configuration file cannot work; the message names the fix."""
+
+
+class InsecureTransportError(AuthError, ValueError):
+    """Raised when credentials would travel over plain http to a host that is not loopback."""
+
+
+class TokenRequestError(AuthError):
+    """Raised when a token endpoint refused a request or answered something unusable.
+
+    Attributes:
+        status: the HTTP status, or `None` when no response arrived.
+        error: the OAuth `error` code (RFC 6749 §5.2) or the provider's own code, if any.
+        error_description: the server's description, if any (servers do not put secrets there).
+        origin: scheme, host and port of the token endpoint.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        error: str | None = None,
+        error_description: str | None = None,
+        origin: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error = error
+        self.error_description = error_description
+        self.origin = origin
+
+
+class InvalidGrant(TokenRequestError):
+    """Raised when the server refused the grant: a wrong password, a spent refresh token."""
+
+
+class InvalidClient(TokenRequestError):
+    """Raised when the server refused the client: unknown client id or wrong client secret."""
+
+
+class TokenEndpointUnavailable(TokenRequestError):
+    """Raised when the token endpoint stayed unreachable, overloaded or failing (5xx, 429)
+    through every retry.
+
+    Attributes:
+        retry_after: seconds the server asked to wait (`Retry-After`), if it said.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        error: str | None = None,
+        error_description: str | None = None,
+        origin: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(
+            message,
+            status=status,
+            error=error,
+            error_description=error_description,
+            origin=origin,
+        )
+        self.retry_after = retry_after

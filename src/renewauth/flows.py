@@ -1,0 +1,132 @@
+"""Sans-IO grant flows: pure generators that say what to send to a token endpoint.
+
+A flow yields a `TokenRequest`, receives the `TokenResponse` through `send()`, may yield again
+(a refresh refused, then a password login) and returns the `Token`. Flows hold no lock, read
+no clock and do no I/O: the manager drives them, and its drivers in `transports/` are the only
+code that sends. That makes every flow testable by feeding it responses by hand.
+
+Nothing here imports requests or httpx.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Generator, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Protocol
+
+from ._urls import origin_of
+from .token import Token
+
+__all__ = ["Flow", "Grant", "StaticGrant", "TokenRequest", "TokenResponse"]
+
+_NO_HEADERS: Mapping[str, str] = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TokenRequest:
+    """One HTTP request to a token endpoint, described but not sent.
+
+    Args:
+        url: the token endpoint.
+        body: the encoded body (it holds credentials: never logged or shown).
+        headers: request headers (may hold `Authorization: Basic …`: never shown).
+        grant: the grant's name for logs and errors (`"password"`, `"refresh_token"`, …).
+        method: the HTTP method, `POST` for every OAuth 2 grant.
+    """
+
+    url: str
+    body: bytes = field(repr=False)
+    headers: Mapping[str, str] = field(default_factory=lambda: _NO_HEADERS, repr=False)
+    grant: str = "unknown"
+    method: str = "POST"
+
+    @property
+    def origin(self) -> str:
+        """Scheme, host and port of the endpoint: the part that is safe to log."""
+        return origin_of(self.url)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TokenResponse:
+    """What a token endpoint answered, stamped by the driver with the times it saw.
+
+    Args:
+        status: the HTTP status code.
+        headers: response headers, names in lower case.
+        body: the raw body (holds tokens: never logged or shown).
+        url: the URL the request went to.
+        sent_at: clock time just before the request was sent; a token's life starts here.
+        received_at: clock time the answer arrived.
+    """
+
+    status: int
+    headers: Mapping[str, str] = field(default_factory=lambda: _NO_HEADERS, repr=False)
+    body: bytes = field(default=b"", repr=False)
+    url: str = ""
+    sent_at: float = 0.0
+    received_at: float = 0.0
+
+    @property
+    def origin(self) -> str:
+        """Scheme, host and port of the endpoint: the part that is safe to log."""
+        return origin_of(self.url)
+
+    @property
+    def content_type(self) -> str:
+        """The media type, lower case, without parameters (`""` if none was sent)."""
+        return self.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+    def json_object(self) -> Mapping[str, object] | None:
+        """The body as a JSON object, or `None` if it is not one (HTML, garbage, a list)."""
+        try:
+            data = json.loads(self.body)
+        except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+            return None
+        return data if isinstance(data, dict) else None
+
+
+Flow = Generator[TokenRequest, TokenResponse, Token]
+"""A grant in motion: yields requests, receives responses, returns the token."""
+
+
+class Grant(Protocol):
+    """What a provider gives the manager: where tokens come from and how to get one.
+
+    Implementations are frozen values; `fetch` returns a fresh generator on every call.
+    """
+
+    @property
+    def token_url(self) -> str:
+        """The token endpoint, checked for https and shown (as an origin) in errors."""
+        ...
+
+    @property
+    def can_renew(self) -> bool:
+        """Whether `fetch` can produce a new token (a static token cannot)."""
+        ...
+
+    def identity(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """What identifies these credentials: public parts, then secrets (hashed, never kept)."""
+        ...
+
+    def fetch(self, current: Token | None) -> Flow:
+        """A flow that obtains a new token, renewing `current` when it can."""
+        ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StaticGrant:
+    """A token that is given, never fetched: `BearerToken`'s grant."""
+
+    token: Token = field(repr=False)
+    token_url: str = "static:"
+    can_renew: bool = False
+
+    def identity(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        return ("static",), (self.token.access_token,)
+
+    def fetch(self, current: Token | None) -> Flow:
+        return self.token
+        yield  # a generator that yields nothing and returns the token at once

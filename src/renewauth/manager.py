@@ -1,0 +1,421 @@
+"""`TokenManager`: when to renew a token, and making sure it is renewed once.
+
+The rules (DESIGN.md, "When a token is renewed"):
+
+- **Fresh** (before `renew_at`): return the cached token. No lock, no store read: this is
+  the hot path, one attribute read, one clock call and one comparison.
+- **Soft window** (past `renew_at`, not expired): one caller renews; every other caller
+  keeps the still-valid token and never waits. A failed renewal is logged and tried again
+  after `min(30 s, half the time left)`; it is never raised.
+- **Hard** (expired, or no token): callers wait for the one renewal in flight and share its
+  token or its error.
+- **Rejected** (the API answered 401): renew only if the rejected token is still the current
+  one; otherwise another caller already renewed, and its token is returned.
+
+Single flight has three rings. In this process, `_flight` elects one leader per store and
+credential key among all threads and tasks. Across processes, the leader holds the store's
+`lock(key)` while it renews. And under that lock the leader reads the store again and renews
+only if the token there is still the stale one — so a caller that arrives just after another
+finished adopts the new token instead of renewing twice.
+
+The manager sends nothing itself: a `TokenSender` from `transports/` does. It imports neither
+requests nor httpx, and its clock, sleeps and randomness are injected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+from typing import NamedTuple, Protocol, cast
+
+from . import _flight
+from ._retry import backoff_delay, is_retryable_status, retry_after_seconds
+from ._urls import origin_of
+from .errors import TokenEndpointUnavailable
+from .flows import Flow, Grant, TokenRequest, TokenResponse
+from .oauth2 import token_error
+from .stores import TokenStore, credential_key
+from .token import Token
+
+__all__ = ["HttpReply", "OnToken", "TokenManager", "TokenSender"]
+
+logger = logging.getLogger(__name__)
+
+OnToken = Callable[[Token], None]
+"""Called with every new token once the store has it (persist a rotated refresh token)."""
+
+_SOFT_RETRY_CAP = 30.0  # seconds between failed renewals in the soft window, at most
+
+
+@dataclass(frozen=True, slots=True)
+class HttpReply:
+    """A token endpoint's answer as a sender hands it over: status, headers, body."""
+
+    status: int
+    headers: MappingProxyType[str, str] = field(repr=False)
+    body: bytes = field(repr=False)
+
+
+class TokenSender(Protocol):
+    """Sends a `TokenRequest`: the one piece of I/O the manager needs, provided by a transport.
+
+    Both methods raise `TokenEndpointUnavailable` for network errors and timeouts, and return
+    every HTTP answer, whatever its status.
+    """
+
+    def send(self, request: TokenRequest, *, timeout: float) -> HttpReply:
+        """Send from a thread (blocking)."""
+        ...
+
+    async def asend(self, request: TokenRequest, *, timeout: float) -> HttpReply:
+        """Send from an asyncio task without blocking its loop."""
+        ...
+
+
+class _Cached(NamedTuple):
+    """The current token and when to start renewing it: swapped as one reference."""
+
+    token: Token
+    renew_at: float
+
+
+def _needs_renewal(current: Token | None, stale: Token | None, now: float) -> bool:
+    """Whether the leader must call the token endpoint, given what the store holds now.
+
+    `stale` is the token that made the caller ask (expired, in its soft window, or rejected
+    by the API). If the store holds anything else that is still valid, someone renewed while
+    the caller queued for the lock: adopt that instead of renewing twice.
+    """
+    if current is None or current.is_expired(now):
+        return True
+    return stale is not None and current.is_same_grant(stale)
+
+
+class TokenManager:
+    """Keeps one credential set's token valid: cache, renewal windows, single flight.
+
+    Args:
+        grant: what to send to get a token (a provider's flow).
+        store: where the token lives and how renewals are serialised across processes.
+        sender: the transport that sends token requests.
+        leeway: seconds before expiry at which the soft window opens.
+        retries: extra tries of a token request on network errors, 5xx and 429.
+        timeout: seconds for each token request.
+        on_token: called with every new token after the store has it.
+        clock: seconds since the epoch; injected by tests.
+        sleep, async_sleep, uniform: the waits between retries and their jitter; injected by
+            tests.
+    """
+
+    def __init__(
+        self,
+        grant: Grant,
+        *,
+        store: TokenStore,
+        sender: TokenSender,
+        leeway: float = 30.0,
+        retries: int = 2,
+        timeout: float = 10.0,
+        on_token: OnToken | None = None,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+        async_sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        uniform: Callable[[float, float], float] = random.uniform,
+    ) -> None:
+        self.grant = grant
+        self.store = store
+        self.key = credential_key(*grant.identity())
+        self.leeway = leeway
+        self.retries = retries
+        self.timeout = timeout
+        self.on_token = on_token
+        self.origin = origin_of(grant.token_url) if grant.can_renew else "static"
+        self._sender = sender
+        self._clock = clock
+        self._sleep = sleep
+        self._async_sleep = async_sleep
+        self._uniform = uniform
+        self._flight_key = (id(store), self.key)
+        self._cached: _Cached | None = None
+        self._soft_retry_at = -math.inf
+
+    @property
+    def token(self) -> Token | None:
+        """The token this manager holds, or `None`; no I/O."""
+        cached = self._cached
+        return cached.token if cached is not None else None
+
+    # --- the paths every request takes --------------------------------------------------
+
+    def token_for_request(self) -> Token:
+        """A token to send now: cached when fresh, else renewed as the rules say."""
+        cached = self._cached
+        now = self._clock()
+        if cached is not None and now < cached.renew_at:
+            return cached.token
+        return self._renew(cached.token if cached else None, now, rejected=False)
+
+    async def atoken_for_request(self) -> Token:
+        """`token_for_request` for asyncio: never blocks the event loop."""
+        cached = self._cached
+        now = self._clock()
+        if cached is not None and now < cached.renew_at:
+            return cached.token
+        return await self._arenew(cached.token if cached else None, now, rejected=False)
+
+    def renew_rejected(self, rejected: Token) -> Token:
+        """A token to resend with after the API rejected `rejected` (a 401)."""
+        newer = self._newer_than(rejected)
+        if newer is not None:
+            return newer
+        return self._renew(rejected, self._clock(), rejected=True)
+
+    async def arenew_rejected(self, rejected: Token) -> Token:
+        """`renew_rejected` for asyncio."""
+        newer = self._newer_than(rejected)
+        if newer is not None:
+            return newer
+        return await self._arenew(rejected, self._clock(), rejected=True)
+
+    def invalidate(self) -> None:
+        """Expire the access token now, keeping its refresh token for the next renewal."""
+        current = self.token or self.store.get(self.key)
+        if current is None:
+            return
+        expired = replace(current, expires_at=current.issued_at or 0.0)
+        # Only our own token is marked expired; a newer one in the store stays untouched.
+        stored = self.store.get(self.key)
+        if stored is None or stored.is_same_grant(current):
+            self.store.set(self.key, expired)
+        self._adopt(expired)
+        logger.debug("token for %s invalidated", self.origin)
+
+    def _newer_than(self, rejected: Token) -> Token | None:
+        cached = self._cached
+        if cached is None or cached.token.is_same_grant(rejected):
+            return None
+        if cached.token.is_expired(self._clock()):
+            return None
+        return cached.token  # another caller renewed since this request was signed
+
+    def _adopt(self, token: Token) -> Token:
+        self._cached = _Cached(token, token.renew_at(self.leeway))
+        return token
+
+    # --- renewal, sync ------------------------------------------------------------------
+
+    def _renew(self, stale: Token | None, now: float, *, rejected: bool) -> Token:
+        soft = not rejected and stale is not None and not stale.is_expired(now)
+        if soft and now < self._soft_retry_at:
+            return cast(Token, stale)  # a soft renewal failed recently: wait before retrying
+        while True:
+            flight, is_leader = _flight.begin(self._flight_key)
+            if not is_leader:
+                if soft:
+                    return cast(Token, stale)  # still valid: never wait in the soft window
+                if _flight.would_deadlock(flight):
+                    return self._renew_as_leader(stale, soft=False)
+                flight.wait()
+                if flight.abandoned:
+                    continue  # its leader was cancelled: one of the waiters takes over
+                if flight.error is not None:
+                    raise flight.error
+                return self._adopt(cast(Token, flight.token))
+            try:
+                token = self._renew_as_leader(stale, soft=soft)
+            except Exception as exc:
+                flight.finish(error=exc)
+                if soft:
+                    return self._soft_failure(cast(Token, stale), exc)
+                raise
+            except BaseException:
+                flight.finish(abandoned=True)
+                raise
+            flight.finish(token=token)
+            return token
+
+    def _renew_as_leader(self, stale: Token | None, *, soft: bool) -> Token:
+        with self.store.lock(self.key):
+            # Another process, or a leader that finished just before us, may have renewed.
+            current = self.store.get(self.key) or self.token
+            if not _needs_renewal(current, stale, self._clock()):
+                logger.debug("token for %s taken from the store", self.origin)
+                return self._adopt(cast(Token, current))
+            token = self._run_flow(self.grant.fetch(current))
+            # The rotated refresh token is stored before the new access token is used; if
+            # that write fails, the renewal fails with it.
+            self.store.set(self.key, token)
+        return self._announce(token)
+
+    def _run_flow(self, flow: Flow) -> Token:
+        try:
+            request = next(flow)
+            while True:
+                request = flow.send(self._send(request))
+        except StopIteration as done:
+            return cast(Token, done.value)
+        finally:
+            flow.close()
+
+    def _send(self, request: TokenRequest) -> TokenResponse:
+        attempt = 0
+        while True:
+            sent_at = self._clock()
+            try:
+                reply = self._sender.send(request, timeout=self.timeout)
+            except TokenEndpointUnavailable as exc:
+                failure, retry_after = exc, None
+            else:
+                response = self._response(request, reply, sent_at)
+                if not is_retryable_status(response.status):
+                    return response
+                failure, retry_after = self._unavailable(request, response)
+            delay = self._next_delay(request, attempt, failure, retry_after)
+            self._sleep(delay)
+            attempt += 1
+
+    # --- renewal, async: the same decisions, awaited ------------------------------------
+
+    async def _arenew(self, stale: Token | None, now: float, *, rejected: bool) -> Token:
+        soft = not rejected and stale is not None and not stale.is_expired(now)
+        if soft and now < self._soft_retry_at:
+            return cast(Token, stale)
+        loop = asyncio.get_running_loop()
+        while True:
+            flight, is_leader = _flight.begin(self._flight_key, leader_loop=loop)
+            if not is_leader:
+                if soft:
+                    return cast(Token, stale)
+                await flight.wait_async()
+                if flight.abandoned:
+                    continue
+                if flight.error is not None:
+                    raise flight.error
+                return self._adopt(cast(Token, flight.token))
+            try:
+                token = await self._arenew_as_leader(stale, soft=soft)
+            except Exception as exc:
+                flight.finish(error=exc)
+                if soft:
+                    return self._soft_failure(cast(Token, stale), exc)
+                raise
+            except BaseException:
+                flight.finish(abandoned=True)
+                raise
+            flight.finish(token=token)
+            return token
+
+    async def _arenew_as_leader(self, stale: Token | None, *, soft: bool) -> Token:
+        async with self.store.alock(self.key):
+            current = await self.store.aget(self.key) or self.token
+            if not _needs_renewal(current, stale, self._clock()):
+                logger.debug("token for %s taken from the store", self.origin)
+                return self._adopt(cast(Token, current))
+            token = await self._arun_flow(self.grant.fetch(current))
+            await self.store.aset(self.key, token)
+        return self._announce(token)
+
+    async def _arun_flow(self, flow: Flow) -> Token:
+        try:
+            request = next(flow)
+            while True:
+                request = flow.send(await self._asend(request))
+        except StopIteration as done:
+            return cast(Token, done.value)
+        finally:
+            flow.close()
+
+    async def _asend(self, request: TokenRequest) -> TokenResponse:
+        attempt = 0
+        while True:
+            sent_at = self._clock()
+            try:
+                reply = await self._sender.asend(request, timeout=self.timeout)
+            except TokenEndpointUnavailable as exc:
+                failure, retry_after = exc, None
+            else:
+                response = self._response(request, reply, sent_at)
+                if not is_retryable_status(response.status):
+                    return response
+                failure, retry_after = self._unavailable(request, response)
+            delay = self._next_delay(request, attempt, failure, retry_after)
+            await self._async_sleep(delay)
+            attempt += 1
+
+    # --- shared by both drivers ---------------------------------------------------------
+
+    def _response(self, request: TokenRequest, reply: HttpReply, sent_at: float) -> TokenResponse:
+        return TokenResponse(
+            status=reply.status,
+            headers=reply.headers,
+            body=reply.body,
+            url=request.url,
+            sent_at=sent_at,
+            received_at=self._clock(),
+        )
+
+    def _unavailable(
+        self, request: TokenRequest, response: TokenResponse
+    ) -> tuple[TokenEndpointUnavailable, float | None]:
+        retry_after = retry_after_seconds(response.headers, self._clock())
+        failure = token_error(response, grant=request.grant, fix="")
+        assert isinstance(failure, TokenEndpointUnavailable)  # 429 and 5xx only reach here
+        failure.retry_after = retry_after
+        return failure, retry_after
+
+    def _next_delay(
+        self,
+        request: TokenRequest,
+        attempt: int,
+        failure: TokenEndpointUnavailable,
+        retry_after: float | None,
+    ) -> float:
+        """The wait before the next try, or raise `failure` when no try is left."""
+        delay = backoff_delay(attempt, retry_after, self._uniform)
+        if attempt >= self.retries or delay is None:
+            raise failure
+        logger.debug(
+            "token request to %s failed (%s); try %d of %d in %.2f s",
+            request.origin,
+            failure.status or "network error",
+            attempt + 2,
+            self.retries + 1,
+            delay,
+        )
+        return delay
+
+    def _announce(self, token: Token) -> Token:
+        self._adopt(token)
+        self._soft_retry_at = -math.inf
+        if token.expires_at is not None:
+            logger.debug(
+                "token for %s renewed; expires in %.1f s",
+                self.origin,
+                token.expires_at - self._clock(),
+            )
+        else:
+            logger.debug("token for %s renewed; no known expiry", self.origin)
+        if self.on_token is not None:
+            self.on_token(token)
+        return token
+
+    def _soft_failure(self, token: Token, exc: Exception) -> Token:
+        now = self._clock()
+        left = (token.expires_at or now) - now
+        wait = min(_SOFT_RETRY_CAP, max(left / 2, 0.0))
+        self._soft_retry_at = now + wait
+        logger.warning(
+            "renewing the token for %s failed (%s); the current token stays valid for "
+            "%.1f s, next try in %.1f s",
+            self.origin,
+            type(exc).__name__,
+            left,
+            wait,
+        )
+        return token

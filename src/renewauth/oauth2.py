@@ -1,0 +1,411 @@
+"""The RFC 6749 grants as sans-IO flows, and the parsing of token-endpoint answers.
+
+Three grants: client credentials (§4.4), resource owner password (§4.3) and refresh token (§6).
+Each is a frozen value whose `fetch()` returns a `Flow` (see `flows.py`). Parsing turns any
+answer, however broken, into a `Token` or a typed `TokenRequestError` whose message names the
+fix; it never lets a `JSONDecodeError` or `KeyError` escape.
+
+No I/O, no clock (times come stamped on the `TokenResponse`), no requests, no httpx.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import email.utils
+import json
+import logging
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Literal
+from urllib.parse import quote_plus, urlencode
+
+from .errors import InvalidClient, InvalidGrant, TokenEndpointUnavailable, TokenRequestError
+from .flows import Flow, TokenRequest, TokenResponse
+from .token import Token
+
+__all__ = [
+    "BodyEncoding",
+    "Client",
+    "ClientAuth",
+    "ClientCredentialsGrant",
+    "PasswordGrant",
+    "RefreshTokenGrant",
+    "basic_credentials",
+    "is_refused_grant",
+    "parse_token_response",
+    "read_jwt_expiry",
+    "token_error",
+]
+
+logger = logging.getLogger(__name__)
+
+ClientAuth = Literal["body", "basic"]
+BodyEncoding = Literal["form", "json"]
+
+_NO_STRINGS: Mapping[str, str] = MappingProxyType({})
+# A server's clock may differ from ours; a JWT `exp` is corrected by the `Date` header only
+# beyond this many seconds, since `Date` has a one-second resolution.
+_CLOCK_SKEW_TOLERANCE = 5.0
+_MAX_DESCRIPTION = 200
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]+")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Client:
+    """An OAuth 2 client as the token endpoint sees it.
+
+    Args:
+        client_id: the client identifier.
+        client_secret: the secret of a confidential client; `None` for a public client.
+        auth: `"body"` sends id and secret as body parameters (`client_secret_post`);
+            `"basic"` sends them in an `Authorization: Basic` header (`client_secret_basic`),
+            each form-encoded before base64 as RFC 6749 §2.3.1 says.
+        body: `"form"` (`application/x-www-form-urlencoded`, the RFC) or `"json"`.
+        headers: extra headers for every token request (an API key, say).
+    """
+
+    client_id: str
+    client_secret: str | None = field(default=None, repr=False)
+    auth: ClientAuth = "body"
+    body: BodyEncoding = "form"
+    headers: Mapping[str, str] = field(default_factory=lambda: _NO_STRINGS, repr=False)
+
+    def request(self, token_url: str, grant: str, params: Mapping[str, str]) -> TokenRequest:
+        """A token request for `grant` with `params`, authenticated as this client."""
+        fields = {"grant_type": grant, **params}
+        headers = {"Accept": "application/json", **self.headers}
+        if self.auth == "basic" and self.client_secret is not None:
+            headers["Authorization"] = basic_credentials(self.client_id, self.client_secret)
+        else:
+            fields["client_id"] = self.client_id
+            if self.client_secret is not None:
+                fields["client_secret"] = self.client_secret
+        if self.body == "json":
+            headers["Content-Type"] = "application/json"
+            body = json.dumps(fields).encode()
+        else:
+            headers["Content-Type"] = "application/x-www-form-urlencoded"
+            body = urlencode(fields).encode()
+        return TokenRequest(url=token_url, body=body, headers=headers, grant=grant)
+
+
+def basic_credentials(client_id: str, client_secret: str) -> str:
+    """The `Authorization` value for HTTP Basic client authentication.
+
+    RFC 6749 §2.3.1: id and secret are encoded with `application/x-www-form-urlencoded`
+    *before* they are joined by a colon and base64-encoded, so a secret with `:`, `+`, `/`,
+    `%` or `=` survives the trip.
+    """
+    pair = f"{quote_plus(client_id, safe='')}:{quote_plus(client_secret, safe='')}"
+    return "Basic " + base64.b64encode(pair.encode()).decode("ascii")
+
+
+def _scope_params(scope: str | None, extra: Mapping[str, str]) -> dict[str, str]:
+    params = dict(extra)
+    if scope:
+        params["scope"] = scope
+    return params
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClientCredentialsGrant:
+    """RFC 6749 §4.4: the client authenticates as itself; renewal repeats the grant."""
+
+    token_url: str
+    client: Client
+    scope: str | None = None
+    audience: str | None = None
+    extra: Mapping[str, str] = field(default_factory=lambda: _NO_STRINGS, repr=False)
+    can_renew: bool = True
+
+    def identity(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        public = (
+            "client_credentials",
+            self.token_url,
+            self.client.client_id,
+            self.scope or "",
+            self.audience or "",
+        )
+        return public, (self.client.client_secret or "", *_flat(self.extra))
+
+    def fetch(self, current: Token | None) -> Flow:
+        params = _scope_params(self.scope, self.extra)
+        if self.audience:
+            params["audience"] = self.audience
+        response = yield self.client.request(self.token_url, "client_credentials", params)
+        return parse_token_response(
+            response,
+            grant="client_credentials",
+            fix="check client_id= and client_secret=, and try client_auth='basic' or 'body'",
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PasswordGrant:
+    """RFC 6749 §4.3: a user's name and password; renewal uses the refresh token (§6) and
+    falls back to the password once when the refresh token is refused."""
+
+    token_url: str
+    client: Client
+    username: str
+    password: str = field(repr=False)
+    scope: str | None = None
+    can_renew: bool = True
+
+    def identity(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        public = (
+            "password",
+            self.token_url,
+            self.client.client_id,
+            self.username,
+            self.scope or "",
+        )
+        return public, (self.client.client_secret or "", self.password)
+
+    def fetch(self, current: Token | None) -> Flow:
+        if current is not None and current.refresh_token:
+            response = yield self.client.request(
+                self.token_url, "refresh_token", {"refresh_token": current.refresh_token}
+            )
+            if not is_refused_grant(response):
+                return parse_token_response(
+                    response,
+                    previous=current,
+                    grant="refresh_token",
+                    fix="check client_id= and client_secret=",
+                )
+            logger.warning(
+                "refresh token refused by %s (%s); logging in again with the password grant",
+                response.origin,
+                _oauth_error(response)[0] or response.status,
+            )
+        response = yield self.client.request(
+            self.token_url,
+            "password",
+            _scope_params(self.scope, {"username": self.username, "password": self.password}),
+        )
+        return parse_token_response(
+            response,
+            grant="password",
+            fix="check username= and password= (and client_id=, client_secret=)",
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RefreshTokenGrant:
+    """RFC 6749 §6: renew with a refresh token, the only credential this client holds.
+
+    The store's refresh token wins over the constructor's once one has been saved (it is the
+    newest after a rotation); a reply without a refresh token keeps the one that was sent.
+    """
+
+    token_url: str
+    client: Client
+    refresh_token: str = field(repr=False)
+    scope: str | None = None
+    can_renew: bool = True
+
+    def identity(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        public = ("refresh_token", self.token_url, self.client.client_id, self.scope or "")
+        return public, (self.client.client_secret or "", self.refresh_token)
+
+    def fetch(self, current: Token | None) -> Flow:
+        refresh_token = (
+            current.refresh_token
+            if current is not None and current.refresh_token
+            else self.refresh_token
+        )
+        params = _scope_params(self.scope, {"refresh_token": refresh_token})
+        response = yield self.client.request(self.token_url, "refresh_token", params)
+        return parse_token_response(
+            response,
+            previous_refresh_token=refresh_token,
+            grant="refresh_token",
+            fix=(
+                "the refresh token is spent, revoked or expired: obtain a new one and pass "
+                "it as refresh_token= (a store keeps rotated ones: share it between runs)"
+            ),
+        )
+
+
+def _flat(mapping: Mapping[str, str]) -> tuple[str, ...]:
+    return tuple(f"{key}={value}" for key, value in sorted(mapping.items()))
+
+
+# --- parsing ------------------------------------------------------------------------------
+
+
+def _oauth_error(response: TokenResponse) -> tuple[str | None, str | None]:
+    """The OAuth `error` and `error_description` of an error body, cleaned for messages."""
+    data = response.json_object()
+    if data is None:
+        return None, None
+    error = data.get("error")
+    description = data.get("error_description")
+    return (
+        _clean(error) if isinstance(error, str) else None,
+        _clean(description) if isinstance(description, str) else None,
+    )
+
+
+def _clean(text: str) -> str:
+    return _CONTROL_CHARACTERS.sub(" ", text)[:_MAX_DESCRIPTION]
+
+
+def is_refused_grant(response: TokenResponse) -> bool:
+    """Whether the answer refuses the grant itself (`invalid_grant`), not the client."""
+    return response.status >= 400 and _oauth_error(response)[0] == "invalid_grant"
+
+
+def token_error(response: TokenResponse, *, grant: str, fix: str) -> TokenRequestError:
+    """The typed error for a failed token request, its message naming `fix`."""
+    error, description = _oauth_error(response)
+    origin = response.origin
+    detail = f"{error}: {description}" if error and description else (error or description)
+    where = f"{grant} grant refused by {origin} (HTTP {response.status}"
+    where += f", {detail})" if detail else ")"
+    message = f"{where}; {fix}"
+    kind: type[TokenRequestError] = TokenRequestError
+    if response.status == 429 or response.status >= 500:
+        kind = TokenEndpointUnavailable
+        message = (
+            f"token endpoint {origin} is unavailable (HTTP {response.status}); "
+            "it may be overloaded or down: try again later, or raise retries="
+        )
+    elif error == "invalid_grant":
+        kind = InvalidGrant
+    elif error in ("invalid_client", "unauthorized_client"):
+        kind = InvalidClient
+    elif error is None and response.json_object() is None:
+        media = response.content_type or "untyped"
+        message = (
+            f"token endpoint {origin} answered HTTP {response.status} with a {media} body "
+            "that is not an OAuth 2 JSON answer; check that token_url= is the token endpoint "
+            "itself (it usually ends in /token)"
+        )
+    return kind(
+        message, status=response.status, error=error, error_description=description, origin=origin
+    )
+
+
+def _seconds(value: object) -> float | None:
+    """A positive, finite number of seconds from a JSON number or numeric string."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            return None
+    if isinstance(value, int | float) and math.isfinite(value) and value > 0:
+        return float(value)
+    return None
+
+
+def read_jwt_expiry(access_token: str) -> float | None:
+    """The `exp` claim of a JWT access token, read and *not* verified; `None` if absent.
+
+    The signature is not checked: the API does that. The claim only tells when to renew.
+    """
+    parts = access_token.split(".")
+    if len(parts) != 3:
+        return None
+    payload = parts[1]
+    try:
+        decoded = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
+        claims = json.loads(decoded)
+    except (ValueError, binascii.Error, RecursionError):
+        return None
+    if not isinstance(claims, dict):
+        return None
+    exp = claims.get("exp")
+    if isinstance(exp, bool) or not isinstance(exp, int | float) or not math.isfinite(exp):
+        return None
+    return float(exp)
+
+
+def _server_clock_offset(response: TokenResponse) -> float:
+    """How far the server's clock is ahead of ours, from its `Date` header (0 if close)."""
+    date = response.headers.get("date")
+    if not date:
+        return 0.0
+    try:
+        server_time = email.utils.parsedate_to_datetime(date).timestamp()
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return 0.0
+    offset = server_time - response.received_at
+    return offset if abs(offset) > _CLOCK_SKEW_TOLERANCE else 0.0
+
+
+def parse_token_response(
+    response: TokenResponse,
+    *,
+    previous: Token | None = None,
+    previous_refresh_token: str | None = None,
+    grant: str = "token",
+    fix: str = "check the credentials",
+) -> Token:
+    """Turn a token endpoint's answer into a `Token`, or raise the matching typed error.
+
+    Expiry: `expires_in` (a number or numeric string) from the moment the request was sent;
+    else the JWT `exp` claim, corrected for the server's clock by its `Date` header; else
+    unknown, and the token is used until the API rejects it. A reply without a refresh
+    token keeps the previous one (RFC 6749 §6 lets the server omit it).
+
+    Raises:
+        InvalidGrant: the grant was refused (`invalid_grant`).
+        InvalidClient: the client was refused (`invalid_client`, `unauthorized_client`).
+        TokenEndpointUnavailable: a 5xx or 429 answer.
+        TokenRequestError: any other error, or a body that is not a token.
+    """
+    if response.status >= 400 or response.status < 200:
+        raise token_error(response, grant=grant, fix=fix)
+    data = response.json_object()
+    access_token = data.get("access_token") if data is not None else None
+    if data is None or not isinstance(access_token, str) or not access_token:
+        kind = response.content_type or "untyped"
+        what = "a JSON object without access_token" if data is not None else f"a {kind} body"
+        raise TokenRequestError(
+            f"token endpoint {response.origin} answered HTTP {response.status} with {what}; "
+            "check that token_url= is the token endpoint itself (it usually ends in /token)",
+            status=response.status,
+            origin=response.origin,
+        )
+    token_type = data.get("token_type")
+    if not isinstance(token_type, str) or not token_type.strip():
+        token_type = "Bearer"
+
+    lifetime = _seconds(data.get("expires_in"))
+    if lifetime is not None:
+        expires_at: float | None = response.sent_at + lifetime
+    else:
+        exp = read_jwt_expiry(access_token)
+        expires_at = None if exp is None else exp - _server_clock_offset(response)
+    if expires_at is not None and expires_at < response.sent_at:
+        expires_at = response.sent_at  # already expired by our clock: renew at once
+
+    refresh_token = data.get("refresh_token")
+    if not isinstance(refresh_token, str) or not refresh_token:
+        refresh_token = previous_refresh_token or (previous.refresh_token if previous else None)
+        refresh_expires_at = previous.refresh_expires_at if previous else None
+    else:
+        # `refresh_expires_in: 0` (Keycloak offline tokens) means "no known expiry".
+        refresh_lifetime = _seconds(data.get("refresh_expires_in"))
+        refresh_expires_at = (
+            None if refresh_lifetime is None else response.sent_at + refresh_lifetime
+        )
+    scope = data.get("scope")
+    return Token(
+        access_token=access_token,
+        token_type=token_type.strip(),
+        expires_at=expires_at,
+        issued_at=response.sent_at,
+        refresh_token=refresh_token,
+        refresh_expires_at=refresh_expires_at,
+        scope=scope if isinstance(scope, str) else None,
+        raw=data,
+    )

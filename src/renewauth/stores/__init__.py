@@ -1,0 +1,77 @@
+"""Where tokens live between requests, and how renewals are serialised across processes.
+
+`TokenStore` is a Protocol: any object with these methods is a store, with no base class.
+The async twins exist so a store that does I/O (a file, Redis) never blocks an event loop;
+a store without real async I/O runs its sync methods in a worker thread there.
+
+Keys are `credential_key(...)` fingerprints: the same credentials give the same key in every
+process, different secrets never do, and no secret can be read back from a key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
+from typing import Protocol, runtime_checkable
+
+from ..token import Token
+from .memory import MemoryStore, default_store
+
+__all__ = ["MemoryStore", "TokenStore", "credential_key", "default_store"]
+
+# Secrets are stretched before they are hashed into a key, so a key seen in a file name or a
+# Redis key space does not make a weak password cheap to guess.
+_KEY_ITERATIONS = 20_000
+
+
+@runtime_checkable
+class TokenStore(Protocol):
+    """The interface every token store offers.
+
+    `lock(key)` serialises renewals of one key across every process that shares the store
+    (a no-op where the store is private to one process). Implementations never log a token.
+    """
+
+    def get(self, key: str) -> Token | None:
+        """The stored token for `key`, or `None`."""
+        ...
+
+    def set(self, key: str, token: Token) -> None:
+        """Store `token` under `key`; raise if it could not be stored durably."""
+        ...
+
+    def delete(self, key: str) -> None:
+        """Forget the token under `key` (no error if there is none)."""
+        ...
+
+    def lock(self, key: str) -> AbstractContextManager[object]:
+        """A context manager held by the one renewal of `key` in flight."""
+        ...
+
+    async def aget(self, key: str) -> Token | None:
+        """`get` without blocking the event loop."""
+        ...
+
+    async def aset(self, key: str, token: Token) -> None:
+        """`set` without blocking the event loop."""
+        ...
+
+    async def adelete(self, key: str) -> None:
+        """`delete` without blocking the event loop."""
+        ...
+
+    def alock(self, key: str) -> AbstractAsyncContextManager[object]:
+        """`lock` without blocking the event loop while waiting for it."""
+        ...
+
+
+def credential_key(public: tuple[str, ...], secrets: tuple[str, ...]) -> str:
+    """The store key of a credential set: public parts and stretched secrets, hashed.
+
+    Two auth objects with the same token URL, client, user, scope and secrets get the same
+    key, and so share one token and one renewal; any difference gives another key.
+    """
+    salt = "\x1f".join(public).encode()
+    stretched = hashlib.pbkdf2_hmac("sha256", "\x1f".join(secrets).encode(), salt, _KEY_ITERATIONS)
+    digest = hashlib.sha256(salt + b"\x1e" + stretched).hexdigest()
+    return digest[:40]

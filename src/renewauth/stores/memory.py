@@ -1,0 +1,71 @@
+"""`MemoryStore`: tokens in this process's memory, the default store.
+
+A renewal in one process is coordinated by the manager's in-process single flight, so this
+store's lock does nothing. Entries live in a bounded `cachetools.LRUCache`; an auth object keeps
+its own reference to its token, so an evicted entry costs at most one store miss, never a
+refresh token.
+"""
+
+from __future__ import annotations
+
+import threading
+from contextlib import AbstractAsyncContextManager, AbstractContextManager, nullcontext
+
+from cachetools import LRUCache
+
+from ..token import Token
+
+__all__ = ["MemoryStore", "default_store"]
+
+
+class MemoryStore:
+    """Tokens kept in this process, shared by every auth object given this store.
+
+    Use it when one process is all there is; use `FileStore` or `RedisStore` when several
+    processes share credentials. Thread-safe; its async methods never wait.
+
+    Args:
+        maxsize: how many credential sets it holds before the least recently used is dropped.
+    """
+
+    def __init__(self, *, maxsize: int = 4096) -> None:
+        self._tokens: LRUCache[str, Token] = LRUCache(maxsize=maxsize)
+        self._lock = threading.Lock()  # LRUCache reorders on read: guard every access
+
+    def __repr__(self) -> str:
+        return f"<MemoryStore {len(self._tokens)} token(s)>"
+
+    def get(self, key: str) -> Token | None:
+        with self._lock:
+            return self._tokens.get(key)
+
+    def set(self, key: str, token: Token) -> None:
+        with self._lock:
+            self._tokens[key] = token
+
+    def delete(self, key: str) -> None:
+        with self._lock:
+            self._tokens.pop(key, None)
+
+    def lock(self, key: str) -> AbstractContextManager[object]:
+        return nullcontext()
+
+    async def aget(self, key: str) -> Token | None:
+        return self.get(key)
+
+    async def aset(self, key: str, token: Token) -> None:
+        self.set(key, token)
+
+    async def adelete(self, key: str) -> None:
+        self.delete(key)
+
+    def alock(self, key: str) -> AbstractAsyncContextManager[object]:
+        return nullcontext()
+
+
+_DEFAULT = MemoryStore()
+
+
+def default_store() -> MemoryStore:
+    """The process-wide `MemoryStore` that auth objects use when given no `store=`."""
+    return _DEFAULT

@@ -1,0 +1,100 @@
+"""requests: signing through `AuthBase.__call__` and a response hook, as `HTTPDigestAuth` does.
+
+`__call__` sets the header and registers a hook; the hook sees the answer and, when it means
+"token rejected", renews, rewinds the body and resends the prepared request once through the
+same adapter, appending the rejected answer to `history`. Per-request state (which token was
+sent, whether this is the resend) lives on the prepared request, never on the shared auth
+object. A redirect creates a new prepared request without that state, so an answer from a
+redirect target never triggers a renewal.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+from requests.cookies import extract_cookies_to_jar
+from requests.utils import rewind_body
+
+from .._urls import origin_of
+from ..manager import TokenManager
+from ..token import Token
+from ._signing import should_renew_after
+
+__all__ = ["RequestsSigning"]
+
+logger = logging.getLogger(__name__)
+
+_STATE = "_renewauth_signature"
+
+
+@dataclass(frozen=True, slots=True)
+class _Signature:
+    token: Token
+    url: str
+    resent: bool = False
+
+
+def _is_replayable(request: requests.PreparedRequest) -> bool:
+    body = request.body
+    if body is None or isinstance(body, bytes | str):
+        return True
+    # A file-like body whose start position requests recorded can be rewound; a generator
+    # or a stream without `tell` cannot.
+    return isinstance(getattr(request, "_body_position", None), int)
+
+
+class RequestsSigning(requests.auth.AuthBase):
+    """The `requests.auth.AuthBase` side of every renewauth auth object."""
+
+    _manager: TokenManager
+    _retry_statuses: Collection[int]
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        token = self._manager.token_for_request()
+        request.headers["Authorization"] = token.authorization
+        setattr(request, _STATE, _Signature(token, request.url or ""))
+        request.register_hook("response", self._on_response)  # type: ignore[no-untyped-call]  # untyped in types-requests
+        return request
+
+    def _on_response(self, response: requests.Response, **send_options: Any) -> requests.Response:
+        request = response.request
+        signature: _Signature | None = getattr(request, _STATE, None)
+        if signature is None or not should_renew_after(
+            response.status_code,
+            self._retry_statuses,
+            signed_url=signature.url,
+            answered_url=request.url or "",
+            already_resent=signature.resent,
+        ):
+            return response
+        if not self._manager.grant.can_renew:
+            return response
+        if not _is_replayable(request):
+            logger.warning(
+                "%s answered %d; not resending: the request body is a stream that cannot be "
+                "replayed (pass bytes to send it again after a renewal)",
+                origin_of(signature.url),
+                response.status_code,
+            )
+            return response
+        token = self._manager.renew_rejected(signature.token)
+        logger.debug("%d from the API; renewed and resending once", response.status_code)
+        if request.body is not None and not isinstance(request.body, bytes | str):
+            rewind_body(request)
+        response.content  # noqa: B018 - read the rejected answer to free its connection
+        response.close()
+
+        resend = request.copy()
+        jar = resend._cookies  # type: ignore[attr-defined]  # requests keeps the jar private
+        extract_cookies_to_jar(jar, request, response.raw)  # type: ignore[no-untyped-call]
+        resend.prepare_cookies(jar)  # as HTTPDigestAuth does
+        resend.headers["Authorization"] = token.authorization
+        setattr(resend, _STATE, _Signature(token, signature.url, resent=True))
+        retried: requests.Response = response.connection.send(resend, **send_options)
+        retried.history.append(response)
+        retried.request = resend
+        return retried
