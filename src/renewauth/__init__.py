@@ -13,7 +13,8 @@ many threads or asyncio tasks need it.
 from __future__ import annotations
 
 import logging
-from importlib.metadata import PackageNotFoundError, version
+from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
+from importlib.metadata import version as _version
 
 from .auth import (
     BearerToken,
@@ -56,6 +57,6 @@ __all__ = [
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 try:
-    __version__ = version("renewauth")
-except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = _version("renewauth")
+except _PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0"

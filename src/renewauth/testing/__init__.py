@@ -1,0 +1,43 @@
+"""Fakes on loopback for testing code that uses renewauth, or any OAuth2 client.
+
+``FakeOAuth2Provider`` is an OAuth2 token endpoint and a bearer-protected API in one server on
+``127.0.0.1``. It counts every call and can expire, revoke, rotate, fail or hold tokens on
+command, so a test asserts what the client did instead of mocking it. Use it as a context
+manager::
+
+    from renewauth.testing import FakeOAuth2Provider
+
+
+    class ManualClock:
+        def __init__(self) -> None:
+            self.now = 1_700_000_000.0
+
+        def __call__(self) -> float:
+            return self.now
+
+
+    def test_client_renews_after_expiry() -> None:
+        clock = ManualClock()
+        with FakeOAuth2Provider(token_lifetime=60, clock=clock) as fake:
+            client = make_my_client(token_url=fake.token_url)  # your code under test
+            client.get(fake.api_url + "items")
+            clock.now += 61  # the fake now rejects the first token
+            client.get(fake.api_url + "items")
+        assert fake.tokens_issued == 2
+
+With renewauth installed, pytest also gets the ``oauth2_fake`` fixture: a started provider with
+default settings (client ``client-id``/``client-secret``, user ``alice``/``alice-password``,
+one-hour tokens), stopped after the test::
+
+    def test_client_fetches_one_token(oauth2_fake: FakeOAuth2Provider) -> None:
+        client = make_my_client(token_url=oauth2_fake.token_url)
+        for _ in range(3):
+            client.get(oauth2_fake.api_url)
+        assert oauth2_fake.token_calls == 1
+
+Build your own ``FakeOAuth2Provider(...)`` for other settings.
+"""
+
+from renewauth.testing._oauth2 import FakeOAuth2Provider, RecordedTokenRequest
+
+__all__ = ["FakeOAuth2Provider", "RecordedTokenRequest"]
