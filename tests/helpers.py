@@ -1,0 +1,128 @@
+"""One way to drive requests, httpx and httpx async from a test body, and a manual clock."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import httpx
+import requests
+
+from renewauth import TokenAuth
+
+KINDS = ("requests", "httpx", "httpx-async")
+
+
+class ManualClock:
+    """A clock that moves only when a test says so (seconds since the epoch)."""
+
+    def __init__(self, start: float = 1_800_000_000.0) -> None:
+        self.now = start
+        self._lock = threading.Lock()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        with self._lock:
+            self.now += seconds
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    history: int  # answers before this one (a 401 that was retried)
+    body: bytes
+
+
+Body = bytes | Callable[[], Iterable[bytes]] | None
+
+
+def send(
+    kind: str,
+    auth: TokenAuth,
+    url: str,
+    *,
+    method: str = "GET",
+    body: Body = None,
+) -> Reply:
+    """Send one request through `kind` with `auth`; `body` may be a generator factory."""
+    if kind == "requests":
+        data = body() if callable(body) else body
+        with requests.Session() as session:
+            session.auth = auth
+            response = session.request(method, url, data=data, timeout=10)
+            return Reply(response.status_code, len(response.history), response.content)
+    if kind == "httpx":
+        content = body() if callable(body) else body
+        with httpx.Client(auth=auth, timeout=10, follow_redirects=True) as client:
+            reply = client.request(method, url, content=content)
+            return Reply(reply.status_code, len(reply.history), reply.content)
+    return asyncio.run(_send_async(auth, url, method, body))
+
+
+async def _send_async(auth: TokenAuth, url: str, method: str, body: Body) -> Reply:
+    content: object = body
+    if callable(body):
+        parts = list(body())
+
+        async def stream():  # type: ignore[no-untyped-def]
+            for part in parts:
+                yield part
+
+        content = stream()
+    async with httpx.AsyncClient(auth=auth, timeout=10, follow_redirects=True) as client:
+        reply = await client.request(method, url, content=content)  # type: ignore[arg-type]
+        return Reply(reply.status_code, len(reply.history), reply.content)
+
+
+def send_concurrently(kind: str, auth: TokenAuth, url: str, workers: int) -> list[int]:
+    """`workers` requests released together: threads behind a barrier, or asyncio tasks
+    behind an event, on one shared client. Returns their statuses."""
+    if kind == "httpx-async":
+        return asyncio.run(_send_tasks(auth, url, workers))
+    barrier = threading.Barrier(workers)
+    statuses: list[int] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+    shared = httpx.Client(auth=auth, timeout=20, limits=httpx.Limits(max_connections=workers))
+
+    def work() -> None:
+        try:
+            barrier.wait()
+            if kind == "requests":
+                status = requests.get(url, auth=auth, timeout=20).status_code
+            else:
+                status = shared.get(url).status_code
+            with lock:
+                statuses.append(status)
+        except BaseException as exc:  # reported below, with the others
+            with lock:
+                errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    shared.close()
+    if errors:
+        raise errors[0]
+    return statuses
+
+
+async def _send_tasks(auth: TokenAuth, url: str, workers: int) -> list[int]:
+    go = asyncio.Event()
+    limits = httpx.Limits(max_connections=workers)
+    async with httpx.AsyncClient(auth=auth, timeout=20, limits=limits) as client:
+
+        async def work() -> int:
+            await go.wait()
+            return (await client.get(url)).status_code
+
+        tasks = [asyncio.create_task(work()) for _ in range(workers)]
+        await asyncio.sleep(0)  # let every task reach the event before it is set
+        go.set()
+        return list(await asyncio.gather(*tasks))

@@ -1,0 +1,576 @@
+"""Renewal against the loopback fake, through requests, httpx and httpx async alike."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterator
+
+import httpx
+import pytest
+import requests
+
+from renewauth import (
+    BearerToken,
+    InsecureTransportError,
+    InvalidClient,
+    InvalidGrant,
+    MemoryStore,
+    OAuth2ClientCredentials,
+    OAuth2Password,
+    OAuth2RefreshToken,
+    Token,
+    TokenEndpointUnavailable,
+)
+from renewauth.testing import FakeOAuth2Provider
+
+from .helpers import KINDS, ManualClock, send, send_concurrently
+
+CLIENT_ID, CLIENT_SECRET = "client-id", "client-secret"
+USER, PASSWORD = "alice", "alice-password"
+
+
+@pytest.fixture(params=KINDS)
+def kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+def fake(clock: ManualClock) -> Iterator[FakeOAuth2Provider]:
+    with FakeOAuth2Provider(token_lifetime=100.0, clock=clock) as provider:
+        yield provider
+
+
+def credentials(
+    fake: FakeOAuth2Provider, clock: ManualClock, **options: object
+) -> OAuth2ClientCredentials:
+    return OAuth2ClientCredentials(
+        fake.token_url,
+        CLIENT_ID,
+        CLIENT_SECRET,
+        store=MemoryStore(),
+        clock=clock,
+        **options,  # type: ignore[arg-type]
+    )
+
+
+def password(fake: FakeOAuth2Provider, clock: ManualClock, **options: object) -> OAuth2Password:
+    return OAuth2Password(
+        fake.token_url,
+        CLIENT_ID,
+        USER,
+        PASSWORD,
+        client_secret=CLIENT_SECRET,
+        store=MemoryStore(),
+        clock=clock,
+        **options,  # type: ignore[arg-type]
+    )
+
+
+# --- fetching and caching ------------------------------------------------------------------
+
+
+def test_auth_fetches_one_token_for_many_requests(
+    kind: str, fake: FakeOAuth2Provider, clock: ManualClock
+) -> None:
+    auth = credentials(fake, clock)
+    statuses = [send(kind, auth, fake.api_url).status for _ in range(5)]
+    assert statuses == [200] * 5
+    assert fake.token_calls == 1
+
+
+def test_auth_renews_before_expiry_so_the_api_never_sees_an_expired_token(
+    kind: str, fake: FakeOAuth2Provider, clock: ManualClock
+) -> None:
+    auth = credentials(fake, clock, leeway=30.0)
+    for _ in range(4):
+        assert send(kind, auth, fake.api_url).status == 200
+        clock.advance(75.0)  # past renew_at (70 s), before expiry (100 s)
+    assert fake.api_unauthorized == 0
+    assert fake.token_calls == 4
+
+
+def test_auth_renews_after_expiry_with_the_refresh_token(
+    kind: str, fake: FakeOAuth2Provider, clock: ManualClock
+) -> None:
+    auth = password(fake, clock)
+    assert send(kind, auth, fake.api_url).status == 200
+    clock.advance(150.0)
+    assert send(kind, auth, fake.api_url).status == 200
+    assert fake.token_calls_by_grant == {"password": 1, "refresh_token": 1}
+
+
+def test_objects_with_the_same_credentials_share_one_token(
+    fake: FakeOAuth2Provider, clock: ManualClock
+) -> None:
+    store = MemoryStore()
+    first = OAuth2ClientCredentials(
+        fake.token_url, CLIENT_ID, CLIENT_SECRET, store=store, clock=clock
+    )
+    second = OAuth2ClientCredentials(
+        fake.token_url, CLIENT_ID, CLIENT_SECRET, store=store, clock=clock
+    )
+    assert first.get_token() == second.get_token()
+    assert fake.token_calls == 1
+
+
+def test_objects_with_different_secrets_never_share_a_token(clock: ManualClock) -> None:
+    clients = {"client-id": "client-secret", "other": "other-secret"}
+    with FakeOAuth2Provider(clients=clients, clock=clock) as fake:
+        store = MemoryStore()
+        first = OAuth2ClientCredentials(fake.token_url, "client-id", "client-secret", store=store)
+        wrong = OAuth2ClientCredentials(fake.token_url, "client-id", "wrong-secret", store=store)
+        first.get_token()
+        with pytest.raises(InvalidClient):
+            wrong.get_token()
+        assert fake.token_calls == 2
+
+
+def test_on_token_receives_every_new_token_after_the_store_has_it(
+    fake: FakeOAuth2Provider, clock: ManualClock
+) -> None:
+    store = MemoryStore()
+    seen: list[tuple[Token, Token | None]] = []
+    auth = OAuth2Password(
+        fake.token_url,
+        CLIENT_ID,
+        USER,
+        PASSWORD,
+        client_secret=CLIENT_SECRET,
+        store=store,
+        clock=clock,
+        on_token=lambda token: seen.append((token, store.get(auth._manager.key))),
+    )
+    auth.get_token()
+    clock.advance(150.0)
+    auth.get_token()
+    assert [token.refresh_token for token, _ in seen] == [
+        token.refresh_token for _, token in seen if token is not None
+    ]
+    assert len(seen) == 2
+    assert seen[0][0].refresh_token != seen[1][0].refresh_token  # rotated
+
+
+def test_token_property_does_no_io_and_is_none_before_the_first_request(
+    fake: FakeOAuth2Provider, clock: ManualClock
+) -> None:
+    auth = credentials(fake, clock)
+    assert auth.token is None
+    assert fake.token_calls == 0
+    token = auth.get_token()
+    assert auth.token == token
+
+
+def test_aget_token_fetches_without_a_client(fake: FakeOAuth2Provider, clock: ManualClock) -> None:
+    auth = credentials(fake, clock)
+    token = asyncio.run(auth.aget_token())
+    assert token.access_token
+    assert fake.token_calls == 1
+
+
+def test_invalidate_drops_access_token_and_renews_with_refresh_token(
+    kind: str, fake: FakeOAuth2Provider, clock: ManualClock
+) -> None:
+    auth = password(fake, clock)
+    first = auth.get_token()
+    auth.invalidate()
+    assert send(kind, auth, fake.api_url).status == 200
+    assert fake.token_calls_by_grant == {"password": 1, "refresh_token": 1}
+    assert auth.token is not None
+    assert auth.token.access_token != first.access_token
+
+
+# --- 401: renew once, resend once -----------------------------------------------------------
+
+
+def test_auth_renews_and_resends_after_server_side_revocation(
+    kind: str, fake: FakeOAuth2Provider, clock: ManualClock
+) -> None:
+    auth = password(fake, clock)
+    assert send(kind, auth, fake.api_url).status == 200
+    fake.revoke_access_tokens()
+    reply = send(kind, auth, fake.api_url)
+    assert reply.status == 200
+    assert reply.history == 1  # the 401 is in the history, not in the caller's hands
+    assert fake.token_calls_by_grant == {"password": 1, "refresh_token": 1}
+
+
+def test_revocation_with_many_concurrent_callers_renews_once(
+    kind: str, fake: FakeOAuth2Provider, clock: ManualClock
+) -> None:
+    auth = password(fake, clock)
+    assert send(kind, auth, fake.api_url).status == 200
+    fake.revoke_access_tokens()
+    statuses = send_concurrently(kind, auth, fake.api_url, 16)
+    assert statuses == [200] * 16
+    assert fake.token_calls_by_grant == {"password": 1, "refresh_token": 1}
+
+
+def test_second_401_reaches_the_caller_as_a_response(
+    kind: str, fake: FakeOAuth2Provider, clock: ManualClock
+) -> None:
+    auth = credentials(fake, clock)
+    reply = send(kind, auth, fake.api_url + "always-401")
+    assert reply.status == 401
+    assert fake.token_calls == 2  # the first token, and one renewal
+    assert fake.api_unauthorized == 2  # sent, resent once, then given back
+
+
+def test_403_never_renews_unless_listed(
+    kind: str, fake: FakeOAuth2Provider, clock: ManualClock
+) -> None:
+    assert send(kind, credentials(fake, clock), fake.api_url + "forbidden").status == 403
+    assert fake.token_calls == 1
+    listed = credentials(fake, clock, retry_statuses=(401, 403))
+    listed.get_token()
+    listed.invalidate()
+    fake.reset_counters()
+    assert send(kind, listed, fake.api_url + "forbidden").status == 403
+    assert fake.token_calls == 2  # the invalidated token, then the renewal the 403 caused
+
+
+def test_generator_body_is_never_resent(
+    kind: str, fake: FakeOAuth2Provider, clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    auth = credentials(fake, clock)
+    auth.get_token()
+    fake.revoke_access_tokens()
+
+    def body() -> Iterator[bytes]:
+        yield b"part one, "
+        yield b"part two"
+
+    reply = send(kind, auth, fake.api_url + "upload", method="POST", body=body)
+    assert reply.status == 401
+    assert fake.api_unauthorized == 1
+    assert fake.token_calls == 1
+    assert "cannot be replayed" in caplog.text
+
+
+def test_bytes_body_is_resent_whole_after_renewal(
+    kind: str, fake: FakeOAuth2Provider, clock: ManualClock
+) -> None:
+    auth = credentials(fake, clock)
+    auth.get_token()
+    fake.revoke_access_tokens()
+    reply = send(kind, auth, fake.api_url + "upload", method="POST", body=b"x" * 1000)
+    assert reply.status == 200
+    assert b'"body_length": 1000' in reply.body or b'"body_length":1000' in reply.body
+
+
+def test_401_after_another_caller_renewed_resends_without_a_token_call(
+    fake: FakeOAuth2Provider, clock: ManualClock
+) -> None:
+    auth = password(fake, clock)
+    stale = auth.get_token()
+    fake.revoke_access_tokens()
+    renewed = auth._manager.renew_rejected(stale)
+    again = auth._manager.renew_rejected(stale)  # a late caller with the same rejected token
+    assert again == renewed
+    assert fake.token_calls == 2
+
+
+def test_bearer_token_gives_a_401_back_without_renewing(
+    kind: str, fake: FakeOAuth2Provider
+) -> None:
+    reply = send(kind, BearerToken("not-a-real-token"), fake.api_url)
+    assert reply.status == 401
+    assert reply.history == 0
+    assert fake.token_calls == 0
+
+
+# --- origins -------------------------------------------------------------------------------
+
+
+def test_token_is_never_sent_to_another_origin_on_redirect(
+    kind: str, fake: FakeOAuth2Provider, clock: ManualClock
+) -> None:
+    with FakeOAuth2Provider() as elsewhere:
+        auth = credentials(fake, clock)
+        target = f"{elsewhere.base_url}/echo-headers"
+        reply = send(kind, auth, f"{fake.api_url}redirect?to={target}")
+        assert reply.status == 200
+        assert b"authorization" not in reply.body.lower()
+
+
+def test_401_from_a_redirect_target_elsewhere_never_renews(
+    kind: str, fake: FakeOAuth2Provider, clock: ManualClock
+) -> None:
+    with FakeOAuth2Provider() as elsewhere:
+        auth = credentials(fake, clock)
+        target = f"{elsewhere.api_url}always-401"
+        reply = send(kind, auth, f"{fake.api_url}redirect?to={target}")
+        assert reply.status == 401
+        assert fake.token_calls == 1
+        assert elsewhere.token_calls == 0
+
+
+def test_plain_http_token_url_is_refused_off_loopback() -> None:
+    with pytest.raises(InsecureTransportError, match="allow_insecure_http=True"):
+        OAuth2ClientCredentials("http://idp.example.com/token", "id", "secret")
+    allowed = OAuth2ClientCredentials(
+        "http://idp.example.com/token", "id", "secret", allow_insecure_http=True
+    )
+    assert allowed.token is None
+
+
+# --- failures of the token endpoint ---------------------------------------------------------
+
+
+def test_token_endpoint_503_twice_then_200_succeeds_after_retries(
+    kind: str, fake: FakeOAuth2Provider, clock: ManualClock
+) -> None:
+    fake.fail_token_requests(503, times=2)
+    assert send(kind, credentials(fake, clock, retries=2), fake.api_url).status == 200
+    assert fake.token_calls == 3
+
+
+def test_token_endpoint_429_with_retry_after_is_honoured(
+    kind: str, fake: FakeOAuth2Provider, clock: ManualClock
+) -> None:
+    fake.fail_token_requests(429, headers={"Retry-After": "0"})
+    assert send(kind, credentials(fake, clock, retries=1), fake.api_url).status == 200
+    assert fake.token_calls == 2
+
+
+def test_token_endpoint_down_raises_unavailable_after_the_retries(
+    kind: str, fake: FakeOAuth2Provider, clock: ManualClock
+) -> None:
+    fake.fail_token_requests(503, times=-1, headers={"Retry-After": "0"})
+    with pytest.raises(TokenEndpointUnavailable, match="unavailable") as caught:
+        send(kind, credentials(fake, clock, retries=2), fake.api_url)
+    assert caught.value.status == 503
+    assert fake.token_calls == 3
+
+
+def test_unreachable_token_endpoint_raises_unavailable(kind: str, clock: ManualClock) -> None:
+    with FakeOAuth2Provider() as gone:
+        token_url = gone.token_url
+    auth = OAuth2ClientCredentials(token_url, "id", "secret", retries=0, store=MemoryStore())
+    with pytest.raises(TokenEndpointUnavailable, match="could not be reached"):
+        send(kind, auth, token_url.replace("/oauth/token", "/api/"))
+
+
+def test_wrong_secret_raises_invalid_client_without_retrying(
+    kind: str, fake: FakeOAuth2Provider, clock: ManualClock
+) -> None:
+    auth = OAuth2ClientCredentials(fake.token_url, CLIENT_ID, "wrong", store=MemoryStore())
+    with pytest.raises(InvalidClient, match="client_secret="):
+        send(kind, auth, fake.api_url)
+    assert fake.token_calls == 1
+
+
+def test_wrong_password_raises_invalid_grant_naming_the_fix(
+    kind: str, fake: FakeOAuth2Provider
+) -> None:
+    auth = OAuth2Password(fake.token_url, CLIENT_ID, USER, "wrong", client_secret=CLIENT_SECRET)
+    with pytest.raises(InvalidGrant, match="password="):
+        send(kind, auth, fake.api_url)
+
+
+def test_soft_window_renewal_failure_fails_no_request(
+    kind: str, fake: FakeOAuth2Provider, clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    auth = credentials(fake, clock, leeway=30.0, retries=0)
+    assert send(kind, auth, fake.api_url).status == 200
+    clock.advance(80.0)  # soft window: 20 s left
+    fake.fail_token_requests(503, times=-1)
+    statuses = [send(kind, auth, fake.api_url).status for _ in range(10)]
+    assert statuses == [200] * 10
+    assert fake.token_calls == 2  # one failed try, then a backoff of min(30 s, 10 s)
+    assert "stays valid" in caplog.text
+    clock.advance(10.0)  # backoff over: one more try, still failing, still no failed request
+    assert send(kind, auth, fake.api_url).status == 200
+    assert fake.token_calls == 3
+    clock.advance(15.0)  # expired: now the failure is the caller's
+    with pytest.raises(TokenEndpointUnavailable):
+        send(kind, auth, fake.api_url)
+
+
+def test_password_grant_falls_back_when_refresh_tokens_are_revoked(
+    kind: str, fake: FakeOAuth2Provider, clock: ManualClock
+) -> None:
+    auth = password(fake, clock)
+    auth.get_token()
+    fake.revoke_refresh_tokens()
+    clock.advance(150.0)
+    assert send(kind, auth, fake.api_url).status == 200
+    assert fake.token_calls_by_grant == {"password": 2, "refresh_token": 1}
+
+
+def test_refresh_token_auth_persists_rotated_tokens_and_prefers_the_stored_one(
+    fake: FakeOAuth2Provider, clock: ManualClock
+) -> None:
+    store = MemoryStore()
+    seen: list[str | None] = []
+    initial = fake.issue_refresh_token()
+    auth = OAuth2RefreshToken(
+        fake.token_url,
+        CLIENT_ID,
+        initial,
+        client_secret=CLIENT_SECRET,
+        store=store,
+        clock=clock,
+        on_token=lambda token: seen.append(token.refresh_token),
+    )
+    auth.get_token()
+    clock.advance(150.0)
+    auth.get_token()
+    # A second object built from the same (now spent) constructor token uses the stored one.
+    later = OAuth2RefreshToken(
+        fake.token_url, CLIENT_ID, initial, client_secret=CLIENT_SECRET, store=store, clock=clock
+    )
+    clock.advance(150.0)
+    later.get_token()
+    assert fake.stale_refresh_tokens == 0
+    assert len(set(seen)) == 2
+    assert initial not in seen
+
+
+def test_spent_refresh_token_raises_invalid_grant_naming_the_fix(
+    fake: FakeOAuth2Provider, clock: ManualClock
+) -> None:
+    initial = fake.issue_refresh_token()
+    fake.revoke_refresh_tokens()
+    auth = OAuth2RefreshToken(fake.token_url, CLIENT_ID, initial, client_secret=CLIENT_SECRET)
+    with pytest.raises(InvalidGrant, match="refresh_token="):
+        auth.get_token()
+
+
+# --- concurrency ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["requests", "httpx"])
+def test_32_threads_at_cold_start_make_one_token_call(kind: str, clock: ManualClock) -> None:
+    with FakeOAuth2Provider(token_delay=0.05, clock=clock) as fake:
+        auth = credentials(fake, clock)
+        statuses = send_concurrently(kind, auth, fake.api_url, 32)
+        assert statuses == [200] * 32
+        assert fake.token_calls == 1
+
+
+def test_200_tasks_at_cold_start_make_one_token_call(clock: ManualClock) -> None:
+    with FakeOAuth2Provider(token_delay=0.05, clock=clock) as fake:
+        auth = credentials(fake, clock)
+        statuses = send_concurrently("httpx-async", auth, fake.api_url, 200)
+        assert statuses == [200] * 200
+        assert fake.token_calls == 1
+
+
+def test_rotation_with_8_threads_never_presents_a_stale_refresh_token(
+    kind: str, clock: ManualClock
+) -> None:
+    with FakeOAuth2Provider(token_lifetime=100.0, rotate_refresh_tokens=True, clock=clock) as fake:
+        auth = password(fake, clock)
+        for _ in range(5):
+            assert send_concurrently(kind, auth, fake.api_url, 8) == [200] * 8
+            clock.advance(150.0)  # every token expires between rounds
+        assert fake.stale_refresh_tokens == 0
+        assert fake.token_calls_by_grant == {"password": 1, "refresh_token": 4}
+
+
+def test_threads_and_tasks_together_share_one_renewal(clock: ManualClock) -> None:
+    with FakeOAuth2Provider(token_delay=0.05, clock=clock) as fake:
+        auth = credentials(fake, clock)
+        results: list[list[int]] = []
+        import threading
+
+        thread = threading.Thread(
+            target=lambda: results.append(send_concurrently("httpx", auth, fake.api_url, 8))
+        )
+        thread.start()
+        tasks = send_concurrently("httpx-async", auth, fake.api_url, 50)
+        thread.join()
+        assert tasks == [200] * 50
+        assert results == [[200] * 8]
+        assert fake.token_calls == 1
+
+
+def test_hard_waiters_share_the_leaders_error(clock: ManualClock) -> None:
+    with FakeOAuth2Provider(clock=clock) as fake:
+        auth = OAuth2ClientCredentials(fake.token_url, CLIENT_ID, "wrong", store=MemoryStore())
+        fake.token_delay = 0.05
+        with pytest.raises(InvalidClient):
+            send_concurrently("httpx", auth, fake.api_url, 8)
+        assert fake.token_calls <= 8
+        assert fake.max_concurrent_token_calls == 1
+
+
+def test_async_renewal_does_not_block_the_event_loop(clock: ManualClock) -> None:
+    """While the token endpoint holds the renewal, other tasks on the loop keep running."""
+    with FakeOAuth2Provider(clock=clock) as fake:
+        auth = credentials(fake, clock)
+
+        async def scenario() -> int:
+            ticks = 0
+            async with httpx.AsyncClient(auth=auth) as client:
+                with fake.hold_token_requests():
+                    request = asyncio.create_task(client.get(fake.api_url))
+                    held = asyncio.create_task(
+                        asyncio.to_thread(fake.wait_for_held_token_requests, 1)
+                    )
+                    while not held.done():
+                        ticks += 1  # only counts if the loop is free while the renewal waits
+                        await asyncio.sleep(0)
+                    assert held.result()
+                assert (await request).status_code == 200
+            return ticks
+
+        assert asyncio.run(scenario()) > 0
+
+
+def test_requests_session_auth_and_httpx_client_share_the_same_object(
+    fake: FakeOAuth2Provider, clock: ManualClock
+) -> None:
+    auth = credentials(fake, clock)
+    with requests.Session() as session:
+        session.auth = auth
+        assert session.get(fake.api_url, timeout=10).status_code == 200
+    with httpx.Client(auth=auth) as client:
+        assert client.get(fake.api_url).status_code == 200
+    assert fake.token_calls == 1
+
+
+def test_debug_logs_name_renewals_by_origin(
+    fake: FakeOAuth2Provider, clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="renewauth")
+    credentials(fake, clock).get_token()
+    assert f"token for {fake.base_url} renewed" in caplog.text
+
+
+def test_401_on_a_second_object_adopts_the_token_the_first_renewed(
+    kind: str, fake: FakeOAuth2Provider, clock: ManualClock
+) -> None:
+    """Two objects share a store; after a revocation the first renews, the second's 401 only
+    resends with the stored token: the leader re-reads the store before it renews."""
+    store = MemoryStore()
+    first = OAuth2Password(
+        fake.token_url,
+        CLIENT_ID,
+        USER,
+        PASSWORD,
+        client_secret=CLIENT_SECRET,
+        store=store,
+        clock=clock,
+    )
+    second = OAuth2Password(
+        fake.token_url,
+        CLIENT_ID,
+        USER,
+        PASSWORD,
+        client_secret=CLIENT_SECRET,
+        store=store,
+        clock=clock,
+    )
+    assert send(kind, first, fake.api_url).status == 200
+    assert send(kind, second, fake.api_url).status == 200
+    fake.revoke_access_tokens()
+    assert send(kind, first, fake.api_url).status == 200
+    assert send(kind, second, fake.api_url).status == 200
+    assert fake.token_calls_by_grant == {"password": 1, "refresh_token": 1}
