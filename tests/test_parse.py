@@ -103,7 +103,7 @@ def test_parser_raises_unavailable_for_server_errors(status: int) -> None:
 
 
 def test_parser_names_the_fix_for_json_without_access_token() -> None:
-    with pytest.raises(TokenRequestError, match="token_url=.*/token"):
+    with pytest.raises(TokenRequestError, match=r"token_url=.*/token"):
         parse_token_response(response({"token": "A"}))
 
 
