@@ -574,3 +574,16 @@ def test_401_on_a_second_object_adopts_the_token_the_first_renewed(
     assert send(kind, first, fake.api_url).status == 200
     assert send(kind, second, fake.api_url).status == 200
     assert fake.token_calls_by_grant == {"password": 1, "refresh_token": 1}
+
+
+def test_401_with_token_endpoint_down_raises_unavailable(
+    kind: str, fake: FakeOAuth2Provider, clock: ManualClock
+) -> None:
+    auth = credentials(fake, clock, retries=0)
+    auth.get_token()
+    fake.revoke_access_tokens()
+    fake.fail_token_requests(503, times=-1)
+    with pytest.raises(TokenEndpointUnavailable, match="retries="):
+        send(kind, auth, fake.api_url)
+    fake.clear_failures()
+    assert send(kind, auth, fake.api_url).status == 200  # recovered: the next request renews

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import threading
 from collections.abc import Hashable
 
@@ -22,6 +23,17 @@ __all__ = ["Flight", "begin", "would_deadlock"]
 
 _REGISTRY: dict[Hashable, Flight] = {}
 _REGISTRY_LOCK = threading.Lock()
+
+
+def _forget_flights_in_child() -> None:
+    # A forked child inherits the parent's flights but none of the threads that lead them,
+    # and perhaps a lock taken by a thread that no longer exists there: start afresh.
+    global _REGISTRY_LOCK  # noqa: PLW0603 - replaced once, in the child, before any thread runs
+    _REGISTRY_LOCK = threading.Lock()
+    _REGISTRY.clear()
+
+
+os.register_at_fork(after_in_child=_forget_flights_in_child)
 
 
 class Flight:

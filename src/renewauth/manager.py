@@ -39,7 +39,6 @@ from ._retry import backoff_delay, is_retryable_status, retry_after_seconds
 from ._urls import origin_of
 from .errors import TokenEndpointUnavailable
 from .flows import Flow, Grant, TokenRequest, TokenResponse
-from .oauth2 import token_error
 from .stores import TokenStore, credential_key
 from .token import Token
 
@@ -364,9 +363,14 @@ class TokenManager:
         self, request: TokenRequest, response: TokenResponse
     ) -> tuple[TokenEndpointUnavailable, float | None]:
         retry_after = retry_after_seconds(response.headers, self._clock())
-        failure = token_error(response, grant=request.grant, fix="")
-        assert isinstance(failure, TokenEndpointUnavailable)  # 429 and 5xx only reach here
-        failure.retry_after = retry_after
+        failure = TokenEndpointUnavailable(
+            f"token endpoint {response.origin} is unavailable (HTTP {response.status}) after "
+            f"{self.retries + 1} tries; it may be overloaded or down: try again later, or "
+            "raise retries=",
+            status=response.status,
+            origin=response.origin,
+            retry_after=retry_after,
+        )
         return failure, retry_after
 
     def _next_delay(

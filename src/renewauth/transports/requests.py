@@ -81,12 +81,15 @@ class RequestsSigning(requests.auth.AuthBase):
                 response.status_code,
             )
             return response
-        token = self._manager.renew_rejected(signature.token)
+        try:
+            token = self._manager.renew_rejected(signature.token)
+        finally:
+            # Read and release the rejected answer, whether the renewal worked or raised.
+            response.content  # noqa: B018
+            response.close()
         logger.debug("%d from the API; renewed and resending once", response.status_code)
         if request.body is not None and not isinstance(request.body, bytes | str):
             rewind_body(request)
-        response.content  # noqa: B018 - read the rejected answer to free its connection
-        response.close()
 
         resend = request.copy()
         jar = resend._cookies  # type: ignore[attr-defined]  # requests keeps the jar private
