@@ -1,0 +1,57 @@
+"""Type-checked by `mypy --strict` in CI, never run: the public API as users write it."""
+
+from __future__ import annotations
+
+import httpx
+import requests
+
+from renewauth import (
+    BearerToken,
+    MemoryStore,
+    OAuth2ClientCredentials,
+    OAuth2Password,
+    OAuth2RefreshToken,
+    Token,
+    TokenAuth,
+    TokenStore,
+)
+
+
+def remember(token: Token) -> None:
+    print(token.expires_at)
+
+
+def every_class_plugs_into_requests_and_httpx() -> None:
+    store: TokenStore = MemoryStore()
+    auths: list[TokenAuth] = [
+        OAuth2ClientCredentials(
+            "https://idp.example.com/token", "id", "secret", scope=["a", "b"], store=store
+        ),
+        OAuth2Password(
+            "https://idp.example.com/token", "id", "user", "pw", leeway=10.0, on_token=remember
+        ),
+        OAuth2RefreshToken(
+            "https://idp.example.com/token",
+            "id",
+            "refresh",
+            client_auth="basic",
+            client_secret="s",
+            retry_statuses=(401, 403),
+        ),
+        BearerToken("static"),
+    ]
+    for auth in auths:
+        session = requests.Session()
+        session.auth = auth
+        with httpx.Client(auth=auth) as client:
+            client.get("https://api.example.com/")
+        token: Token = auth.get_token()
+        cached: Token | None = auth.token
+        auth.invalidate()
+        print(token, cached)
+
+
+async def async_use(auth: OAuth2ClientCredentials) -> Token:
+    async with httpx.AsyncClient(auth=auth) as client:
+        await client.get("https://api.example.com/")
+    return await auth.aget_token()
