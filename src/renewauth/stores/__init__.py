@@ -10,6 +10,7 @@ process, different secrets never do, and no secret can be read back from a key.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from typing import Protocol, runtime_checkable
@@ -65,6 +66,7 @@ class TokenStore(Protocol):
         ...
 
 
+@functools.lru_cache(maxsize=256)  # stretching costs ms: an object built per call pays once
 def credential_key(public: tuple[str, ...], secrets: tuple[str, ...]) -> str:
     """The store key of a credential set: public parts and stretched secrets, hashed.
 
