@@ -71,9 +71,9 @@ class Flight:
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(_resolve, future)
 
-    def wait(self) -> None:
-        """Block this thread until the flight ends."""
-        self._done.wait()
+    def wait(self, timeout: float) -> bool:
+        """Block this thread until the flight ends; `False` if `timeout` seconds pass first."""
+        return self._done.wait(timeout)
 
     async def wait_async(self) -> None:
         """Suspend this task, not its event loop, until the flight ends."""

@@ -25,6 +25,7 @@ requests nor httpx, and its clock, sleeps and randomness are injected.
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import math
 import random
@@ -35,9 +36,9 @@ from types import MappingProxyType
 from typing import NamedTuple, Protocol, cast
 
 from . import _flight
-from ._retry import backoff_delay, is_retryable_status, retry_after_seconds
+from ._retry import MAX_RETRY_AFTER, backoff_delay, is_retryable_status, retry_after_seconds
 from ._urls import origin_of
-from .errors import TokenEndpointUnavailable
+from .errors import ConfigurationError, TokenEndpointUnavailable
 from .flows import Flow, Grant, TokenRequest, TokenResponse
 from .stores import TokenStore, credential_key
 from .token import Token
@@ -50,6 +51,7 @@ OnToken = Callable[[Token], None]
 """Called with every new token once the store has it (persist a rotated refresh token)."""
 
 _SOFT_RETRY_CAP = 30.0  # seconds between failed renewals in the soft window, at most
+_WAIT_MARGIN = 10.0  # seconds a waiter adds to the longest a renewal can take
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,16 +185,27 @@ class TokenManager:
         return await self._arenew(rejected, self._clock(), rejected=True)
 
     def invalidate(self) -> None:
-        """Expire the access token now, keeping its refresh token for the next renewal."""
-        current = self.token or self.store.get(self.key)
-        if current is None:
-            return
-        expired = replace(current, expires_at=current.issued_at or 0.0)
-        # Only our own token is marked expired; a newer one in the store stays untouched.
-        stored = self.store.get(self.key)
-        if stored is None or stored.is_same_grant(current):
-            self.store.set(self.key, expired)
-        self._adopt(expired)
+        """Expire the access token now, keeping its refresh token for the next renewal.
+
+        It takes the renewal's place in the flight and the store's lock, so it never writes
+        back a token that a concurrent renewal has just replaced (with a rotated refresh
+        token that would otherwise be lost).
+        """
+        while True:
+            flight, is_leader = _flight.begin(self._flight_key)
+            if is_leader:
+                break
+            self._wait(flight)
+        try:
+            with self.store.lock(self.key):
+                current = self.store.get(self.key) or self.token
+                if current is None:
+                    return
+                expired = replace(current, expires_at=current.issued_at or 0.0)
+                self.store.set(self.key, expired)
+                self._adopt(expired)
+        finally:
+            flight.finish(abandoned=True)  # waiters, if any, renew from the expired token
         logger.debug("token for %s invalidated", self.origin)
 
     def _newer_than(self, rejected: Token) -> Token | None:
@@ -215,42 +228,56 @@ class TokenManager:
             return cast(Token, stale)  # a soft renewal failed recently: wait before retrying
         while True:
             flight, is_leader = _flight.begin(self._flight_key)
-            if not is_leader:
-                if soft:
-                    return cast(Token, stale)  # still valid: never wait in the soft window
-                if _flight.would_deadlock(flight):
-                    return self._renew_as_leader(stale, soft=False)
-                flight.wait()
-                if flight.abandoned:
-                    continue  # its leader was cancelled: one of the waiters takes over
-                if flight.error is not None:
-                    raise flight.error
-                return self._adopt(cast(Token, flight.token))
-            try:
-                token = self._renew_as_leader(stale, soft=soft)
-            except Exception as exc:
-                flight.finish(error=exc)
-                if soft:
-                    return self._soft_failure(cast(Token, stale), exc)
-                raise
-            except BaseException:
-                flight.finish(abandoned=True)
-                raise
-            flight.finish(token=token)
-            return token
+            if is_leader:
+                return self._lead(flight, stale, soft=soft)
+            if soft:
+                return cast(Token, stale)  # still valid: never wait in the soft window
+            self._wait(flight)
+            token = self._outcome(flight, stale, rejected=rejected)
+            if token is not None:
+                return token
 
-    def _renew_as_leader(self, stale: Token | None, *, soft: bool) -> Token:
+    def _wait(self, flight: _flight.Flight) -> None:
+        if _flight.would_deadlock(flight):
+            raise ConfigurationError(
+                "a blocking call (requests, httpx.Client, get_token()) needs the token that a "
+                "task of this same event loop is renewing, and waiting would freeze the loop; "
+                "use httpx.AsyncClient or await aget_token() in coroutines, or run the "
+                "blocking call in a thread with asyncio.to_thread()"
+            )
+        if not flight.wait(self._wait_bound):
+            raise self._stuck()
+
+    def _lead(self, flight: _flight.Flight, stale: Token | None, *, soft: bool) -> Token:
+        # Re-checked as leader: a soft renewal may have failed since this caller looked.
+        if soft and self._clock() < self._soft_retry_at:
+            flight.finish(abandoned=True)
+            return cast(Token, stale)
+        try:
+            token, renewed = self._renew_as_leader(stale)
+        except Exception as exc:
+            return self._fail(flight, stale, exc, soft=soft)
+        except BaseException:
+            flight.finish(abandoned=True)  # interrupted: a waiter takes over
+            raise
+        flight.finish(token=token)
+        if renewed:
+            self._notify(token)
+        return token
+
+    def _renew_as_leader(self, stale: Token | None) -> tuple[Token, bool]:
+        """The new token, and whether it came from the token endpoint (else the store)."""
         with self.store.lock(self.key):
             # Another process, or a leader that finished just before us, may have renewed.
             current = self.store.get(self.key) or self.token
             if not _needs_renewal(current, stale, self._clock()):
                 logger.debug("token for %s taken from the store", self.origin)
-                return self._adopt(cast(Token, current))
+                return self._adopt(cast(Token, current)), False
             token = self._run_flow(self.grant.fetch(current))
             # The rotated refresh token is stored before the new access token is used; if
             # that write fails, the renewal fails with it.
             self.store.set(self.key, token)
-        return self._announce(token)
+        return self._announce(token), True
 
     def _run_flow(self, flow: Flow) -> Token:
         try:
@@ -288,37 +315,48 @@ class TokenManager:
         loop = asyncio.get_running_loop()
         while True:
             flight, is_leader = _flight.begin(self._flight_key, leader_loop=loop)
-            if not is_leader:
-                if soft:
-                    return cast(Token, stale)
-                await flight.wait_async()
-                if flight.abandoned:
-                    continue
-                if flight.error is not None:
-                    raise flight.error
-                return self._adopt(cast(Token, flight.token))
+            if is_leader:
+                # The renewal runs as a task of its own and the caller awaits it shielded: a
+                # caller cancelled mid-renewal (a timeout around its request) must not cancel
+                # a refresh the server has already answered, or the rotated refresh token in
+                # that answer would be lost with it.
+                renewal = loop.create_task(self._alead(flight, stale, soft=soft))
+                return await asyncio.shield(renewal)
+            if soft:
+                return cast(Token, stale)
             try:
-                token = await self._arenew_as_leader(stale, soft=soft)
-            except Exception as exc:
-                flight.finish(error=exc)
-                if soft:
-                    return self._soft_failure(cast(Token, stale), exc)
-                raise
-            except BaseException:
-                flight.finish(abandoned=True)
-                raise
-            flight.finish(token=token)
-            return token
+                await asyncio.wait_for(flight.wait_async(), self._wait_bound)
+            except TimeoutError:
+                raise self._stuck() from None
+            token = self._outcome(flight, stale, rejected=rejected)
+            if token is not None:
+                return token
 
-    async def _arenew_as_leader(self, stale: Token | None, *, soft: bool) -> Token:
+    async def _alead(self, flight: _flight.Flight, stale: Token | None, *, soft: bool) -> Token:
+        if soft and self._clock() < self._soft_retry_at:
+            flight.finish(abandoned=True)
+            return cast(Token, stale)
+        try:
+            token, renewed = await self._arenew_as_leader(stale)
+        except Exception as exc:
+            return self._fail(flight, stale, exc, soft=soft)
+        except BaseException:
+            flight.finish(abandoned=True)
+            raise
+        flight.finish(token=token)
+        if renewed:
+            self._notify(token)
+        return token
+
+    async def _arenew_as_leader(self, stale: Token | None) -> tuple[Token, bool]:
         async with self.store.alock(self.key):
             current = await self.store.aget(self.key) or self.token
             if not _needs_renewal(current, stale, self._clock()):
                 logger.debug("token for %s taken from the store", self.origin)
-                return self._adopt(cast(Token, current))
+                return self._adopt(cast(Token, current)), False
             token = await self._arun_flow(self.grant.fetch(current))
             await self.store.aset(self.key, token)
-        return self._announce(token)
+        return self._announce(token), True
 
     async def _arun_flow(self, flow: Flow) -> Token:
         try:
@@ -394,6 +432,44 @@ class TokenManager:
         )
         return delay
 
+    def _outcome(
+        self, flight: _flight.Flight, stale: Token | None, *, rejected: bool
+    ) -> Token | None:
+        """What a waiter takes from a finished flight; `None` means "begin again"."""
+        if flight.abandoned:
+            return None  # its leader was cancelled or interrupted: a waiter takes over
+        if flight.error is not None:
+            raise _copy_of(flight.error) from flight.error
+        token = cast(Token, flight.token)
+        if rejected and token.is_same_grant(stale):
+            # That leader adopted the very token the API just rejected (it started from an
+            # older stale token): renewing is still needed.
+            return None
+        return self._adopt(token)
+
+    def _fail(
+        self, flight: _flight.Flight, stale: Token | None, exc: Exception, *, soft: bool
+    ) -> Token:
+        """End a failed renewal: back off and keep the token in the soft window, else raise."""
+        now = self._clock()
+        if soft and stale is not None and not stale.is_expired(now):
+            left = (stale.expires_at or now) - now
+            wait = min(_SOFT_RETRY_CAP, max(left / 2, 0.0))
+            # Set before the flight ends, so no caller can slip in and retry at once.
+            self._soft_retry_at = now + wait
+            flight.finish(error=exc)
+            logger.warning(
+                "renewing the token for %s failed (%s); the current token stays valid for "
+                "%.1f s, next try in %.1f s",
+                self.origin,
+                type(exc).__name__,
+                left,
+                wait,
+            )
+            return stale
+        flight.finish(error=exc)
+        raise exc
+
     def _announce(self, token: Token) -> Token:
         self._adopt(token)
         self._soft_retry_at = -math.inf
@@ -405,21 +481,32 @@ class TokenManager:
             )
         else:
             logger.debug("token for %s renewed; no known expiry", self.origin)
-        if self.on_token is not None:
-            self.on_token(token)
         return token
 
-    def _soft_failure(self, token: Token, exc: Exception) -> Token:
-        now = self._clock()
-        left = (token.expires_at or now) - now
-        wait = min(_SOFT_RETRY_CAP, max(left / 2, 0.0))
-        self._soft_retry_at = now + wait
-        logger.warning(
-            "renewing the token for %s failed (%s); the current token stays valid for "
-            "%.1f s, next try in %.1f s",
-            self.origin,
-            type(exc).__name__,
-            left,
-            wait,
+    def _notify(self, token: Token) -> None:
+        # After the flight ended: a failing callback is its caller's error, not every
+        # waiter's, and the token is already stored and in use.
+        if self.on_token is not None:
+            self.on_token(token)
+
+    @property
+    def _wait_bound(self) -> float:
+        """Seconds a waiter gives the renewal in flight: every try, timeout and wait."""
+        return (self.timeout + MAX_RETRY_AFTER) * (self.retries + 1) + _WAIT_MARGIN
+
+    def _stuck(self) -> TokenEndpointUnavailable:
+        return TokenEndpointUnavailable(
+            f"the renewal of the token for {self.origin} in flight did not finish within "
+            f"{self._wait_bound:.0f} s; the token endpoint may hang (lower timeout=), or the "
+            "renewing event loop is blocked by this very call",
+            origin=self.origin,
         )
-        return token
+
+
+def _copy_of(error: Exception) -> Exception:
+    """A copy of the leader's error for one waiter: sharing one object across threads would
+    pile every waiter's traceback onto it."""
+    try:
+        return copy.copy(error)
+    except Exception:  # an exception type that cannot be copied: share it after all
+        return error

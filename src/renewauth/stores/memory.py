@@ -8,7 +8,9 @@ refresh token.
 
 from __future__ import annotations
 
+import os
 import threading
+import weakref
 from contextlib import AbstractAsyncContextManager, AbstractContextManager, nullcontext
 
 from cachetools import LRUCache
@@ -31,6 +33,7 @@ class MemoryStore:
     def __init__(self, *, maxsize: int = 4096) -> None:
         self._tokens: LRUCache[str, Token] = LRUCache(maxsize=maxsize)
         self._lock = threading.Lock()  # LRUCache reorders on read: guard every access
+        _STORES.add(self)
 
     def __repr__(self) -> str:
         return f"<MemoryStore {len(self._tokens)} token(s)>"
@@ -62,6 +65,17 @@ class MemoryStore:
     def alock(self, key: str) -> AbstractAsyncContextManager[object]:
         return nullcontext()
 
+
+_STORES: weakref.WeakSet[MemoryStore] = weakref.WeakSet()
+
+
+def _unlock_in_child() -> None:
+    # A child forked while another thread held a store's lock would wait for it forever.
+    for store in list(_STORES):
+        store._lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_unlock_in_child)
 
 _DEFAULT = MemoryStore()
 

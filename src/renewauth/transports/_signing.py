@@ -15,6 +15,7 @@ def should_renew_after(
     *,
     signed_url: str,
     answered_url: str,
+    carried_token: bool,
     already_resent: bool,
 ) -> bool:
     """Whether an API answer means "token rejected": renew and resend once.
@@ -24,6 +25,6 @@ def should_renew_after(
     origin the token was sent to: a 401 from a redirect target elsewhere never triggers a
     renewal, and never receives a token.
     """
-    if already_resent or status not in retry_statuses:
+    if already_resent or not carried_token or status not in retry_statuses:
         return False
     return origin_of(answered_url) == origin_of(signed_url)

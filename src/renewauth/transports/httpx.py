@@ -26,6 +26,7 @@ from .._urls import origin_of
 from ..errors import TokenEndpointUnavailable
 from ..flows import TokenRequest
 from ..manager import HttpReply, TokenManager
+from ..token import Token
 from ._signing import should_renew_after
 
 __all__ = ["HttpxSender", "HttpxSigning"]
@@ -43,9 +44,9 @@ def _reply(response: httpx.Response) -> HttpReply:
     return HttpReply(response.status_code, headers, response.content)
 
 
-def _unreachable(request: TokenRequest, exc: httpx.HTTPError) -> TokenEndpointUnavailable:
+def _unreachable(request: TokenRequest, failure: str) -> TokenEndpointUnavailable:
     return TokenEndpointUnavailable(
-        f"token endpoint {request.origin} could not be reached ({type(exc).__name__}); "
+        f"token endpoint {request.origin} could not be reached ({failure}); "
         "check the network and token_url=, or raise timeout= if it is slow"
     )
 
@@ -60,9 +61,12 @@ class HttpxSender:
                     request.method, request.url, content=request.body, headers=request.headers
                 )
         except httpx.HTTPError as exc:
-            # `from None`: httpx's exception holds the request, whose body has the secrets.
-            raise _unreachable(request, exc) from None
-        return _reply(response)
+            failure = type(exc).__name__
+        else:
+            return _reply(response)
+        # Raised outside the `except`, so httpx's exception (which holds the request and its
+        # body with the credentials) is not even kept as the context.
+        raise _unreachable(request, failure)
 
     async def asend(self, request: TokenRequest, *, timeout: float) -> HttpReply:
         if _tls_context.cache_info().currsize == 0:
@@ -73,8 +77,10 @@ class HttpxSender:
                     request.method, request.url, content=request.body, headers=request.headers
                 )
         except httpx.HTTPError as exc:
-            raise _unreachable(request, exc) from None
-        return _reply(response)
+            failure = type(exc).__name__
+        else:
+            return _reply(response)
+        raise _unreachable(request, failure)
 
 
 class HttpxSigning(httpx.Auth):
@@ -83,12 +89,15 @@ class HttpxSigning(httpx.Auth):
     _manager: TokenManager
     _retry_statuses: Collection[int]
 
-    def _should_resend(self, request: httpx.Request, response: httpx.Response) -> bool:
+    def _should_resend(
+        self, request: httpx.Request, response: httpx.Response, token: Token
+    ) -> bool:
         if not self._manager.grant.can_renew or not should_renew_after(
             response.status_code,
             self._retry_statuses,
             signed_url=str(request.url),
             answered_url=str(response.request.url),
+            carried_token=response.request.headers.get("Authorization") == token.authorization,
             already_resent=False,
         ):
             return False
@@ -108,7 +117,7 @@ class HttpxSigning(httpx.Auth):
         token = self._manager.token_for_request()
         request.headers["Authorization"] = token.authorization
         response = yield request
-        if self._should_resend(request, response):
+        if self._should_resend(request, response, token):
             logger.debug("%d from the API; renewing and resending once", response.status_code)
             token = self._manager.renew_rejected(token)
             request.headers["Authorization"] = token.authorization
@@ -120,7 +129,7 @@ class HttpxSigning(httpx.Auth):
         token = await self._manager.atoken_for_request()
         request.headers["Authorization"] = token.authorization
         response = yield request
-        if self._should_resend(request, response):
+        if self._should_resend(request, response, token):
             logger.debug("%d from the API; renewing and resending once", response.status_code)
             token = await self._manager.arenew_rejected(token)
             request.headers["Authorization"] = token.authorization

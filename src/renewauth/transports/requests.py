@@ -68,6 +68,7 @@ class RequestsSigning(requests.auth.AuthBase):
             self._retry_statuses,
             signed_url=signature.url,
             answered_url=request.url or "",
+            carried_token=request.headers.get("Authorization") == signature.token.authorization,
             already_resent=signature.resent,
         ):
             return response
@@ -96,6 +97,9 @@ class RequestsSigning(requests.auth.AuthBase):
         extract_cookies_to_jar(jar, request, response.raw)  # type: ignore[no-untyped-call]
         resend.prepare_cookies(jar)  # as HTTPDigestAuth does
         resend.headers["Authorization"] = token.authorization
+        # requests follows a redirect of the resend from the *original* prepared request:
+        # give it the new token too, or a same-origin redirect would carry the rejected one.
+        request.headers["Authorization"] = token.authorization
         setattr(resend, _STATE, _Signature(token, signature.url, resent=True))
         retried: requests.Response = response.connection.send(resend, **send_options)
         retried.history.append(response)
