@@ -66,10 +66,14 @@ class Flight:
             self.token, self.error, self.abandoned = token, error, abandoned
             waiters, self._async_waiters = self._async_waiters, []
             self._done.set()
+        by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
         for loop, future in waiters:
-            # A closed loop raises RuntimeError: nobody is waiting there any more.
+            by_loop.setdefault(loop, []).append(future)
+        for loop, futures in by_loop.items():
+            # One wake-up per loop, however many tasks wait there. A closed loop raises
+            # RuntimeError: nobody is waiting there any more.
             with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(_resolve, future)
+                loop.call_soon_threadsafe(_wake_gradually, loop, futures)
 
     def wait(self, timeout: float) -> bool:
         """Block this thread until the flight ends; `False` if `timeout` seconds pass first."""
@@ -92,9 +96,18 @@ class Flight:
             raise
 
 
-def _resolve(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
+_WAKE_PER_ITERATION = 8
+
+
+def _wake_gradually(loop: asyncio.AbstractEventLoop, futures: list[asyncio.Future[None]]) -> None:
+    """Wake a few waiters per loop iteration, so that 200 tasks resuming at once after one
+    renewal do not hold the loop for one long iteration (other tasks, timers and I/O get
+    their turn in between)."""
+    for future in futures[:_WAKE_PER_ITERATION]:
+        if not future.done():
+            future.set_result(None)
+    if len(futures) > _WAKE_PER_ITERATION:
+        loop.call_soon(_wake_gradually, loop, futures[_WAKE_PER_ITERATION:])
 
 
 def begin(

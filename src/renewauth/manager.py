@@ -171,17 +171,20 @@ class TokenManager:
         return await self._arenew(cached.token if cached else None, now, rejected=False)
 
     def renew_rejected(self, rejected: Token) -> Token:
-        """A token to resend with after the API rejected `rejected` (a 401)."""
-        newer = self._newer_than(rejected)
-        if newer is not None:
-            return newer
+        """A token to resend with after the API rejected `rejected` (a 401).
+
+        If another caller already renewed, the resend is signed like any new request (so a
+        newer token that is itself near its expiry starts its soft-window renewal); else
+        `rejected` is renewed.
+        """
+        if self._newer_than(rejected) is not None:
+            return self.token_for_request()
         return self._renew(rejected, self._clock(), rejected=True)
 
     async def arenew_rejected(self, rejected: Token) -> Token:
         """`renew_rejected` for asyncio."""
-        newer = self._newer_than(rejected)
-        if newer is not None:
-            return newer
+        if self._newer_than(rejected) is not None:
+            return await self.atoken_for_request()
         return await self._arenew(rejected, self._clock(), rejected=True)
 
     def invalidate(self) -> None:

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Collection
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import requests
 from requests.cookies import extract_cookies_to_jar
@@ -31,8 +30,9 @@ logger = logging.getLogger(__name__)
 _STATE = "_renewauth_signature"
 
 
-@dataclass(frozen=True, slots=True)
-class _Signature:
+class _Signature(NamedTuple):
+    """Which token a prepared request carries, to what URL, and whether it is the resend."""
+
     token: Token
     url: str
     resent: bool = False
@@ -57,10 +57,13 @@ class RequestsSigning(requests.auth.AuthBase):
         token = self._manager.token_for_request()
         request.headers["Authorization"] = token.authorization
         setattr(request, _STATE, _Signature(token, request.url or ""))
-        request.register_hook("response", self._on_response)  # type: ignore[no-untyped-call]  # untyped in types-requests
+        # Appended directly: `register_hook` checks against an ABC on every request.
+        request.hooks["response"].append(self._on_response)
         return request
 
     def _on_response(self, response: requests.Response, **send_options: Any) -> requests.Response:
+        if response.status_code not in self._retry_statuses:
+            return response  # the common case, decided first
         request = response.request
         signature: _Signature | None = getattr(request, _STATE, None)
         if signature is None or not should_renew_after(
