@@ -328,7 +328,9 @@ class TokenManager:
             if soft:
                 return cast(Token, stale)
             try:
-                await asyncio.wait_for(flight.wait_async(), self._wait_bound)
+                # asyncio.timeout, not wait_for: no extra task per waiter (there may be 200).
+                async with asyncio.timeout(self._wait_bound):
+                    await flight.wait_async()
             except TimeoutError:
                 raise self._stuck() from None
             token = self._outcome(flight, stale, rejected=rejected)
