@@ -17,7 +17,7 @@ import json
 import logging
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Literal
@@ -32,12 +32,16 @@ __all__ = [
     "Client",
     "ClientAuth",
     "ClientCredentialsGrant",
+    "ErrorReader",
     "PasswordGrant",
     "RefreshTokenGrant",
     "basic_credentials",
+    "clean_text",
     "is_refused_grant",
     "parse_token_response",
     "read_jwt_expiry",
+    "read_oauth_error",
+    "refresh_or_fall_back",
     "token_error",
 ]
 
@@ -104,166 +108,50 @@ def basic_credentials(client_id: str, client_secret: str) -> str:
     return "Basic " + base64.b64encode(pair.encode()).decode("ascii")
 
 
-def _scope_params(scope: str | None, extra: Mapping[str, str]) -> dict[str, str]:
-    params = dict(extra)
-    if scope:
-        params["scope"] = scope
-    return params
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ClientCredentialsGrant:
-    """RFC 6749 §4.4: the client authenticates as itself; renewal repeats the grant."""
-
-    token_url: str
-    client: Client
-    scope: str | None = None
-    audience: str | None = None
-    extra: Mapping[str, str] = field(default_factory=lambda: _NO_STRINGS, repr=False)
-    can_renew: bool = True
-
-    def identity(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        public = (
-            "client_credentials",
-            self.token_url,
-            self.client.client_id,
-            self.scope or "",
-            self.audience or "",
-        )
-        return public, (self.client.client_secret or "", *_flat(self.extra))
-
-    def fetch(self, current: Token | None) -> Flow:
-        params = _scope_params(self.scope, self.extra)
-        if self.audience:
-            params["audience"] = self.audience
-        response = yield self.client.request(self.token_url, "client_credentials", params)
-        return parse_token_response(
-            response,
-            grant="client_credentials",
-            fix="check client_id= and client_secret=, and try client_auth='basic' or 'body'",
-        )
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class PasswordGrant:
-    """RFC 6749 §4.3: a user's name and password; renewal uses the refresh token (§6) and
-    falls back to the password once when the refresh token is refused."""
-
-    token_url: str
-    client: Client
-    username: str
-    password: str = field(repr=False)
-    scope: str | None = None
-    can_renew: bool = True
-
-    def identity(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        public = (
-            "password",
-            self.token_url,
-            self.client.client_id,
-            self.username,
-            self.scope or "",
-        )
-        return public, (self.client.client_secret or "", self.password)
-
-    def fetch(self, current: Token | None) -> Flow:
-        if current is not None and current.refresh_token:
-            response = yield self.client.request(
-                self.token_url, "refresh_token", {"refresh_token": current.refresh_token}
-            )
-            if not is_refused_grant(response):
-                return parse_token_response(
-                    response,
-                    previous=current,
-                    grant="refresh_token",
-                    fix="check client_id= and client_secret=",
-                )
-            logger.warning(
-                "refresh token refused by %s (%s); logging in again with the password grant",
-                response.origin,
-                _oauth_error(response)[0] or response.status,
-            )
-        response = yield self.client.request(
-            self.token_url,
-            "password",
-            _scope_params(self.scope, {"username": self.username, "password": self.password}),
-        )
-        return parse_token_response(
-            response,
-            grant="password",
-            fix="check username= and password= (and client_id=, client_secret=)",
-        )
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RefreshTokenGrant:
-    """RFC 6749 §6: renew with a refresh token, the only credential this client holds.
-
-    The store's refresh token wins over the constructor's once one has been saved (it is the
-    newest after a rotation); a reply without a refresh token keeps the one that was sent.
-    """
-
-    token_url: str
-    client: Client
-    refresh_token: str = field(repr=False)
-    scope: str | None = None
-    can_renew: bool = True
-
-    def identity(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        public = ("refresh_token", self.token_url, self.client.client_id, self.scope or "")
-        return public, (self.client.client_secret or "", self.refresh_token)
-
-    def fetch(self, current: Token | None) -> Flow:
-        refresh_token = (
-            current.refresh_token
-            if current is not None and current.refresh_token
-            else self.refresh_token
-        )
-        params = _scope_params(self.scope, {"refresh_token": refresh_token})
-        response = yield self.client.request(self.token_url, "refresh_token", params)
-        return parse_token_response(
-            response,
-            previous_refresh_token=refresh_token,
-            grant="refresh_token",
-            fix=(
-                "the refresh token is spent, revoked or expired: obtain a new one and pass "
-                "it as refresh_token= (a store keeps rotated ones: share it between runs)"
-            ),
-        )
-
-
-def _flat(mapping: Mapping[str, str]) -> tuple[str, ...]:
-    return tuple(f"{key}={value}" for key, value in sorted(mapping.items()))
-
-
 # --- parsing ------------------------------------------------------------------------------
 
 
-def _oauth_error(response: TokenResponse) -> tuple[str | None, str | None]:
-    """The OAuth `error` and `error_description` of an error body, cleaned for messages."""
+ErrorReader = Callable[[TokenResponse], tuple[str | None, str | None]]
+"""Reads a token endpoint's error body as `(error, description)`, the error in OAuth terms.
+
+A provider with its own error dialect maps its codes onto `"invalid_grant"` (the grant was
+refused) and `"invalid_client"` (the client was), so the typed errors and the fallback from a
+refused refresh token work the same for every provider.
+"""
+
+
+def read_oauth_error(response: TokenResponse) -> tuple[str | None, str | None]:
+    """The OAuth `error` and `error_description` of an error body (RFC 6749 §5.2), cleaned."""
     data = response.json_object()
     if data is None:
         return None, None
     error = data.get("error")
     description = data.get("error_description")
     return (
-        _clean(error) if isinstance(error, str) else None,
-        _clean(description) if isinstance(description, str) else None,
+        clean_text(error) if isinstance(error, str) else None,
+        clean_text(description) if isinstance(description, str) else None,
     )
 
 
-def _clean(text: str) -> str:
+def clean_text(text: str) -> str:
+    """Server-sent text made fit for a one-line message: no control characters, bounded."""
     return _CONTROL_CHARACTERS.sub(" ", text)[:_MAX_DESCRIPTION]
 
 
-def is_refused_grant(response: TokenResponse) -> bool:
+def is_refused_grant(response: TokenResponse, read_error: ErrorReader = read_oauth_error) -> bool:
     """Whether the answer refuses the grant itself (`invalid_grant`), not the client."""
-    return response.status >= 400 and _oauth_error(response)[0] == "invalid_grant"
+    return response.status >= 400 and read_error(response)[0] == "invalid_grant"
 
 
-def token_error(response: TokenResponse, *, grant: str, fix: str) -> TokenRequestError:
+def token_error(
+    response: TokenResponse,
+    *,
+    grant: str,
+    fix: str,
+    read_error: ErrorReader = read_oauth_error,
+) -> TokenRequestError:
     """The typed error for a failed token request, its message naming `fix`."""
-    error, description = _oauth_error(response)
+    error, description = read_error(response)
     origin = response.origin
     detail = f"{error}: {description}" if error and description else (error or description)
     where = f"{grant} grant refused by {origin} (HTTP {response.status}"
@@ -348,6 +236,7 @@ def parse_token_response(
     previous_refresh_token: str | None = None,
     grant: str = "token",
     fix: str = "check the credentials",
+    read_error: ErrorReader = read_oauth_error,
 ) -> Token:
     """Turn a token endpoint's answer into a `Token`, or raise the matching typed error.
 
@@ -363,7 +252,7 @@ def parse_token_response(
         TokenRequestError: any other error, or a body that is not a token.
     """
     if response.status >= 400 or response.status < 200:
-        raise token_error(response, grant=grant, fix=fix)
+        raise token_error(response, grant=grant, fix=fix, read_error=read_error)
     data = response.json_object()
     access_token = data.get("access_token") if data is not None else None
     if data is None or not isinstance(access_token, str) or not access_token:
@@ -409,3 +298,179 @@ def parse_token_response(
         scope=scope if isinstance(scope, str) else None,
         raw=data,
     )
+
+
+# --- grants -------------------------------------------------------------------------------
+
+
+def _scope_params(scope: str | None, extra: Mapping[str, str]) -> dict[str, str]:
+    params = dict(extra)
+    if scope:
+        params["scope"] = scope
+    return params
+
+
+def refresh_or_fall_back(
+    token_url: str,
+    client: Client,
+    current: Token | None,
+    *,
+    read_error: ErrorReader = read_oauth_error,
+    fix: str = "check client_id= and client_secret=",
+    params: Mapping[str, str] | None = None,
+    fallback: str = "primary",
+) -> Generator[TokenRequest, TokenResponse, Token | None]:
+    """Renew `current` with its refresh token (RFC 6749 §6); `None` when there is none or
+    the server refused it (`invalid_grant`), so the caller falls back to its primary grant.
+
+    Use with `yield from` inside a grant's flow.
+    """
+    if current is None or not current.refresh_token:
+        return None
+    response = yield client.request(
+        token_url, "refresh_token", {"refresh_token": current.refresh_token, **(params or {})}
+    )
+    if not is_refused_grant(response, read_error):
+        return parse_token_response(
+            response, previous=current, grant="refresh_token", fix=fix, read_error=read_error
+        )
+    logger.warning(
+        "refresh token refused by %s (%s); falling back to the %s grant",
+        response.origin,
+        read_error(response)[0] or response.status,
+        fallback,
+    )
+    return None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClientCredentialsGrant:
+    """RFC 6749 §4.4: the client authenticates as itself; renewal repeats the grant.
+
+    With `refresh=True`, a refresh token the server issued is used first (falling back to
+    the grant when it is refused).
+    """
+
+    token_url: str
+    client: Client
+    scope: str | None = None
+    audience: str | None = None
+    extra: Mapping[str, str] = field(default_factory=lambda: _NO_STRINGS, repr=False)
+    refresh: bool = False
+    fix: str = "check client_id= and client_secret=, and try client_auth='basic' or 'body'"
+    read_error: ErrorReader = field(default=read_oauth_error, repr=False, compare=False)
+    can_renew: bool = True
+
+    def identity(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        public = (
+            "client_credentials",
+            self.token_url,
+            self.client.client_id,
+            self.scope or "",
+            self.audience or "",
+        )
+        return public, (self.client.client_secret or "", *_flat(self.extra))
+
+    def fetch(self, current: Token | None) -> Flow:
+        if self.refresh:
+            renewed = yield from refresh_or_fall_back(
+                self.token_url,
+                self.client,
+                current,
+                read_error=self.read_error,
+                fix=self.fix,
+                fallback="client_credentials",
+            )
+            if renewed is not None:
+                return renewed
+        params = _scope_params(self.scope, self.extra)
+        if self.audience:
+            params["audience"] = self.audience
+        response = yield self.client.request(self.token_url, "client_credentials", params)
+        return parse_token_response(
+            response, grant="client_credentials", fix=self.fix, read_error=self.read_error
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PasswordGrant:
+    """RFC 6749 §4.3: a user's name and password; renewal uses the refresh token (§6) and
+    falls back to the password once when the refresh token is refused."""
+
+    token_url: str
+    client: Client
+    username: str
+    password: str = field(repr=False)
+    scope: str | None = None
+    extra: Mapping[str, str] = field(default_factory=lambda: _NO_STRINGS, repr=False)
+    fix: str = "check username= and password= (and client_id=, client_secret=)"
+    read_error: ErrorReader = field(default=read_oauth_error, repr=False, compare=False)
+    can_renew: bool = True
+
+    def identity(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        public = (
+            "password",
+            self.token_url,
+            self.client.client_id,
+            self.username,
+            self.scope or "",
+        )
+        return public, (self.client.client_secret or "", self.password, *_flat(self.extra))
+
+    def fetch(self, current: Token | None) -> Flow:
+        renewed = yield from refresh_or_fall_back(
+            self.token_url, self.client, current, read_error=self.read_error, fallback="password"
+        )
+        if renewed is not None:
+            return renewed
+        params = {"username": self.username, "password": self.password, **self.extra}
+        response = yield self.client.request(
+            self.token_url, "password", _scope_params(self.scope, params)
+        )
+        return parse_token_response(
+            response, grant="password", fix=self.fix, read_error=self.read_error
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RefreshTokenGrant:
+    """RFC 6749 §6: renew with a refresh token, the only credential this client holds.
+
+    The store's refresh token wins over the constructor's once one has been saved (it is the
+    newest after a rotation); a reply without a refresh token keeps the one that was sent.
+    """
+
+    token_url: str
+    client: Client
+    refresh_token: str = field(repr=False)
+    scope: str | None = None
+    fix: str = (
+        "the refresh token is spent, revoked or expired: obtain a new one and pass it as "
+        "refresh_token= (a store keeps rotated ones: share it between runs)"
+    )
+    read_error: ErrorReader = field(default=read_oauth_error, repr=False, compare=False)
+    can_renew: bool = True
+
+    def identity(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        public = ("refresh_token", self.token_url, self.client.client_id, self.scope or "")
+        return public, (self.client.client_secret or "", self.refresh_token)
+
+    def fetch(self, current: Token | None) -> Flow:
+        refresh_token = (
+            current.refresh_token
+            if current is not None and current.refresh_token
+            else self.refresh_token
+        )
+        params = _scope_params(self.scope, {"refresh_token": refresh_token})
+        response = yield self.client.request(self.token_url, "refresh_token", params)
+        return parse_token_response(
+            response,
+            previous_refresh_token=refresh_token,
+            grant="refresh_token",
+            fix=self.fix,
+            read_error=self.read_error,
+        )
+
+
+def _flat(mapping: Mapping[str, str]) -> tuple[str, ...]:
+    return tuple(f"{key}={value}" for key, value in sorted(mapping.items()))

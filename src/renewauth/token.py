@@ -32,6 +32,8 @@ class Token:
         refresh_token: the token that renews it, if the server issued one.
         refresh_expires_at: when the refresh token expires, or `None` when unknown.
         scope: the granted scope as the server wrote it, if it did.
+        api_origin: the origin the server assigned for API calls (Vendorlink names another
+            server at login), or `None`: requests to the configured origin go there instead.
         raw: every field of the token response, read-only (it may hold secrets: never logged).
 
     Raises:
@@ -45,6 +47,7 @@ class Token:
     refresh_token: str | None = field(default=None, repr=False)
     refresh_expires_at: float | None = None
     scope: str | None = None
+    api_origin: str | None = None
     raw: Mapping[str, object] = field(default_factory=lambda: _EMPTY, repr=False, compare=False)
     authorization: str = field(init=False, repr=False, compare=False)
     """The `Authorization` header value, built once: the hot path only reads it."""
@@ -106,6 +109,7 @@ class Token:
             "refresh_token": self.refresh_token,
             "refresh_expires_at": self.refresh_expires_at,
             "scope": self.scope,
+            "api_origin": self.api_origin,
         }
 
     @classmethod
@@ -140,4 +144,5 @@ class Token:
             refresh_token=text("refresh_token"),
             refresh_expires_at=number("refresh_expires_at"),
             scope=text("scope"),
+            api_origin=text("api_origin"),
         )
