@@ -587,3 +587,20 @@ def test_401_with_token_endpoint_down_raises_unavailable(
         send(kind, auth, fake.api_url)
     fake.clear_failures()
     assert send(kind, auth, fake.api_url).status == 200  # recovered: the next request renews
+
+
+def test_long_retry_after_pauses_token_calls_across_requests(
+    kind: str, fake: FakeOAuth2Provider, clock: ManualClock
+) -> None:
+    """A throttled endpoint that asks for 120 s is not called again before they pass."""
+    fake.fail_token_requests(429, times=-1, headers={"Retry-After": "120"})
+    auth = credentials(fake, clock, retries=2)
+    for _ in range(3):
+        with pytest.raises(TokenEndpointUnavailable) as caught:
+            send(kind, auth, fake.api_url)
+        assert caught.value.retry_after == 120.0
+    assert fake.token_calls == 1
+    fake.clear_failures()
+    clock.advance(121.0)
+    assert send(kind, auth, fake.api_url).status == 200
+    assert fake.token_calls == 2

@@ -177,6 +177,10 @@ class TokenAuth(RequestsSigning, HttpxSigning):
                 grant.token_url, what="token_url", allow_insecure_http=allow_insecure_http
             )
         self._retry_statuses = statuses
+        # Providers set these after this constructor: headers every API request carries (an
+        # API key), and the configured origin whose requests go to a server-assigned origin.
+        self._api_headers: Mapping[str, str] = {}
+        self._home_origin: str | None = None
         self._manager = TokenManager(
             grant,
             store=store,

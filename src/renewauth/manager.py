@@ -145,6 +145,10 @@ class TokenManager:
         self._flight_key = (id(store), self.key)
         self._cached: _Cached | None = None
         self._soft_retry_at = -math.inf
+        # After the endpoint asked for a pause (429 or 503 with a wait longer than the retries
+        # cover), no call before this time: a throttled login is never hammered.
+        self._paused_until = -math.inf
+        self._pause_error: TokenEndpointUnavailable | None = None
 
     @property
     def token(self) -> Token | None:
@@ -257,6 +261,7 @@ class TokenManager:
             flight.finish(abandoned=True)
             return cast(Token, stale)
         try:
+            self._check_pause()
             token, renewed = self._renew_as_leader(stale)
         except Exception as exc:
             return self._fail(flight, stale, exc, soft=soft)
@@ -342,6 +347,7 @@ class TokenManager:
             flight.finish(abandoned=True)
             return cast(Token, stale)
         try:
+            self._check_pause()
             token, renewed = await self._arenew_as_leader(stale)
         except Exception as exc:
             return self._fail(flight, stale, exc, soft=soft)
@@ -406,6 +412,12 @@ class TokenManager:
         self, request: TokenRequest, response: TokenResponse
     ) -> tuple[TokenEndpointUnavailable, float | None]:
         retry_after = retry_after_seconds(response.headers, self._clock())
+        if retry_after is None:
+            # A provider may say it in the body (Shopware: "Auth throttled for 30 seconds.").
+            hint: Callable[[TokenResponse], float | None] | None = getattr(
+                self.grant, "retry_after", None
+            )
+            retry_after = hint(response) if hint is not None else None
         failure = TokenEndpointUnavailable(
             f"token endpoint {response.origin} is unavailable (HTTP {response.status}) after "
             f"{self.retries + 1} tries; it may be overloaded or down: try again later, or "
@@ -457,9 +469,16 @@ class TokenManager:
     ) -> Token:
         """End a failed renewal: back off and keep the token in the soft window, else raise."""
         now = self._clock()
+        if (
+            isinstance(exc, TokenEndpointUnavailable)
+            and exc.retry_after
+            and now >= self._paused_until  # not the re-raised error of a running pause
+        ):
+            self._pause_error = exc
+            self._paused_until = now + exc.retry_after
         if soft and stale is not None and not stale.is_expired(now):
             left = (stale.expires_at or now) - now
-            wait = min(_SOFT_RETRY_CAP, max(left / 2, 0.0))
+            wait = max(min(_SOFT_RETRY_CAP, max(left / 2, 0.0)), self._paused_until - now)
             # Set before the flight ends, so no caller can slip in and retry at once.
             self._soft_retry_at = now + wait
             flight.finish(error=exc)
@@ -475,9 +494,16 @@ class TokenManager:
         flight.finish(error=exc)
         raise exc
 
+    def _check_pause(self) -> None:
+        """Raise the last "try later" again, without a call, while its pause lasts."""
+        error = self._pause_error
+        if error is not None and self._clock() < self._paused_until:
+            raise _copy_of(error) from error
+
     def _announce(self, token: Token) -> Token:
         self._adopt(token)
-        self._soft_retry_at = -math.inf
+        self._soft_retry_at = self._paused_until = -math.inf
+        self._pause_error = None
         if token.expires_at is not None:
             logger.debug(
                 "token for %s renewed; expires in %.1f s",

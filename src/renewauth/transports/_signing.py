@@ -3,10 +3,25 @@
 from __future__ import annotations
 
 from collections.abc import Collection
+from urllib.parse import urlsplit, urlunsplit
 
 from .._urls import origin_of
 
-__all__ = ["should_renew_after"]
+__all__ = ["routed_url", "should_renew_after"]
+
+
+def routed_url(url: str, home_origin: str | None, api_origin: str | None) -> str | None:
+    """Where to send a request for `url` when the server assigned another origin, or `None`.
+
+    Only requests addressed to the configured `home_origin` move (path and query kept): the
+    token goes to the origin the caller addressed or to the one the server assigned for it,
+    never anywhere else.
+    """
+    if api_origin is None or home_origin is None or origin_of(url) != home_origin:
+        return None
+    parts = urlsplit(url)
+    target = urlsplit(api_origin)
+    return urlunsplit((target.scheme, target.netloc, parts.path, parts.query, parts.fragment))
 
 
 def should_renew_after(

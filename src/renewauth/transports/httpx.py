@@ -17,7 +17,7 @@ import asyncio
 import functools
 import logging
 import ssl
-from collections.abc import AsyncGenerator, Collection, Generator
+from collections.abc import AsyncGenerator, Collection, Generator, Mapping
 from types import MappingProxyType
 
 import httpx
@@ -27,7 +27,7 @@ from ..errors import TokenEndpointUnavailable
 from ..flows import TokenRequest
 from ..manager import HttpReply, TokenManager
 from ..token import Token
-from ._signing import should_renew_after
+from ._signing import routed_url, should_renew_after
 
 __all__ = ["HttpxSender", "HttpxSigning"]
 
@@ -88,6 +88,18 @@ class HttpxSigning(httpx.Auth):
 
     _manager: TokenManager
     _retry_statuses: Collection[int]
+    _api_headers: Mapping[str, str]
+    _home_origin: str | None
+
+    def _sign_httpx(self, request: httpx.Request, url: httpx.URL, token: Token) -> None:
+        request.headers["Authorization"] = token.authorization
+        if self._api_headers:
+            request.headers.update(self._api_headers)
+        if token.api_origin is not None:
+            target = routed_url(str(url), self._home_origin, token.api_origin)
+            if target is not None:
+                request.url = httpx.URL(target)
+                request.headers["Host"] = request.url.netloc.decode("ascii")
 
     def _should_resend(
         self, request: httpx.Request, response: httpx.Response, token: Token
@@ -114,23 +126,25 @@ class HttpxSigning(httpx.Auth):
     def sync_auth_flow(
         self, request: httpx.Request
     ) -> Generator[httpx.Request, httpx.Response, None]:
+        addressed = request.url
         token = self._manager.token_for_request()
-        request.headers["Authorization"] = token.authorization
+        self._sign_httpx(request, addressed, token)
         response = yield request
         if self._should_resend(request, response, token):
             logger.debug("%d from the API; renewing and resending once", response.status_code)
             token = self._manager.renew_rejected(token)
-            request.headers["Authorization"] = token.authorization
+            self._sign_httpx(request, addressed, token)
             yield request
 
     async def async_auth_flow(
         self, request: httpx.Request
     ) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        addressed = request.url
         token = await self._manager.atoken_for_request()
-        request.headers["Authorization"] = token.authorization
+        self._sign_httpx(request, addressed, token)
         response = yield request
         if self._should_resend(request, response, token):
             logger.debug("%d from the API; renewing and resending once", response.status_code)
             token = await self._manager.arenew_rejected(token)
-            request.headers["Authorization"] = token.authorization
+            self._sign_httpx(request, addressed, token)
             yield request

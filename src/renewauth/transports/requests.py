@@ -11,7 +11,7 @@ redirect target never triggers a renewal.
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from typing import Any, NamedTuple
 
 import requests
@@ -21,7 +21,7 @@ from requests.utils import rewind_body
 from .._urls import origin_of
 from ..manager import TokenManager
 from ..token import Token
-from ._signing import should_renew_after
+from ._signing import routed_url, should_renew_after
 
 __all__ = ["RequestsSigning"]
 
@@ -31,10 +31,12 @@ _STATE = "_renewauth_signature"
 
 
 class _Signature(NamedTuple):
-    """Which token a prepared request carries, to what URL, and whether it is the resend."""
+    """Which token a prepared request carries, to what URL (after routing), the URL the caller
+    addressed, and whether it is the resend."""
 
     token: Token
     url: str
+    addressed: str
     resent: bool = False
 
 
@@ -52,14 +54,28 @@ class RequestsSigning(requests.auth.AuthBase):
 
     _manager: TokenManager
     _retry_statuses: Collection[int]
+    _api_headers: Mapping[str, str]
+    _home_origin: str | None
 
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
         token = self._manager.token_for_request()
-        request.headers["Authorization"] = token.authorization
-        setattr(request, _STATE, _Signature(token, request.url or ""))
+        addressed = request.url or ""
+        self._sign_prepared(request, addressed, token)
+        setattr(request, _STATE, _Signature(token, request.url or "", addressed))
         # Appended directly: `register_hook` checks against an ABC on every request.
         request.hooks["response"].append(self._on_response)
         return request
+
+    def _sign_prepared(
+        self, request: requests.PreparedRequest, addressed: str, token: Token
+    ) -> None:
+        request.headers["Authorization"] = token.authorization
+        if self._api_headers:
+            request.headers.update(self._api_headers)
+        if token.api_origin is not None:
+            target = routed_url(addressed, self._home_origin, token.api_origin)
+            if target is not None:
+                request.url = target
 
     def _on_response(self, response: requests.Response, **send_options: Any) -> requests.Response:
         if response.status_code not in self._retry_statuses:
@@ -99,11 +115,13 @@ class RequestsSigning(requests.auth.AuthBase):
         jar = resend._cookies  # type: ignore[attr-defined]  # requests keeps the jar private
         extract_cookies_to_jar(jar, request, response.raw)  # type: ignore[no-untyped-call]
         resend.prepare_cookies(jar)  # as HTTPDigestAuth does
-        resend.headers["Authorization"] = token.authorization
+        self._sign_prepared(resend, signature.addressed, token)
         # requests follows a redirect of the resend from the *original* prepared request:
         # give it the new token too, or a same-origin redirect would carry the rejected one.
         request.headers["Authorization"] = token.authorization
-        setattr(resend, _STATE, _Signature(token, signature.url, resent=True))
+        setattr(
+            resend, _STATE, _Signature(token, resend.url or "", signature.addressed, resent=True)
+        )
         retried: requests.Response = response.connection.send(resend, **send_options)
         retried.history.append(response)
         retried.request = resend
