@@ -21,7 +21,7 @@ __all__ = [
 
 BACKOFF_BASE = 0.25  # seconds: the first wait is up to this, then doubles
 _BACKOFF_CAP = 8.0  # seconds: no single jittered wait exceeds this
-MAX_RETRY_AFTER = 30.0  # seconds: a longer Retry-After ends the tries instead of blocking
+MAX_RETRY_AFTER = 10.0  # seconds: a longer Retry-After pauses token calls instead of blocking
 _RETRYABLE = frozenset({429, 500, 502, 503, 504})
 
 

@@ -79,7 +79,8 @@ def _check_options(
     return statuses
 
 
-def _scope_text(scope: str | Sequence[str] | None) -> str | None:
+def scope_text(scope: str | Sequence[str] | None) -> str | None:
+    """Scopes as the space-separated string RFC 6749 §3.3 sends; `None` when empty."""
     if scope is None:
         return None
     if isinstance(scope, str):
@@ -89,20 +90,22 @@ def _scope_text(scope: str | Sequence[str] | None) -> str | None:
     return " ".join(scope) or None
 
 
-def _require_text(name: str, value: object) -> str:
+def require_text(name: str, value: object) -> str:
+    """`value` if it is a non-empty string, else a `ConfigurationError` naming `name=`."""
     if not isinstance(value, str) or not value:
         raise ConfigurationError(f"{name}= must be a non-empty string")
     return value
 
 
-def _client(
+def client_from(
     client_id: str,
     client_secret: str | None,
     client_auth: ClientAuth,
     body: BodyEncoding,
     headers: Mapping[str, str] | None = None,
 ) -> Client:
-    _require_text("client_id", client_id)
+    """A validated `Client`; bad combinations raise `ConfigurationError` naming the fix."""
+    require_text("client_id", client_id)
     if client_secret is not None and not isinstance(client_secret, str):
         raise ConfigurationError("client_secret= must be a string or None")
     if client_auth not in ("body", "basic"):
@@ -258,11 +261,11 @@ class OAuth2ClientCredentials(TokenAuth):
         extra: Mapping[str, str] | None = None,
         **options: Unpack[AuthOptions],
     ) -> None:
-        _require_text("client_secret", client_secret)
+        require_text("client_secret", client_secret)
         grant = ClientCredentialsGrant(
-            token_url=_require_text("token_url", token_url),
-            client=_client(client_id, client_secret, client_auth, body),
-            scope=_scope_text(scope),
+            token_url=require_text("token_url", token_url),
+            client=client_from(client_id, client_secret, client_auth, body),
+            scope=scope_text(scope),
             audience=audience,
             extra=dict(extra or {}),
         )
@@ -303,11 +306,11 @@ class OAuth2Password(TokenAuth):
         **options: Unpack[AuthOptions],
     ) -> None:
         grant = PasswordGrant(
-            token_url=_require_text("token_url", token_url),
-            client=_client(client_id, client_secret, client_auth, body),
-            username=_require_text("username", username),
-            password=_require_text("password", password),
-            scope=_scope_text(scope),
+            token_url=require_text("token_url", token_url),
+            client=client_from(client_id, client_secret, client_auth, body),
+            username=require_text("username", username),
+            password=require_text("password", password),
+            scope=scope_text(scope),
         )
         super().__init__(grant, **options)
         self._public = f"client_id={client_id!r} username={username!r}"
@@ -347,10 +350,10 @@ class OAuth2RefreshToken(TokenAuth):
         **options: Unpack[AuthOptions],
     ) -> None:
         grant = RefreshTokenGrant(
-            token_url=_require_text("token_url", token_url),
-            client=_client(client_id, client_secret, client_auth, body),
-            refresh_token=_require_text("refresh_token", refresh_token),
-            scope=_scope_text(scope),
+            token_url=require_text("token_url", token_url),
+            client=client_from(client_id, client_secret, client_auth, body),
+            refresh_token=require_text("refresh_token", refresh_token),
+            scope=scope_text(scope),
         )
         super().__init__(grant, **options)
         self._client_id = client_id
@@ -370,7 +373,7 @@ class BearerToken(TokenAuth):
     """
 
     def __init__(self, token: str) -> None:
-        grant = StaticGrant(token=Token(access_token=_require_text("token", token)))
+        grant = StaticGrant(token=Token(access_token=require_text("token", token)))
         super().__init__(grant, store=MemoryStore(maxsize=1))
 
     def _describe(self) -> str:

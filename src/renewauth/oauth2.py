@@ -38,6 +38,7 @@ __all__ = [
     "basic_credentials",
     "clean_text",
     "is_refused_grant",
+    "jwt_expiry",
     "parse_token_response",
     "read_jwt_expiry",
     "read_oauth_error",
@@ -229,6 +230,19 @@ def _server_clock_offset(response: TokenResponse) -> float:
     return offset if abs(offset) > _CLOCK_SKEW_TOLERANCE else 0.0
 
 
+def jwt_expiry(access_token: str, response: TokenResponse) -> float | None:
+    """When a JWT access token expires by our clock: its `exp` claim, corrected by the
+    server's `Date` header when the clocks differ by more than 5 s; `None` without `exp`.
+
+    Never earlier than the moment the request was sent (an already expired token renews at
+    once rather than producing a negative lifetime).
+    """
+    exp = read_jwt_expiry(access_token)
+    if exp is None:
+        return None
+    return max(exp - _server_clock_offset(response), response.sent_at)
+
+
 def parse_token_response(
     response: TokenResponse,
     *,
@@ -272,10 +286,7 @@ def parse_token_response(
     if lifetime is not None:
         expires_at: float | None = response.sent_at + lifetime
     else:
-        exp = read_jwt_expiry(access_token)
-        expires_at = None if exp is None else exp - _server_clock_offset(response)
-    if expires_at is not None and expires_at < response.sent_at:
-        expires_at = response.sent_at  # already expired by our clock: renew at once
+        expires_at = jwt_expiry(access_token, response)
 
     refresh_token = data.get("refresh_token")
     if not isinstance(refresh_token, str) or not refresh_token:

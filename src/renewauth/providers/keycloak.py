@@ -1,0 +1,159 @@
+"""Keycloak: a developer portal's technical user, client credentials, or a password.
+
+Seed 002 (a portal's "Technical User" page) and PROVIDERS.md §1. The token endpoint is
+`{server_url}/realms/{realm}/protocol/openid-connect/token`, form bodies, RFC 6749 grants
+(§4.3, §4.4, §6). Since Keycloak 17 the `/auth` prefix is gone by default; servers that keep
+it take it as part of `server_url`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Unpack
+from urllib.parse import quote
+
+from ..auth import AuthOptions, TokenAuth, client_from, require_text, scope_text
+from ..errors import ConfigurationError
+from ..flows import Grant
+from ..oauth2 import ClientAuth, ClientCredentialsGrant, PasswordGrant, RefreshTokenGrant
+
+__all__ = ["Keycloak"]
+
+_TECHNICAL_USER_FIX = (
+    "the technical user's refresh token is no longer active (spent, revoked, or idle past the "
+    "offline session timeout): re-issue the technical user in the portal and pass its new "
+    "refresh_token= (keep rotated tokens between runs with a FileStore or RedisStore)"
+)
+
+
+class Keycloak(TokenAuth):
+    """Tokens from a Keycloak realm; the grant follows from the credentials given.
+
+    - `refresh_token=`: a portal's technical user (seed 002), renewed with its refresh token,
+      its only credential: every rotated one is stored before use and passed to `on_token`.
+    - `username=` and `password=`: the password grant, renewed by refresh token, logging in
+      again when that is refused.
+    - `client_secret=` alone: client credentials, renewed by repeating the grant.
+
+    Example::
+
+        session.auth = Keycloak("https://idp.example.com", "wallis",
+                                client_id="2ce2…", client_secret="…", refresh_token="eyJ…")
+
+    Args:
+        server_url: the server, with `/auth` when it still uses the legacy prefix.
+        realm: the realm name.
+        client_id, client_secret: the client (the secret is omitted for a public client).
+        refresh_token, username, password: see above.
+        scope: scopes to ask for (a refresh can only narrow them).
+        client_auth: `"body"` (default) or `"basic"`.
+        **options: the options of `TokenAuth`.
+
+    Raises:
+        ConfigurationError: no usable combination of credentials.
+    """
+
+    def __init__(
+        self,
+        server_url: str,
+        realm: str,
+        *,
+        client_id: str,
+        client_secret: str | None = None,
+        refresh_token: str | None = None,
+        username: str | None = None,
+        password: str | None = None,
+        scope: str | Sequence[str] | None = None,
+        client_auth: ClientAuth = "body",
+        **options: Unpack[AuthOptions],
+    ) -> None:
+        server = require_text("server_url", server_url).rstrip("/")
+        realm_path = quote(require_text("realm", realm), safe="")
+        token_url = f"{server}/realms/{realm_path}/protocol/openid-connect/token"
+        grant = _grant(
+            token_url,
+            client_id,
+            client_secret,
+            refresh_token,
+            username,
+            password,
+            scope,
+            client_auth,
+        )
+        super().__init__(grant, **options)
+        self._public = f"realm={realm!r} client_id={client_id!r}"
+
+    @classmethod
+    def from_token_url(
+        cls,
+        token_url: str,
+        *,
+        client_id: str,
+        client_secret: str | None = None,
+        refresh_token: str | None = None,
+        username: str | None = None,
+        password: str | None = None,
+        scope: str | Sequence[str] | None = None,
+        client_auth: ClientAuth = "body",
+        **options: Unpack[AuthOptions],
+    ) -> Keycloak:
+        """Build from the full token URL a portal shows (`…/realms/NAME/protocol/…/token`)."""
+        marker = "/realms/"
+        url = require_text("token_url", token_url)
+        if marker not in url or not url.rstrip("/").endswith("/token"):
+            raise ConfigurationError(
+                "token_url= must be a Keycloak token URL such as "
+                "'https://idp.example.com/realms/NAME/protocol/openid-connect/token'"
+            )
+        realm = url.rpartition(marker)[2].split("/", 1)[0]
+        auth = cls.__new__(cls)
+        grant = _grant(
+            url, client_id, client_secret, refresh_token, username, password, scope, client_auth
+        )
+        TokenAuth.__init__(auth, grant, **options)
+        auth._public = f"realm={realm!r} client_id={client_id!r}"
+        return auth
+
+    def _describe(self) -> str:
+        return f"{super()._describe()} {self._public}"
+
+
+def _grant(  # noqa: PLR0917 - one private call site per constructor, in the same order
+    token_url: str,
+    client_id: str,
+    client_secret: str | None,
+    refresh_token: str | None,
+    username: str | None,
+    password: str | None,
+    scope: str | Sequence[str] | None,
+    client_auth: ClientAuth,
+) -> Grant:
+    client = client_from(client_id, client_secret, client_auth, "form")
+    scopes = scope_text(scope)
+    if refresh_token is not None and (username is not None or password is not None):
+        raise ConfigurationError(
+            "pass refresh_token= for a technical user, or username= and password= for the "
+            "password grant, not both"
+        )
+    if refresh_token is not None:
+        return RefreshTokenGrant(
+            token_url=token_url,
+            client=client,
+            refresh_token=require_text("refresh_token", refresh_token),
+            scope=scopes,
+            fix=_TECHNICAL_USER_FIX,
+        )
+    if username is not None or password is not None:
+        return PasswordGrant(
+            token_url=token_url,
+            client=client,
+            username=require_text("username", username),
+            password=require_text("password", password),
+            scope=scopes,
+        )
+    if client_secret is None:
+        raise ConfigurationError(
+            "Keycloak needs credentials: refresh_token= (technical user), username= and "
+            "password=, or client_secret= (client credentials)"
+        )
+    return ClientCredentialsGrant(token_url=token_url, client=client, scope=scopes)

@@ -1,0 +1,234 @@
+"""Van Marcke: a service user's password grant, and an API key on every call.
+
+Seed 000 and PROVIDERS.md §5. The service user logs in with the password grant
+(RFC 6749 §4.3, form body) at `https://api.vanmarcke.com/v1/oauth/token`; the test
+environment is `https://api-test.vanmarcke.com/v1/oauth/token`. Every request, the token
+call included, carries `x-api-key`. A refresh token is used when one is issued, else the
+password grant runs again.
+
+The set-up steps (create a service user, reset its password) are EXPERIMENTAL: their paths
+are not published, so they are parameters with unverified defaults.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Unpack
+from urllib.parse import quote
+
+from .._urls import origin_of
+from ..auth import AuthOptions, TokenAuth, client_from, require_text
+from ..errors import TokenRequestError
+from ..flows import TokenRequest
+from ..oauth2 import PasswordGrant, clean_text
+from ..transports.httpx import HttpxSender
+
+__all__ = ["SERVICE_USERS_URL", "TOKEN_URL", "ServiceUser", "VanMarcke"]
+
+TOKEN_URL = "https://api.vanmarcke.com/v1/oauth/token"
+SERVICE_USERS_URL = "https://api.vanmarcke.com/v1/serviceusers"  # unverified (experimental)
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceUser:
+    """A service user's credentials, as the service-users API returns them once."""
+
+    username: str
+    password: str = field(repr=False)
+
+
+class VanMarcke(TokenAuth):
+    """Tokens for the Van Marcke APIs, with `x-api-key` on every request.
+
+    Example::
+
+        session.auth = VanMarcke("API-APP1-P123456", password, client_id="…", api_key="…")
+
+    Args:
+        username, password: the service user's credentials.
+        client_id: the registered application's client id.
+        api_key: the application's API key, sent as `x-api-key` on every request.
+        client_secret: the application's secret, when it has one.
+        token_url: the token endpoint (production by default).
+        **options: the options of `TokenAuth`.
+    """
+
+    def __init__(
+        self,
+        username: str,
+        password: str,
+        *,
+        client_id: str,
+        api_key: str,
+        client_secret: str | None = None,
+        token_url: str = TOKEN_URL,
+        **options: Unpack[AuthOptions],
+    ) -> None:
+        headers = {"x-api-key": require_text("api_key", api_key)}
+        grant = PasswordGrant(
+            token_url=require_text("token_url", token_url),
+            client=client_from(client_id, client_secret, "body", "form", headers),
+            username=require_text("username", username),
+            password=require_text("password", password),
+            fix=(
+                "check username= and password= (the service user's) and client_id=; reset a "
+                "lost password with `renewauth vanmarcke reset-password`"
+            ),
+        )
+        super().__init__(grant, **options)
+        self._api_headers = headers
+        self._public = f"client_id={client_id!r} username={username!r}"
+
+    def _describe(self) -> str:
+        return f"{super()._describe()} {self._public}"
+
+    @staticmethod
+    def create_service_user(
+        access_token: str,
+        *,
+        api_key: str,
+        url: str = SERVICE_USERS_URL,
+        timeout: float = 10.0,
+    ) -> ServiceUser:
+        """Create the service user of this application and customer (experimental).
+
+        Args:
+            access_token: an END user's access token (from the end user's password grant).
+            api_key: the application's API key.
+            url: the service-users endpoint.
+            timeout: seconds for the call.
+
+        Returns:
+            The new service user's credentials: store them, they are shown once.
+
+        Raises:
+            TokenRequestError: refused; a 403 means the service user exists already (reset
+                its password instead).
+        """
+        reply = _call("POST", url, access_token, api_key, timeout=timeout, body=b"{}")
+        if reply[0] == 403:
+            raise TokenRequestError(
+                "a service user already exists for this application and customer; get a new "
+                "password with `renewauth vanmarcke reset-password` "
+                "(VanMarcke.reset_service_user_password)",
+                status=403,
+                origin=_origin(url),
+            )
+        data = _json_object(reply, url, "create a service user")
+        username, password = data.get("username"), data.get("password")
+        if not isinstance(username, str) or not isinstance(password, str):
+            raise TokenRequestError(
+                f"{_origin(url)} created a service user but its answer has no username and "
+                "password; check url=",
+                status=reply[0],
+                origin=_origin(url),
+            )
+        return ServiceUser(username, password)
+
+    @staticmethod
+    def reset_service_user_password(
+        access_token: str,
+        *,
+        api_key: str,
+        username: str,
+        url: str = SERVICE_USERS_URL,
+        timeout: float = 10.0,
+    ) -> str:
+        """Give the service user `username` a new password and return it (experimental).
+
+        Looks the user's id up with `GET url`, then calls `POST url/{id}/resetPassword`.
+
+        Raises:
+            TokenRequestError: refused, or no service user of that name.
+        """
+        listing = _call("GET", url, access_token, api_key, timeout=timeout)
+        data = _json_list(listing, url, "list service users")
+        ids = [
+            item.get("id")
+            for item in data
+            if isinstance(item, dict) and item.get("username") == username
+        ]
+        if not ids or not isinstance(ids[0], str | int):
+            raise TokenRequestError(
+                f"no service user named {username!r} at {_origin(url)}; create one with "
+                "`renewauth vanmarcke create-service-user`",
+                status=listing[0],
+                origin=_origin(url),
+            )
+        reset_url = f"{url.rstrip('/')}/{quote(str(ids[0]), safe='')}/resetPassword"
+        reply = _call("POST", reset_url, access_token, api_key, timeout=timeout, body=b"{}")
+        password = _json_object(reply, reset_url, "reset the password").get("password")
+        if not isinstance(password, str):
+            raise TokenRequestError(
+                f"{_origin(url)} reset the password but sent no new one; check url=",
+                status=reply[0],
+                origin=_origin(url),
+            )
+        return password
+
+
+_Reply = tuple[int, bytes]
+
+
+def _origin(url: str) -> str:
+    return origin_of(url)
+
+
+def _call(
+    method: str, url: str, access_token: str, api_key: str, *, timeout: float, body: bytes = b""
+) -> _Reply:
+    request = TokenRequest(
+        url=url,
+        body=body,
+        method=method,
+        grant="service users",
+        headers={
+            "Authorization": f"Bearer {access_token}",
+            "x-api-key": api_key,
+            "Accept": "application/json",
+            "Content-Type": "application/json",
+        },
+    )
+    reply = HttpxSender().send(request, timeout=timeout)
+    return reply.status, reply.body
+
+
+def _decoded(reply: _Reply, url: str, what: str) -> object:
+    status, body = reply
+    try:
+        data: object = json.loads(body)
+    except ValueError:
+        data = None
+    if status >= 400 or data is None:
+        message = data.get("message") if isinstance(data, dict) else None
+        detail = f" ({clean_text(message)})" if isinstance(message, str) else ""
+        raise TokenRequestError(
+            f"could not {what} at {_origin(url)}: HTTP {status}{detail}; check the end user's "
+            "access token, api_key= and url= (these steps are experimental)",
+            status=status,
+            origin=_origin(url),
+        )
+    return data
+
+
+def _json_object(reply: _Reply, url: str, what: str) -> dict[str, object]:
+    data = _decoded(reply, url, what)
+    if not isinstance(data, dict):
+        raise TokenRequestError(
+            f"could not {what} at {_origin(url)}: the answer is not a JSON object; check url=",
+            status=reply[0],
+            origin=_origin(url),
+        )
+    return data
+
+
+def _json_list(reply: _Reply, url: str, what: str) -> list[object]:
+    data = _decoded(reply, url, what)
+    if not isinstance(data, list):
+        raise TokenRequestError(
+            f"could not {what} at {_origin(url)}: the answer is not a JSON list; check url=",
+            status=reply[0],
+            origin=_origin(url),
+        )
+    return data
