@@ -36,8 +36,31 @@ one-hour tokens), stopped after the test::
         assert oauth2_fake.token_calls == 1
 
 Build your own ``FakeOAuth2Provider(...)`` for other settings.
+
+One fake per vendor API that renewauth supports speaks that vendor's dialect, with the same
+lifecycle, counters and controls as ``FakeOAuth2Provider`` (fixture name in brackets):
+
+- ``FakeKeycloak`` (``keycloak_fake``): a realm's token endpoint, ``/auth`` or not, offline tokens.
+- ``FakeOrderCloud`` (``ordercloud_fake``): anonymous tokens, ``Errors[]`` bodies, lockout.
+- ``FakeShopware`` (``shopware_fake``): Admin API, rotating refresh tokens, 429 throttling.
+- ``FakeVendorlink`` (``vendorlink_fake``): Login, ExtendToken, reassignment to a second server.
+- ``FakeVanMarcke`` (``vanmarcke_fake``): ``x-api-key`` on every call, the service-users API.
 """
 
-from renewauth.testing._oauth2 import FakeOAuth2Provider, RecordedTokenRequest
+from renewauth.testing._keycloak import FakeKeycloak
+from renewauth.testing._oauth2 import FakeOAuth2Provider
+from renewauth.testing._ordercloud import FakeOrderCloud
+from renewauth.testing._shopware import FakeShopware
+from renewauth.testing._vanmarcke import FakeVanMarcke
+from renewauth.testing._vendorlink import FakeVendorlink
+from renewauth.testing._wire import RecordedTokenRequest
 
-__all__ = ["FakeOAuth2Provider", "RecordedTokenRequest"]
+__all__ = [
+    "FakeKeycloak",
+    "FakeOAuth2Provider",
+    "FakeOrderCloud",
+    "FakeShopware",
+    "FakeVanMarcke",
+    "FakeVendorlink",
+    "RecordedTokenRequest",
+]
