@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pathlib
 import subprocess
 import sys
@@ -48,3 +49,53 @@ def test_example_runs_against_the_fake(example: pathlib.Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "200" in result.stdout
+
+
+def test_vanmarcke_create_service_user_writes_a_private_file_and_explains_reset(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from renewauth.testing import FakeVanMarcke
+
+    monkeypatch.setenv("VANMARCKE_API_KEY", "test-api-key")
+    monkeypatch.setenv("END_USER_PASSWORD", "enduser-password")
+    monkeypatch.setenv("VM_SECRET", "vm-secret")
+    output = tmp_path / "service-user.json"
+    with FakeVanMarcke() as fake:
+        common = [
+            "--client-id",
+            "vm-client",
+            "--username",
+            "enduser",
+            "--password-env",
+            "END_USER_PASSWORD",
+            "--client-secret-env",
+            "VM_SECRET",
+            "--token-url",
+            fake.token_url,
+            "--service-users-url",
+            fake.service_users_url,
+        ]
+        assert main(["vanmarcke", "create-service-user", *common, "--output", str(output)]) == 0
+        assert output.stat().st_mode & 0o777 == 0o600
+        created = json.loads(output.read_text())
+        assert "enduser-password" not in capsys.readouterr().out
+
+        assert main(["vanmarcke", "create-service-user", *common]) == 1
+        assert "reset-password" in capsys.readouterr().err
+
+        arguments = ["vanmarcke", "reset-password", *common, "--service-user", created["username"]]
+        assert main(arguments) == 0
+        shown = capsys.readouterr().out
+        assert created["username"] in shown
+        assert created["password"] not in shown  # a new password, not the old one
+
+
+def test_cli_error_is_one_line_without_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("VANMARCKE_API_KEY", raising=False)
+    arguments = ["vanmarcke", "create-service-user", "--client-id", "c", "--username", "u"]
+    assert main(arguments) == 1
+    error = capsys.readouterr().err
+    assert error.startswith("renewauth: error: environment variable VANMARCKE_API_KEY")
+    assert "Traceback" not in error

@@ -1,17 +1,22 @@
 """The `renewauth` command. Only here is logging output configured.
 
-`renewauth demo` shows renewals against the embedded fake provider. `token`, `run` and the
-provider set-up steps come with later releases.
+`renewauth demo` shows renewals against the embedded fake provider; `renewauth vanmarcke …`
+runs Van Marcke's service-user set-up steps. Errors end in one line on stderr and exit 1,
+never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import getpass
+import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
 from . import __version__
+from .errors import AuthError, ConfigurationError
 
 __all__ = ["main"]
 
@@ -36,7 +41,109 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="how long the fake's access tokens live (default: 2)",
     )
+    _add_vanmarcke(commands)
     return parser
+
+
+def _add_vanmarcke(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from .providers.vanmarcke import SERVICE_USERS_URL, TOKEN_URL
+
+    vanmarcke = commands.add_parser(
+        "vanmarcke", help="Van Marcke service-user set-up (experimental)"
+    )
+    steps = vanmarcke.add_subparsers(dest="step", metavar="STEP", required=True)
+    for name, summary in (
+        ("create-service-user", "create this application's service user and show it once"),
+        ("reset-password", "give the service user a new password and show it once"),
+    ):
+        step = steps.add_parser(name, help=summary, description=summary)
+        step.add_argument("--client-id", required=True, help="the application's client id")
+        step.add_argument(
+            "--api-key-env",
+            default="VANMARCKE_API_KEY",
+            metavar="NAME",
+            help="environment variable holding the API key (default: VANMARCKE_API_KEY)",
+        )
+        step.add_argument("--username", required=True, help="the END user's name")
+        step.add_argument(
+            "--password-env",
+            metavar="NAME",
+            help="environment variable holding the end user's password (else it is asked)",
+        )
+        step.add_argument(
+            "--client-secret-env", metavar="NAME", help="environment variable with the secret"
+        )
+        step.add_argument("--token-url", default=TOKEN_URL, help=f"default: {TOKEN_URL}")
+        step.add_argument(
+            "--service-users-url", default=SERVICE_USERS_URL, help=f"default: {SERVICE_USERS_URL}"
+        )
+        step.add_argument(
+            "--output",
+            metavar="FILE",
+            help="write the credentials to this new file (mode 0600) instead of showing them",
+        )
+        if name == "reset-password":
+            step.add_argument("--service-user", required=True, help="the service user's name")
+
+
+def _secret(variable: str | None, prompt: str, *, required: bool = True) -> str | None:
+    if variable:
+        value = os.environ.get(variable)
+        if not value:
+            raise ConfigurationError(f"environment variable {variable} is not set or empty")
+        return value
+    if not required:
+        return None
+    if not sys.stdin.isatty():
+        raise ConfigurationError(
+            f"no terminal to ask for the {prompt}: pass it with an *-env option"
+        )
+    return getpass.getpass(f"{prompt}: ")
+
+
+def _write_private(path: str, data: dict[str, str]) -> None:
+    """Write `data` as JSON to a NEW file that only its owner can read."""
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise ConfigurationError(f"{path} exists already; choose a new --output file") from None
+    with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+        json.dump(data, file)
+        file.write("\n")
+
+
+def _run_vanmarcke(arguments: argparse.Namespace) -> int:
+    from .providers.vanmarcke import VanMarcke
+
+    api_key = _secret(arguments.api_key_env, "API key") or ""
+    password = _secret(arguments.password_env, f"password of {arguments.username}") or ""
+    client_secret = _secret(arguments.client_secret_env, "client secret", required=False)
+    end_user = VanMarcke(
+        arguments.username,
+        password,
+        client_id=arguments.client_id,
+        client_secret=client_secret,
+        api_key=api_key,
+        token_url=arguments.token_url,
+    )
+    access_token = end_user.get_token().access_token
+    if arguments.step == "create-service-user":
+        user = VanMarcke.create_service_user(
+            access_token, api_key=api_key, url=arguments.service_users_url
+        )
+        username, new_password = user.username, user.password
+    else:
+        username = arguments.service_user
+        new_password = VanMarcke.reset_service_user_password(
+            access_token, api_key=api_key, username=username, url=arguments.service_users_url
+        )
+    if arguments.output:
+        _write_private(arguments.output, {"username": username, "password": new_password})
+        print(f"service user {username}: credentials written to {arguments.output} (0600)")
+    else:
+        # Shown once, on purpose: this is the one place the user can read it.
+        print(f"service user: {username}\npassword: {new_password}")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -46,12 +153,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if arguments.verbose:
         logging.basicConfig(format="%(asctime)s %(name)s %(levelname)s %(message)s")
         logging.getLogger("renewauth").setLevel(logging.DEBUG)
-    if arguments.command == "demo":
-        if not arguments.lifetime > 0.2:
-            parser.error("--lifetime must be more than 0.2 seconds")
-        from ._demo import run_demo
+    try:
+        if arguments.command == "demo":
+            if not arguments.lifetime > 0.2:
+                parser.error("--lifetime must be more than 0.2 seconds")
+            from ._demo import run_demo
 
-        return run_demo(lifetime=arguments.lifetime)
+            return run_demo(lifetime=arguments.lifetime)
+        if arguments.command == "vanmarcke":
+            return _run_vanmarcke(arguments)
+    except AuthError as exc:
+        print(f"renewauth: error: {exc}", file=sys.stderr)
+        return 1
     parser.print_help()
     return 2
 
