@@ -29,16 +29,18 @@ from .errors import (
     InsecureTransportError,
     InvalidClient,
     InvalidGrant,
+    StoreError,
     TokenEndpointUnavailable,
     TokenRequestError,
 )
-from .stores import MemoryStore, TokenStore
+from .stores import FileStore, MemoryStore, RedisStore, TokenStore
 from .token import Token
 
 __all__ = [
     "AuthError",
     "BearerToken",
     "ConfigurationError",
+    "FileStore",
     "InsecureTransportError",
     "InvalidClient",
     "InvalidGrant",
@@ -46,6 +48,8 @@ __all__ = [
     "OAuth2ClientCredentials",
     "OAuth2Password",
     "OAuth2RefreshToken",
+    "RedisStore",
+    "StoreError",
     "Token",
     "TokenAuth",
     "TokenEndpointUnavailable",

@@ -6,6 +6,7 @@ AuthError
 │   ├── InvalidGrant           the grant (password, refresh token, …) was refused
 │   ├── InvalidClient          the client id or secret was refused
 │   └── TokenEndpointUnavailable   5xx, 429 or a network error, after the retries
+├── StoreError                 the token store could not be read or written
 ├── InsecureTransportError     a plain-http token URL off loopback (also a ValueError)
 └── ConfigurationError         bad arguments or configuration (also a ValueError)
 ```
@@ -23,6 +24,7 @@ __all__ = [
     "InsecureTransportError",
     "InvalidClient",
     "InvalidGrant",
+    "StoreError",
     "TokenEndpointUnavailable",
     "TokenRequestError",
 ]
@@ -34,6 +36,11 @@ class AuthError(Exception):
 
 class ConfigurationError(AuthError, ValueError):
     """Raised when arguments or a configuration file cannot work; the message names the fix."""
+
+
+class StoreError(AuthError):
+    """Raised when a token store (file, Redis) cannot be read or written; a renewal whose
+    token cannot be stored fails with it, so no rotated refresh token is lost."""
 
 
 class InsecureTransportError(AuthError, ValueError):

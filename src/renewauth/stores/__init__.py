@@ -16,9 +16,18 @@ from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from typing import Protocol, runtime_checkable
 
 from ..token import Token
+from .file import FileStore
 from .memory import MemoryStore, default_store
+from .redis import RedisStore
 
-__all__ = ["MemoryStore", "TokenStore", "credential_key", "default_store"]
+__all__ = [
+    "FileStore",
+    "MemoryStore",
+    "RedisStore",
+    "TokenStore",
+    "credential_key",
+    "default_store",
+]
 
 # Secrets are stretched before they are hashed into a key, so a key seen in a file name or a
 # Redis key space does not make a weak password cheap to guess.

@@ -1,0 +1,186 @@
+"""`FileStore`: tokens in private files, shared by every process on one machine.
+
+One JSON file per credential key in a directory only its owner can enter (0700), each file
+0600, written to a temporary file, fsynced and renamed, so a reader sees the old token or the
+new one, never half of one. A lock file per key (`filelock`, an OS lock that dies with its
+process) serialises renewals across processes; under it the renewing process reads the store
+again and adopts a token that another process has just written.
+
+A process reads a file only when its own copy of the token needs renewal: while the token is
+fresh, requests cost no file access.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..errors import ConfigurationError, StoreError
+from ..token import Token
+
+if TYPE_CHECKING:
+    import filelock
+
+__all__ = ["FileStore"]
+
+logger = logging.getLogger(__name__)
+
+# Seconds to wait for another process's renewal; a renewal is bounded far below this by its
+# timeout and retries, so reaching it means something is stuck.
+_LOCK_TIMEOUT = 300.0
+
+
+class FileStore:
+    """Tokens in files under `path`, shared by the processes of one machine.
+
+    Works on one machine (a local file system with working `flock`); for several machines use
+    `RedisStore`.
+
+    Args:
+        path: the directory; created with mode 0700 if missing. It must not be readable by
+            group or others, since its files hold refresh tokens.
+
+    Raises:
+        ConfigurationError: `path` cannot be used, or is open to other users.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        import filelock
+
+        self._filelock = filelock
+        self.path = Path(path)
+        try:
+            self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
+            mode = self.path.stat().st_mode & 0o777
+        except OSError as exc:
+            raise ConfigurationError(
+                f"FileStore cannot use {self.path}: {exc.strerror}; pass a directory you own"
+            ) from None
+        if mode & 0o077:
+            raise ConfigurationError(
+                f"FileStore directory {self.path} is open to other users (mode {mode:o}); "
+                f"run: chmod 700 {self.path}"
+            )
+
+    def __repr__(self) -> str:
+        return f"<FileStore {str(self.path)!r}>"
+
+    def _file(self, key: str) -> Path:
+        if not key.isalnum():
+            raise ValueError("store keys are credential fingerprints (hex digits)")
+        return self.path / f"{key}.json"
+
+    def get(self, key: str) -> Token | None:
+        file = self._file(key)
+        try:
+            data = json.loads(file.read_bytes())
+            if isinstance(data, dict):
+                return Token.from_dict(data)
+        except FileNotFoundError:
+            return None
+        except (ValueError, TypeError):
+            pass
+        except OSError as exc:
+            raise StoreError(
+                f"cannot read the token file {file}: {exc.strerror}; check its permissions"
+            ) from None
+        logger.warning("token file %s is corrupt or truncated; treating it as empty", file)
+        return None
+
+    def set(self, key: str, token: Token) -> None:
+        file = self._file(key)
+        payload = json.dumps(token.to_dict()).encode()
+        try:
+            descriptor, temporary = tempfile.mkstemp(dir=self.path, prefix=".", suffix=".tmp")
+            try:
+                with os.fdopen(descriptor, "wb") as handle:  # mkstemp creates it 0600
+                    handle.write(payload)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                os.replace(temporary, file)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(temporary)
+                raise
+            _fsync_directory(self.path)
+        except OSError as exc:
+            # The renewal fails with it: a rotated refresh token that was not stored would be
+            # lost at the next start.
+            raise StoreError(
+                f"cannot write the token file {file}: {exc.strerror}; the renewal is abandoned "
+                "so that no refresh token is lost"
+            ) from None
+
+    def delete(self, key: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self._file(key).unlink()
+
+    def lock(self, key: str) -> AbstractContextManager[object]:
+        return self._locked(key)
+
+    @contextlib.contextmanager
+    def _locked(self, key: str) -> Iterator[None]:
+        lock = self._lock_for(key)
+        try:
+            lock.acquire(timeout=_LOCK_TIMEOUT)
+        except self._filelock.Timeout:
+            raise StoreError(
+                f"another process has held the renewal lock in {self.path} for "
+                f"{_LOCK_TIMEOUT:.0f} s; it may be stuck"
+            ) from None
+        try:
+            yield
+        finally:
+            lock.release()
+
+    def _lock_for(self, key: str) -> filelock.BaseFileLock:
+        # thread_local=False: the async path acquires and releases in worker threads.
+        return self._filelock.FileLock(
+            str(self.path / f"{key}.lock"), mode=0o600, thread_local=False
+        )
+
+    async def aget(self, key: str) -> Token | None:
+        return await asyncio.to_thread(self.get, key)
+
+    async def aset(self, key: str, token: Token) -> None:
+        await asyncio.to_thread(self.set, key, token)
+
+    async def adelete(self, key: str) -> None:
+        await asyncio.to_thread(self.delete, key)
+
+    def alock(self, key: str) -> AbstractAsyncContextManager[object]:
+        return self._alocked(key)
+
+    @contextlib.asynccontextmanager
+    async def _alocked(self, key: str) -> AsyncIterator[None]:
+        lock = self._lock_for(key)
+        try:
+            # Waited for in a worker thread: the event loop keeps running meanwhile.
+            await asyncio.to_thread(lock.acquire, timeout=_LOCK_TIMEOUT)
+        except self._filelock.Timeout:
+            raise StoreError(
+                f"another process has held the renewal lock in {self.path} for "
+                f"{_LOCK_TIMEOUT:.0f} s; it may be stuck"
+            ) from None
+        try:
+            yield
+        finally:
+            lock.release()
+
+
+def _fsync_directory(path: Path) -> None:
+    """Make the rename itself durable (POSIX needs the directory fsynced too)."""
+    with contextlib.suppress(OSError):
+        descriptor = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)

@@ -1,0 +1,500 @@
+"""Stores: the protocol, FileStore and RedisStore on their own, and many processes sharing one.
+
+Processes share a clock (a `multiprocessing.Value` the test advances) with the fake provider,
+and move in rounds behind a `multiprocessing.Barrier`: nothing waits on the wall clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import multiprocessing
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import requests
+
+from renewauth import (
+    FileStore,
+    MemoryStore,
+    OAuth2Password,
+    RedisStore,
+    StoreError,
+    Token,
+    TokenStore,
+)
+from renewauth.testing import FakeOAuth2Provider
+
+LIFETIME, LEEWAY, STEP = 100.0, 5.0, 20.0
+START = 1_800_000_000.0
+CONTEXT = multiprocessing.get_context("spawn")
+
+
+# --- a real redis-server on a free loopback port ----------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed (.ci/run installs it; under CI this fails)")
+    port = _free_port()
+    directory = tmp_path_factory.mktemp("redis")
+    server = subprocess.Popen(
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(directory),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        for _ in range(200):  # readiness: bounded, each try answers at once or is refused
+            try:
+                if client.ping():
+                    break
+            except redis.exceptions.ConnectionError:
+                time.sleep(0.025)
+        else:
+            raise RuntimeError("redis-server did not start")
+        yield url
+    finally:
+        client.close()
+        server.terminate()
+        server.wait(timeout=10)
+
+
+# --- the protocol, for every store ----------------------------------------------------------
+
+
+@pytest.fixture(params=["memory", "file", "redis"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> TokenStore:
+    if request.param == "memory":
+        return MemoryStore()
+    if request.param == "file":
+        return FileStore(tmp_path / "tokens")
+    url = request.getfixturevalue("redis_url")
+    return RedisStore(url, prefix=f"test:{os.urandom(4).hex()}:")
+
+
+TOKEN = Token(access_token="A", refresh_token="R", issued_at=1.0, expires_at=2.0, scope="s")
+
+
+def test_store_round_trips_a_token(store: TokenStore) -> None:
+    assert store.get("abc123") is None
+    store.set("abc123", TOKEN)
+    assert store.get("abc123") == TOKEN
+    store.delete("abc123")
+    assert store.get("abc123") is None
+
+
+def test_store_async_methods_match_the_sync_ones(store: TokenStore) -> None:
+    async def scenario() -> Token | None:
+        async with store.alock("abc123"):
+            await store.aset("abc123", TOKEN)
+        token = await store.aget("abc123")
+        await store.adelete("abc123")
+        return token
+
+    assert asyncio.run(scenario()) == TOKEN
+    assert store.get("abc123") is None
+
+
+@pytest.fixture(params=["file", "redis"])
+def shared_store(request: pytest.FixtureRequest, tmp_path: Path) -> TokenStore:
+    """The stores that processes share (a MemoryStore's lock does nothing, by design)."""
+    if request.param == "file":
+        return FileStore(tmp_path / "tokens")
+    return RedisStore(request.getfixturevalue("redis_url"), prefix=f"test:{os.urandom(4).hex()}:")
+
+
+def test_store_lock_excludes_a_second_holder(shared_store: TokenStore) -> None:
+    store = shared_store
+    inside = threading.Event()
+    release = threading.Event()
+    order: list[str] = []
+
+    def holder() -> None:
+        with store.lock("abc123"):
+            order.append("first in")
+            inside.set()
+            release.wait(10)
+            order.append("first out")
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    assert inside.wait(10)
+    waiter = threading.Thread(target=lambda: _enter(store, order))
+    waiter.start()
+    release.set()
+    thread.join()
+    waiter.join()
+    assert order == ["first in", "first out", "second in"]
+
+
+def _enter(store: TokenStore, order: list[str]) -> None:
+    with store.lock("abc123"):
+        order.append("second in")
+
+
+# --- FileStore ------------------------------------------------------------------------------
+
+
+def test_file_store_files_are_private(tmp_path: Path) -> None:
+    store = FileStore(tmp_path / "tokens")
+    store.set("abc123", TOKEN)
+    assert (tmp_path / "tokens").stat().st_mode & 0o777 == 0o700
+    assert (tmp_path / "tokens" / "abc123.json").stat().st_mode & 0o777 == 0o600
+
+
+def test_file_store_refuses_a_directory_others_can_read(tmp_path: Path) -> None:
+    (tmp_path / "open").mkdir(mode=0o755)
+    (tmp_path / "open").chmod(0o755)
+    from renewauth import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="chmod 700"):
+        FileStore(tmp_path / "open")
+
+
+def test_file_store_treats_a_corrupt_file_as_empty_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = FileStore(tmp_path)
+    (tmp_path / "abc123.json").write_text('{"access_token": "A", "expi')
+    assert store.get("abc123") is None
+    assert "corrupt" in caplog.text
+    assert "A" not in caplog.text.split("corrupt")[0][-40:]
+
+
+def test_renewal_fails_when_the_store_cannot_write_and_keeps_the_old_token(
+    tmp_path: Path,
+) -> None:
+    clock = _Clock(START)
+    with FakeOAuth2Provider(token_lifetime=LIFETIME, clock=clock) as fake:
+        store = FileStore(tmp_path / "tokens")
+        auth = _password_auth(fake.token_url, store, clock)
+        first = auth.get_token()
+        token_file = tmp_path / "tokens" / f"{auth._manager.key}.json"
+        token_file.unlink()
+        token_file.mkdir()  # the rename onto it now fails
+        clock.now += LIFETIME + 1
+        with pytest.raises(StoreError, match="token file"):
+            auth.get_token()
+        assert auth.token is not None
+        assert auth.token.refresh_token == first.refresh_token  # not replaced by an unstored one
+
+
+class _RefusingWrites(MemoryStore):
+    """A store whose disk is full: every write fails after the first."""
+
+    writes = 0
+
+    def set(self, key: str, token: Token) -> None:
+        self.writes += 1
+        if self.writes > 1:
+            raise StoreError("disk full")
+        super().set(key, token)
+
+
+def test_renewal_fails_when_the_rotated_token_cannot_be_stored() -> None:
+    clock = _Clock(START)
+    with FakeOAuth2Provider(
+        token_lifetime=LIFETIME, rotate_refresh_tokens=True, clock=clock
+    ) as fake:
+        store = _RefusingWrites()
+        auth = _password_auth(fake.token_url, store, clock)
+        first = auth.get_token()
+        clock.now += LIFETIME + 1
+        with pytest.raises(StoreError, match="disk full"):
+            auth.get_token()
+        # The new token was never used: neither cached nor handed out.
+        assert auth.token == first
+        assert store.get(auth._manager.key) == first
+
+
+# --- RedisStore -----------------------------------------------------------------------------
+
+
+def test_redis_store_down_names_the_url_without_its_password() -> None:
+    store = RedisStore(f"redis://user:hunter2@127.0.0.1:{_free_port()}/0")
+    with pytest.raises(StoreError) as caught:
+        store.get("abc123")
+    assert "127.0.0.1" in str(caught.value)
+    assert "hunter2" not in str(caught.value)
+    assert "hunter2" not in repr(store)
+
+
+def test_redis_lock_of_a_dead_owner_expires_with_its_lease(redis_url: str) -> None:
+    store = RedisStore(redis_url, prefix=f"test:{os.urandom(4).hex()}:", lease=0.5)
+    _kill_a_lock_holder("redis", redis_url, store.prefix)
+    with store.lock("abc123"):  # free again once the dead owner's 0.5 s lease has run out
+        pass
+
+
+def test_file_lock_of_a_dead_owner_is_released_at_once(tmp_path: Path) -> None:
+    _kill_a_lock_holder("file", str(tmp_path), "")
+    with FileStore(tmp_path).lock("abc123"):
+        pass
+
+
+def _kill_a_lock_holder(kind: str, where: str, prefix: str) -> None:
+    """Start a process that takes the lock of key "abc123" and holds it; SIGKILL it."""
+    ready = CONTEXT.Event()
+    holder = CONTEXT.Process(target=_hold_lock_forever, args=(kind, where, prefix, ready))
+    holder.start()
+    assert ready.wait(60)
+    os.kill(holder.pid or 0, signal.SIGKILL)
+    holder.join()
+
+
+def _hold_lock_forever(kind: str, where: str, prefix: str, ready: Any) -> None:
+    store: TokenStore = (
+        FileStore(where) if kind == "file" else RedisStore(where, prefix=prefix, lease=0.5)
+    )
+    with store.lock("abc123"):
+        ready.set()
+        threading.Event().wait()
+
+
+# --- many processes -------------------------------------------------------------------------
+
+
+class _Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class _SharedClock:
+    """A clock every process reads from one `multiprocessing.Value`."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __call__(self) -> float:
+        return float(self.value.value)
+
+
+def _password_auth(token_url: str, store: TokenStore, clock: Any) -> OAuth2Password:
+    return OAuth2Password(
+        token_url,
+        "client-id",
+        "alice",
+        "alice-password",
+        client_secret="client-secret",
+        store=store,
+        clock=clock,
+        leeway=LEEWAY,
+    )
+
+
+def _store_from(spec: tuple[str, str, str]) -> TokenStore:
+    kind, where, prefix = spec
+    return FileStore(where) if kind == "file" else RedisStore(where, prefix=prefix)
+
+
+def _worker(
+    spec: tuple[str, str, str],
+    token_url: str,
+    api_url: str,
+    clock_value: Any,
+    barrier: Any,
+    rounds: int,
+    results: Any,
+) -> None:
+    """8 threads per round, in step with every other process."""
+    auth = _password_auth(token_url, _store_from(spec), _SharedClock(clock_value))
+    client = httpx.Client(auth=auth, timeout=20)
+    failed = sent = 0
+    lock = threading.Lock()
+    for _ in range(rounds):
+        barrier.wait()
+        start = threading.Barrier(8)
+
+        def request(index: int, start: threading.Barrier = start) -> None:
+            nonlocal failed, sent
+            start.wait()
+            try:
+                if index % 2:
+                    status = requests.get(api_url, auth=auth, timeout=20).status_code
+                else:
+                    status = client.get(api_url).status_code
+            except Exception:
+                status = 0
+            with lock:
+                sent += 1
+                failed += status != 200
+
+        threads = [threading.Thread(target=request, args=(index,)) for index in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        barrier.wait()
+    results.put((sent, failed))
+
+
+def _free_runner(
+    spec: tuple[str, str, str], token_url: str, api_url: str, clock_value: Any, started: Any
+) -> None:
+    """Requests without pause until killed."""
+    auth = _password_auth(token_url, _store_from(spec), _SharedClock(clock_value))
+    with httpx.Client(auth=auth, timeout=20) as client:
+        started.set()
+        while True:
+            client.get(api_url)
+
+
+@dataclass
+class _Run:
+    token_calls_after_first_round: int
+    sent: int
+    failed: int
+
+
+def _run_processes(
+    spec: tuple[str, str, str],
+    fake: FakeOAuth2Provider,
+    clock_value: Any,
+    *,
+    workers: int = 6,
+    rounds: int = 25,
+    kill_after: int | None = None,
+) -> _Run:
+    barrier = CONTEXT.Barrier(workers + 1)
+    results = CONTEXT.Queue()
+    processes = [
+        CONTEXT.Process(
+            target=_worker,
+            args=(
+                spec,
+                fake.token_url,
+                fake.api_url + "items",
+                clock_value,
+                barrier,
+                rounds,
+                results,
+            ),
+        )
+        for _ in range(workers)
+    ]
+    victim = None
+    if kill_after is not None:
+        started = CONTEXT.Event()
+        victim = CONTEXT.Process(
+            target=_free_runner,
+            args=(spec, fake.token_url, fake.api_url + "items", clock_value, started),
+        )
+        victim.start()
+        assert started.wait(60)
+    for process in processes:
+        process.start()
+    first_round_calls = -1
+    for index in range(rounds):
+        barrier.wait()  # round starts
+        barrier.wait()  # round ends
+        if index == 0:
+            first_round_calls = fake.token_calls
+        if victim is not None and index == kill_after:
+            os.kill(victim.pid or 0, signal.SIGKILL)
+            victim.join()
+        with clock_value.get_lock():
+            clock_value.value += STEP
+    outcomes = [results.get(timeout=60) for _ in processes]
+    for process in processes:
+        process.join(timeout=60)
+        assert process.exitcode == 0
+    return _Run(first_round_calls, sum(sent for sent, _ in outcomes), sum(f for _, f in outcomes))
+
+
+@pytest.fixture(params=["file", "redis"])
+def shared_spec(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, str, str]:
+    if request.param == "file":
+        return ("file", str(tmp_path / "tokens"), "")
+    return ("redis", request.getfixturevalue("redis_url"), f"test:{os.urandom(4).hex()}:")
+
+
+def test_six_processes_of_eight_threads_renew_once_per_lifetime(
+    shared_spec: tuple[str, str, str],
+) -> None:
+    clock_value = CONTEXT.Value("d", START)
+    clock = _SharedClock(clock_value)
+    with FakeOAuth2Provider(
+        token_lifetime=LIFETIME, rotate_refresh_tokens=True, token_delay=0.05, clock=clock
+    ) as fake:
+        run = _run_processes(shared_spec, fake, clock_value)
+        assert run.token_calls_after_first_round == 1  # cold start: one call for 48 threads
+        assert run.failed == 0
+        assert run.sent == 6 * 8 * 25
+        assert fake.stale_refresh_tokens == 0
+        assert fake.token_calls <= 1.3 * (25 * STEP / LIFETIME)
+        assert fake.api_unauthorized == 0
+
+
+def test_processes_survive_one_killed_and_a_fresh_one_renews_from_the_store(
+    shared_spec: tuple[str, str, str],
+) -> None:
+    clock_value = CONTEXT.Value("d", START)
+    clock = _SharedClock(clock_value)
+    with FakeOAuth2Provider(
+        token_lifetime=LIFETIME, rotate_refresh_tokens=True, clock=clock
+    ) as fake:
+        run = _run_processes(shared_spec, fake, clock_value, workers=5, rounds=15, kill_after=7)
+        assert run.failed == 0
+        with clock_value.get_lock():
+            clock_value.value += LIFETIME + 1  # expired: a fresh process must renew
+        fresh = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "import sys, json; from tests.test_stores import _fresh_renewal; "
+                "_fresh_renewal(*json.loads(sys.argv[1]))",
+                json.dumps([list(shared_spec), fake.token_url, clock_value.value]),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            cwd=Path(__file__).parent.parent,
+        )
+        assert fresh.returncode == 0, fresh.stderr
+        assert fake.token_calls_by_grant.get("password") == 1  # only the very first login
+        assert fake.stale_refresh_tokens == 0
+
+
+def _fresh_renewal(spec: list[str], token_url: str, now: float) -> None:
+    auth = _password_auth(token_url, _store_from((spec[0], spec[1], spec[2])), _Clock(now))
+    auth.get_token()
