@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -557,3 +558,153 @@ def test_provider_logs_and_reprs_hold_no_secret(
         texts = [caplog.text, repr(auth), repr(auth.token), repr(auth._manager.grant)]
     leaks = [secret for secret in secrets for text in texts if secret in text]
     assert leaks == []
+
+
+# --- found in review --------------------------------------------------------------------------
+
+
+def test_vendorlink_extendtoken_server_error_falls_back_to_login(clock: ManualClock) -> None:
+    with FakeVendorlink(clock=clock) as fake:
+        auth = Vendorlink(
+            "demo", "demo-password", base_url=fake.base_url, store=MemoryStore(), clock=clock
+        )
+        auth.get_token()
+        clock.advance(4000.0)
+        fake.fail_token_requests(500)  # the ExtendToken call: not retried, Login instead
+        assert requests.get(fake.api_url + "tenders", auth=auth, timeout=10).status_code == 200
+        assert fake.token_calls_by_grant == {"login": 2, "extendtoken": 1}
+
+
+def test_vendorlink_later_logins_go_to_the_assigned_server(clock: ManualClock) -> None:
+    with FakeVendorlink(reassign=True, null_renewal_token=True, clock=clock) as fake:
+        auth = Vendorlink(
+            "demo", "demo-password", base_url=fake.base_url, store=MemoryStore(), clock=clock
+        )
+        for _ in range(4):
+            auth.get_token()
+            clock.advance(4000.0)
+        home = fake.base_url.removeprefix("http://")
+        assigned = (fake.assigned_url or "").removeprefix("http://")
+        # Logins and ExtendTokens alternate (each ExtendToken answers a null renewal token);
+        # after the first hop every Login goes straight to the assigned server.
+        assert fake.logins_by_host == {home: 1, assigned: 2}
+        assert fake.token_calls_by_grant == {"login": 3, "extendtoken": 2}
+
+
+@pytest.mark.parametrize(
+    ("host", "base", "allowed"),
+    [
+        ("app2.vendorlink.nl", "app.vendorlink.nl", True),
+        ("app.vendorlink.nl", "app.vendorlink.nl", True),
+        ("evil.example.com", "app.vendorlink.nl", False),
+        ("vendorlink.nl.evil.com", "app.vendorlink.nl", False),
+        ("other.co.uk", "vl.co.uk", False),
+        ("1.0.0.5", "10.0.0.5", False),
+        ("127.0.0.1", "localhost", True),
+    ],
+)
+def test_vendorlink_follows_a_reassignment_only_to_a_sibling(
+    host: str, base: str, allowed: bool
+) -> None:
+    from renewauth.providers.vendorlink import _is_sibling
+
+    assert _is_sibling(host, base) is allowed
+
+
+def test_vanmarcke_api_key_never_follows_a_redirect_to_another_origin(
+    clock: ManualClock,
+) -> None:
+    from urllib.parse import quote
+
+    with FakeVanMarcke(clock=clock) as fake, FakeOrderCloud() as elsewhere:
+        auth = VanMarcke(
+            "API-APP1-P123456",
+            "service-password",
+            client_id="vm-client",
+            client_secret="vm-secret",
+            api_key="test-api-key",
+            token_url=fake.token_url,
+            store=MemoryStore(),
+        )
+        target = quote(f"{elsewhere.base_url}/echo-headers", safe="")
+        reply = requests.get(f"{fake.base_url}/redirect?to={target}", auth=auth, timeout=10)
+        assert reply.status_code == 200
+        assert "test-api-key" not in reply.text
+        assert "authorization" not in reply.text.lower()
+
+
+def test_vanmarcke_set_up_refuses_plain_http_off_loopback() -> None:
+    from renewauth import InsecureTransportError
+
+    with pytest.raises(InsecureTransportError):
+        VanMarcke.create_service_user(
+            "token", api_key="k", url="http://api.vanmarcke.example/v1/serviceusers"
+        )
+
+
+def test_ordercloud_refresh_refused_in_its_own_dialect_falls_back(clock: ManualClock) -> None:
+    with FakeOrderCloud(refresh_tokens=True, clock=clock) as fake:
+        auth = OrderCloud(
+            "oc-client",
+            client_secret="oc-secret",
+            username="buyer01",
+            password="buyer-password",
+            auth_url=fake.auth_url,
+            store=MemoryStore(),
+            clock=clock,
+        )
+        auth.get_token()
+        clock.advance(700.0)
+        fake.fail_token_requests(401, body=b'{"Errors":[{"ErrorCode":"InvalidToken"}]}')
+        assert auth.get_token().access_token
+        assert fake.token_calls_by_grant == {"password": 2, "refresh_token": 1}
+
+
+@pytest.mark.parametrize(
+    "code", ["Auth.UserNotFound", "Auth.CompanyNotActive", "PasswordReset.LockedOut"]
+)
+def test_ordercloud_auth_codes_are_invalid_grant(code: str) -> None:
+    from renewauth.flows import TokenResponse
+    from renewauth.providers._dialects import read_ordercloud_error
+
+    body = json.dumps({"Errors": [{"ErrorCode": code, "Message": "no"}]}).encode()
+    response = TokenResponse(status=400, body=body, url="https://auth.ordercloud.io/oauth/token")
+    assert read_ordercloud_error(response)[0] == "invalid_grant"
+
+
+def test_refused_password_is_not_sent_again_for_a_minute(clock: ManualClock) -> None:
+    with FakeOrderCloud(clock=clock) as fake:
+        auth = OrderCloud(
+            "oc-client",
+            client_secret="oc-secret",
+            username="buyer01",
+            password="wrong",
+            auth_url=fake.auth_url,
+            store=MemoryStore(),
+            clock=clock,
+        )
+        for _ in range(5):
+            with pytest.raises(InvalidGrant):
+                auth.get_token()
+        assert fake.token_calls == 1  # four more requests, no more attempts at the password
+        clock.advance(61.0)
+        with pytest.raises(InvalidGrant):
+            auth.get_token()
+        assert fake.token_calls == 2
+
+
+def test_keycloak_technical_user_with_a_wrong_secret_names_the_client_fix(
+    clock: ManualClock,
+) -> None:
+    with FakeKeycloak(clock=clock) as fake:
+        auth = Keycloak(
+            fake.server_url,
+            "portal",
+            client_id="portal-client",
+            client_secret="wrong",
+            refresh_token=fake.issue_refresh_token(),
+            store=MemoryStore(),
+        )
+        with pytest.raises(InvalidClient, match="client_secret=") as caught:
+            auth.get_token()
+        assert "re-issue" not in str(caught.value)

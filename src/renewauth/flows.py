@@ -34,6 +34,8 @@ class TokenRequest:
         headers: request headers (may hold `Authorization: Basic …`: never shown).
         grant: the grant's name for logs and errors (`"password"`, `"refresh_token"`, …).
         method: the HTTP method, `POST` for every OAuth 2 grant.
+        retryable: whether a 5xx or 429 answer is tried again before the flow sees it;
+            `False` when the flow has a better fallback (Vendorlink: ExtendToken → Login).
     """
 
     url: str
@@ -41,6 +43,7 @@ class TokenRequest:
     headers: Mapping[str, str] = field(default_factory=lambda: _NO_HEADERS, repr=False)
     grant: str = "unknown"
     method: str = "POST"
+    retryable: bool = True
 
     @property
     def origin(self) -> str:

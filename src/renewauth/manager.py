@@ -38,7 +38,13 @@ from typing import NamedTuple, Protocol, cast
 from . import _flight
 from ._retry import MAX_RETRY_AFTER, backoff_delay, is_retryable_status, retry_after_seconds
 from ._urls import origin_of
-from .errors import ConfigurationError, TokenEndpointUnavailable
+from .errors import (
+    ConfigurationError,
+    InvalidClient,
+    InvalidGrant,
+    TokenEndpointUnavailable,
+    TokenRequestError,
+)
 from .flows import Flow, Grant, TokenRequest, TokenResponse
 from .stores import TokenStore, credential_key
 from .token import Token
@@ -52,6 +58,7 @@ OnToken = Callable[[Token], None]
 
 _SOFT_RETRY_CAP = 30.0  # seconds between failed renewals in the soft window, at most
 _WAIT_MARGIN = 10.0  # seconds a waiter adds to the longest a renewal can take
+_CREDENTIAL_PAUSE = 60.0  # seconds refused credentials are not sent again
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,9 +153,10 @@ class TokenManager:
         self._cached: _Cached | None = None
         self._soft_retry_at = -math.inf
         # After the endpoint asked for a pause (429 or 503 with a wait longer than the retries
-        # cover), no call before this time: a throttled login is never hammered.
+        # cover) or refused the credentials, no call before this time: a throttled login is
+        # never hammered, and a wrong password is not sent until the account locks.
         self._paused_until = -math.inf
-        self._pause_error: TokenEndpointUnavailable | None = None
+        self._pause_error: TokenRequestError | None = None
 
     @property
     def token(self) -> Token | None:
@@ -307,7 +315,7 @@ class TokenManager:
                 failure, retry_after = exc, None
             else:
                 response = self._response(request, reply, sent_at)
-                if not is_retryable_status(response.status):
+                if not request.retryable or not is_retryable_status(response.status):
                     return response
                 failure, retry_after = self._unavailable(request, response)
             delay = self._next_delay(request, attempt, failure, retry_after)
@@ -389,7 +397,7 @@ class TokenManager:
                 failure, retry_after = exc, None
             else:
                 response = self._response(request, reply, sent_at)
-                if not is_retryable_status(response.status):
+                if not request.retryable or not is_retryable_status(response.status):
                     return response
                 failure, retry_after = self._unavailable(request, response)
             delay = self._next_delay(request, attempt, failure, retry_after)
@@ -469,13 +477,13 @@ class TokenManager:
     ) -> Token:
         """End a failed renewal: back off and keep the token in the soft window, else raise."""
         now = self._clock()
-        if (
-            isinstance(exc, TokenEndpointUnavailable)
-            and exc.retry_after
-            and now >= self._paused_until  # not the re-raised error of a running pause
-        ):
-            self._pause_error = exc
-            self._paused_until = now + exc.retry_after
+        if now >= self._paused_until:  # not the re-raised error of a running pause
+            if isinstance(exc, TokenEndpointUnavailable) and exc.retry_after:
+                self._pause_error, self._paused_until = exc, now + exc.retry_after
+            elif isinstance(exc, InvalidGrant | InvalidClient):
+                # Refused credentials will be refused again: asking again on every request
+                # is how accounts get locked (OrderCloud: 30 minutes after a few failures).
+                self._pause_error, self._paused_until = exc, now + _CREDENTIAL_PAUSE
         if soft and stale is not None and not stale.is_expired(now):
             left = (stale.expires_at or now) - now
             wait = max(min(_SOFT_RETRY_CAP, max(left / 2, 0.0)), self._paused_until - now)

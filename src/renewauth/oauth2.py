@@ -35,8 +35,10 @@ __all__ = [
     "ErrorReader",
     "PasswordGrant",
     "RefreshTokenGrant",
+    "RefusalRule",
     "basic_credentials",
     "clean_text",
+    "is_client_error",
     "is_refused_grant",
     "jwt_expiry",
     "parse_token_response",
@@ -139,6 +141,15 @@ def clean_text(text: str) -> str:
     return _CONTROL_CHARACTERS.sub(" ", text)[:_MAX_DESCRIPTION]
 
 
+RefusalRule = Callable[[TokenResponse], bool]
+"""Decides whether a refresh answer means "refresh token refused: fall back"."""
+
+
+def is_client_error(response: TokenResponse) -> bool:
+    """Any 4xx but 429: the refusal rule for a provider whose error bodies are unknown."""
+    return 400 <= response.status < 500 and response.status != 429
+
+
 def is_refused_grant(response: TokenResponse, read_error: ErrorReader = read_oauth_error) -> bool:
     """Whether the answer refuses the grant itself (`invalid_grant`), not the client."""
     return response.status >= 400 and read_error(response)[0] == "invalid_grant"
@@ -150,8 +161,10 @@ def token_error(
     grant: str,
     fix: str,
     read_error: ErrorReader = read_oauth_error,
+    client_fix: str | None = None,
 ) -> TokenRequestError:
-    """The typed error for a failed token request, its message naming `fix`."""
+    """The typed error for a failed token request, its message naming `fix` (or
+    `client_fix` when the client itself was refused)."""
     error, description = read_error(response)
     origin = response.origin
     detail = f"{error}: {description}" if error and description else (error or description)
@@ -169,6 +182,7 @@ def token_error(
         kind = InvalidGrant
     elif error in ("invalid_client", "unauthorized_client"):
         kind = InvalidClient
+        message = f"{where}; {client_fix or fix}"
     elif error is None and response.json_object() is None:
         media = response.content_type or "untyped"
         message = (
@@ -251,6 +265,7 @@ def parse_token_response(
     grant: str = "token",
     fix: str = "check the credentials",
     read_error: ErrorReader = read_oauth_error,
+    client_fix: str | None = None,
 ) -> Token:
     """Turn a token endpoint's answer into a `Token`, or raise the matching typed error.
 
@@ -266,7 +281,9 @@ def parse_token_response(
         TokenRequestError: any other error, or a body that is not a token.
     """
     if response.status >= 400 or response.status < 200:
-        raise token_error(response, grant=grant, fix=fix, read_error=read_error)
+        raise token_error(
+            response, grant=grant, fix=fix, read_error=read_error, client_fix=client_fix
+        )
     data = response.json_object()
     access_token = data.get("access_token") if data is not None else None
     if data is None or not isinstance(access_token, str) or not access_token:
@@ -330,18 +347,23 @@ def refresh_or_fall_back(
     fix: str = "check client_id= and client_secret=",
     params: Mapping[str, str] | None = None,
     fallback: str = "primary",
+    refused: RefusalRule | None = None,
 ) -> Generator[TokenRequest, TokenResponse, Token | None]:
     """Renew `current` with its refresh token (RFC 6749 §6); `None` when there is none or
-    the server refused it (`invalid_grant`), so the caller falls back to its primary grant.
+    the server refused it, so the caller falls back to its primary grant.
 
-    Use with `yield from` inside a grant's flow.
+    Refused means `invalid_grant` unless `refused` says otherwise (providers whose error
+    dialect is unknown fall back on any 4xx but 429). Use with `yield from` in a flow.
     """
     if current is None or not current.refresh_token:
         return None
     response = yield client.request(
         token_url, "refresh_token", {"refresh_token": current.refresh_token, **(params or {})}
     )
-    if not is_refused_grant(response, read_error):
+    is_refused = (
+        refused(response) if refused is not None else is_refused_grant(response, read_error)
+    )
+    if not is_refused:
         return parse_token_response(
             response, previous=current, grant="refresh_token", fix=fix, read_error=read_error
         )
@@ -370,6 +392,7 @@ class ClientCredentialsGrant:
     refresh: bool = False
     fix: str = "check client_id= and client_secret=, and try client_auth='basic' or 'body'"
     read_error: ErrorReader = field(default=read_oauth_error, repr=False, compare=False)
+    refresh_refused: RefusalRule | None = field(default=None, repr=False, compare=False)
     can_renew: bool = True
 
     def identity(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -391,6 +414,7 @@ class ClientCredentialsGrant:
                 read_error=self.read_error,
                 fix=self.fix,
                 fallback="client_credentials",
+                refused=self.refresh_refused,
             )
             if renewed is not None:
                 return renewed
@@ -415,7 +439,9 @@ class PasswordGrant:
     scope: str | None = None
     extra: Mapping[str, str] = field(default_factory=lambda: _NO_STRINGS, repr=False)
     fix: str = "check username= and password= (and client_id=, client_secret=)"
+    client_fix: str = "check client_id= and client_secret=, and try client_auth='basic' or 'body'"
     read_error: ErrorReader = field(default=read_oauth_error, repr=False, compare=False)
+    refresh_refused: RefusalRule | None = field(default=None, repr=False, compare=False)
     can_renew: bool = True
 
     def identity(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -430,7 +456,13 @@ class PasswordGrant:
 
     def fetch(self, current: Token | None) -> Flow:
         renewed = yield from refresh_or_fall_back(
-            self.token_url, self.client, current, read_error=self.read_error, fallback="password"
+            self.token_url,
+            self.client,
+            current,
+            read_error=self.read_error,
+            fix=self.client_fix,
+            fallback="password",
+            refused=self.refresh_refused,
         )
         if renewed is not None:
             return renewed
@@ -439,7 +471,11 @@ class PasswordGrant:
             self.token_url, "password", _scope_params(self.scope, params)
         )
         return parse_token_response(
-            response, grant="password", fix=self.fix, read_error=self.read_error
+            response,
+            grant="password",
+            fix=self.fix,
+            read_error=self.read_error,
+            client_fix=self.client_fix,
         )
 
 
@@ -459,6 +495,7 @@ class RefreshTokenGrant:
         "the refresh token is spent, revoked or expired: obtain a new one and pass it as "
         "refresh_token= (a store keeps rotated ones: share it between runs)"
     )
+    client_fix: str = "check client_id= and client_secret=, and try client_auth='basic' or 'body'"
     read_error: ErrorReader = field(default=read_oauth_error, repr=False, compare=False)
     can_renew: bool = True
 
@@ -480,6 +517,7 @@ class RefreshTokenGrant:
             grant="refresh_token",
             fix=self.fix,
             read_error=self.read_error,
+            client_fix=self.client_fix,
         )
 
 

@@ -9,20 +9,12 @@ from ..oauth2 import clean_text, read_oauth_error
 
 __all__ = ["read_ordercloud_error", "read_shopware_error", "shopware_throttle_seconds"]
 
-# OrderCloud's `Errors[].ErrorCode` values that refuse the user's grant or the client.
-_ORDERCLOUD_GRANT_CODES = frozenset(
-    {
-        "Auth.IncorrectPassword",
-        "Auth.InvalidUsernameOrPassword",
-        "Auth.UserNotActive",
-        "Auth.InvalidRefreshToken",
-        "Auth.InvalidToken",
-        "PasswordReset.LockedOut",
-    }
-)
+# OrderCloud's `Errors[].ErrorCode` values that refuse the client; every other `Auth.*` code
+# but a missing role refuses the user's grant (PROVIDERS.md §2, the .NET SDK's ErrorCodes).
 _ORDERCLOUD_CLIENT_CODES = frozenset(
     {"Auth.InvalidClientSecret", "Auth.InvalidClientID", "Auth.InvalidClient"}
 )
+_ORDERCLOUD_NOT_A_GRANT = frozenset({"Auth.InsufficientRoles"})
 # league/oauth2-server codes, as Shopware renders them (PROVIDERS.md §3).
 _SHOPWARE_CODES = {"4": "invalid_client", "6": "invalid_grant", "8": "invalid_grant"}
 _THROTTLED = re.compile(r"(\d+(?:\.\d+)?)\s*seconds?", re.IGNORECASE)
@@ -47,10 +39,13 @@ def read_ordercloud_error(response: TokenResponse) -> tuple[str | None, str | No
     first = _first(response, "Errors")
     code = _text(first, "ErrorCode")
     message = _text(first, "Message")
-    if code in _ORDERCLOUD_GRANT_CODES:
-        error = "invalid_grant"
-    elif code in _ORDERCLOUD_CLIENT_CODES:
+    if code in _ORDERCLOUD_CLIENT_CODES:
         error = "invalid_client"
+    elif code is not None and (
+        (code.startswith("Auth.") and code not in _ORDERCLOUD_NOT_A_GRANT)
+        or code == "PasswordReset.LockedOut"
+    ):
+        error = "invalid_grant"
     elif error is None:
         error = code
     detail = " ".join(part for part in (code, description or message) if part)

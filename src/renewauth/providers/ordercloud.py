@@ -15,7 +15,7 @@ from typing import Unpack
 from ..auth import AuthOptions, TokenAuth, client_from, require_text, scope_text
 from ..errors import ConfigurationError
 from ..flows import Grant
-from ..oauth2 import ClientCredentialsGrant, PasswordGrant
+from ..oauth2 import ClientCredentialsGrant, PasswordGrant, is_client_error
 from ._dialects import read_ordercloud_error
 
 __all__ = ["OrderCloud"]
@@ -83,7 +83,10 @@ class OrderCloud(TokenAuth):
                 password=require_text("password", password),
                 scope=scopes,
                 fix=_PASSWORD_FIX,
+                client_fix=_CLIENT_FIX,
                 read_error=read_ordercloud_error,
+                # Its refresh errors are undocumented: any refusal falls back, as its SDKs do.
+                refresh_refused=is_client_error,
             )
         elif client_secret is not None or anonymous:
             if anonymous and client_secret is not None:
@@ -97,6 +100,7 @@ class OrderCloud(TokenAuth):
                 refresh=True,
                 fix=_CLIENT_FIX,
                 read_error=read_ordercloud_error,
+                refresh_refused=is_client_error,
             )
         else:
             raise ConfigurationError(

@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 from typing import Unpack
 from urllib.parse import quote
 
-from .._urls import origin_of
+from .._urls import origin_of, require_secure_url
 from ..auth import AuthOptions, TokenAuth, client_from, require_text
 from ..errors import TokenRequestError
 from ..flows import TokenRequest
-from ..oauth2 import PasswordGrant, clean_text
+from ..oauth2 import PasswordGrant, clean_text, is_client_error
 from ..transports.httpx import HttpxSender
 
 __all__ = ["SERVICE_USERS_URL", "TOKEN_URL", "ServiceUser", "VanMarcke"]
@@ -72,9 +72,12 @@ class VanMarcke(TokenAuth):
             username=require_text("username", username),
             password=require_text("password", password),
             fix=(
-                "check username= and password= (the service user's) and client_id=; reset a "
-                "lost password with `renewauth vanmarcke reset-password`"
+                "check username= and password= (the service user's); reset a lost password "
+                "with `renewauth vanmarcke reset-password`"
             ),
+            client_fix="check client_id=, client_secret= and api_key= (the application's)",
+            # Its error bodies are undocumented: any refused refresh falls back to the password.
+            refresh_refused=is_client_error,
         )
         super().__init__(grant, **options)
         self._api_headers = headers
@@ -178,6 +181,8 @@ def _origin(url: str) -> str:
 def _call(
     method: str, url: str, access_token: str, api_key: str, *, timeout: float, body: bytes = b""
 ) -> _Reply:
+    # The end user's token and the API key travel here: never in clear text off loopback.
+    require_secure_url(url, what="url", allow_insecure_http=False)
     request = TokenRequest(
         url=url,
         body=body,

@@ -10,6 +10,7 @@ falls back to Login. There is no `expires_in`: expiry comes from the JWT `exp` c
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 from dataclasses import dataclass, field
@@ -58,15 +59,23 @@ class VendorlinkGrant:
         return ("vendorlink", origin_of(self.base_url), self.username), (self.password,)
 
     def fetch(self, current: Token | None) -> Flow:
+        assigned = current.api_origin if current is not None else None
         if current is not None and current.refresh_token:
-            server = current.api_origin or origin_of(self.base_url)
+            server = assigned or origin_of(self.base_url)
             response = yield self._extend_request(server, current)
-            token = self._token(response, api_origin=current.api_origin)
+            token = self._token(response, api_origin=assigned)
             if token is not None:
                 return token
             logger.warning(
                 "ExtendToken refused by %s (HTTP %d); logging in again", server, response.status
             )
+        if assigned is not None:
+            # Later Logins go to the server Vendorlink assigned; only if it refuses, start
+            # over at the configured one (which may assign another).
+            response = yield self._login_request(assigned)
+            token = self._token(response, api_origin=assigned)
+            if token is not None:
+                return token
         return (yield from self._log_in())
 
     def _log_in(self) -> Flow:
@@ -116,6 +125,9 @@ class VendorlinkGrant:
                 "Accept": "application/json",
             },
             grant="extendtoken",
+            # Any ExtendToken failure, a 5xx included, falls back to Login at once: retrying a
+            # renewal token the server may have spent cannot help.
+            retryable=False,
         )
 
     def _assigned_origin(self, response: TokenResponse) -> str | None:
@@ -155,15 +167,33 @@ class VendorlinkGrant:
         )
 
 
+_SHARED_SECOND_LEVELS = frozenset({"ac", "co", "com", "edu", "gov", "ne", "net", "or", "org"})
+
+
 def _is_sibling(host: str, base_host: str | None) -> bool:
     """Whether `host` may receive credentials meant for `base_host`: the same parent domain
-    (app.vendorlink.nl → app2.vendorlink.nl), or loopback for a loopback base."""
+    (app.vendorlink.nl → app2.vendorlink.nl), or loopback for a loopback base. An address
+    literal, or a base too short to have a private parent (vl.co.uk), allows only itself."""
     if not host or not base_host:
         return False
+    host, base_host = host.lower(), base_host.lower()
     if is_loopback_host(base_host):
         return is_loopback_host(host)
-    parent = base_host.split(".", 1)[1] if base_host.count(".") >= 2 else base_host
-    return host == parent or host.endswith("." + parent)
+    if host == base_host:
+        return True
+    labels = base_host.split(".")
+    parent = labels[1:]
+    if _is_address(base_host) or len(parent) < 2 or parent[0] in _SHARED_SECOND_LEVELS:
+        return False
+    return host.endswith("." + ".".join(parent))
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
 
 
 class Vendorlink(TokenAuth):

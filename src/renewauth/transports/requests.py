@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Collection, Mapping
 from typing import Any, NamedTuple
+from urllib.parse import urljoin
 
 import requests
 from requests.cookies import extract_cookies_to_jar
@@ -77,8 +78,18 @@ class RequestsSigning(requests.auth.AuthBase):
             if target is not None:
                 request.url = target
 
+    def _drop_api_headers_across_origins(self, response: requests.Response) -> None:
+        # requests drops Authorization on a redirect to another origin, but not an API key:
+        # take it off the request it is about to copy for the redirect.
+        target = urljoin(response.request.url or "", response.headers.get("location", ""))
+        if origin_of(target) != origin_of(response.request.url or ""):
+            for name in self._api_headers:
+                response.request.headers.pop(name, None)
+
     def _on_response(self, response: requests.Response, **send_options: Any) -> requests.Response:
         if response.status_code not in self._retry_statuses:
+            if self._api_headers and response.is_redirect:
+                self._drop_api_headers_across_origins(response)
             return response  # the common case, decided first
         request = response.request
         signature: _Signature | None = getattr(request, _STATE, None)
