@@ -498,3 +498,48 @@ def test_processes_survive_one_killed_and_a_fresh_one_renews_from_the_store(
 def _fresh_renewal(spec: list[str], token_url: str, now: float) -> None:
     auth = _password_auth(token_url, _store_from((spec[0], spec[1], spec[2])), _Clock(now))
     auth.get_token()
+
+
+def test_redis_store_with_an_asyncio_client_serves_200_tasks_with_one_token_call(
+    redis_url: str,
+) -> None:
+    import redis.asyncio
+
+    clock = _Clock(START)
+    with FakeOAuth2Provider(token_lifetime=LIFETIME, token_delay=0.02, clock=clock) as fake:
+
+        async def scenario() -> list[int]:
+            client = redis.asyncio.Redis.from_url(redis_url)
+            try:
+                store = RedisStore(client, prefix=f"test:{os.urandom(4).hex()}:")
+                auth = _password_auth(fake.token_url, store, clock)
+                go = asyncio.Event()
+                async with httpx.AsyncClient(
+                    auth=auth, limits=httpx.Limits(max_connections=50)
+                ) as http:
+
+                    async def one() -> int:
+                        await go.wait()
+                        return (await http.get(fake.api_url)).status_code
+
+                    tasks = [asyncio.create_task(one()) for _ in range(200)]
+                    await asyncio.sleep(0)
+                    go.set()
+                    return list(await asyncio.gather(*tasks))
+            finally:
+                await client.aclose()
+
+        assert asyncio.run(scenario()) == [200] * 200
+        assert fake.token_calls == 1
+
+
+def test_redis_store_with_an_asyncio_client_refuses_blocking_use_naming_the_fix(
+    redis_url: str,
+) -> None:
+    import redis.asyncio
+
+    from renewauth import ConfigurationError
+
+    store = RedisStore(redis.asyncio.Redis.from_url(redis_url))
+    with pytest.raises(ConfigurationError, match="pass a URL"):
+        store.get("abc123")

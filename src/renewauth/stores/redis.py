@@ -6,8 +6,10 @@ only by its owner (an atomic compare-and-delete). A watchdog extends the lease w
 renewal runs, so a slow renewal keeps it; a process that dies holding it loses it when the
 lease runs out. Waiters poll for it at short, bounded intervals.
 
-The async methods run the same calls in a worker thread: the event loop never waits on Redis.
-Needs `pip install 'renewauth[redis]'`.
+Given a URL or a `redis.Redis` client, the async methods run the same calls in a worker
+thread; given a `redis.asyncio.Redis` client, they await it directly (and the store serves
+asyncio code only). Either way the event loop never waits on Redis. Needs
+`pip install 'renewauth[redis]'`.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import contextlib
 import json
 import logging
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import urlsplit
@@ -27,6 +29,7 @@ from ..token import Token
 
 if TYPE_CHECKING:
     import redis
+    import redis.asyncio
 
 __all__ = ["RedisStore"]
 
@@ -49,8 +52,8 @@ class RedisStore:
     """Tokens in Redis, for many processes on many machines.
 
     Args:
-        url_or_client: a URL (`redis://host:6379/0`, `rediss://…` for TLS) or a
-            `redis.Redis` client.
+        url_or_client: a URL (`redis://host:6379/0`, `rediss://…` for TLS), a `redis.Redis`
+            client, or a `redis.asyncio.Redis` client (then for asyncio code only).
         prefix: the prefix of every key renewauth writes.
         lease: seconds a renewal lock lives without being extended; a process that dies
             holding it blocks others for at most this long.
@@ -61,13 +64,14 @@ class RedisStore:
 
     def __init__(
         self,
-        url_or_client: str | redis.Redis,
+        url_or_client: str | redis.Redis | redis.asyncio.Redis,
         *,
         prefix: str = "renewauth:",
         lease: float = 10.0,
     ) -> None:
         try:
             import redis
+            import redis.asyncio
         except ImportError:
             raise ConfigurationError(
                 "RedisStore needs the redis client: pip install 'renewauth[redis]'"
@@ -84,10 +88,13 @@ class RedisStore:
                     f"RedisStore needs a URL such as 'redis://localhost:6379/0', got "
                     f"{self._where!r}"
                 ) from None
-        elif isinstance(url_or_client, redis.Redis):
-            self._client = url_or_client
+        elif isinstance(url_or_client, redis.Redis | redis.asyncio.Redis):
             options = url_or_client.connection_pool.connection_kwargs
             self._where = f"redis://{options.get('host', '?')}:{options.get('port', '?')}"
+            if isinstance(url_or_client, redis.Redis):
+                self._client = url_or_client
+            else:
+                self._async_client = url_or_client
         else:
             raise ConfigurationError(
                 "RedisStore takes a redis:// URL or a redis.Redis client, got "
@@ -97,6 +104,19 @@ class RedisStore:
             raise ConfigurationError("lease= must be a number of seconds > 0, such as 10")
         self.prefix = prefix
         self.lease = float(lease)
+
+    _async_client: redis.asyncio.Redis | None = None
+
+    @property
+    def _sync(self) -> redis.Redis:
+        client: redis.Redis | None = self.__dict__.get("_client")
+        if client is None:
+            raise ConfigurationError(
+                f"this RedisStore ({self._where}) was given a redis.asyncio client, which only "
+                "asyncio code can use (httpx.AsyncClient, await aget_token()); pass a URL to "
+                "serve blocking code as well"
+            )
+        return client
 
     def __repr__(self) -> str:
         return f"<RedisStore {self._where} prefix={self.prefix!r}>"
@@ -111,9 +131,10 @@ class RedisStore:
             ) from None
 
     def get(self, key: str) -> Token | None:
-        raw = self._call("read a token", lambda: self._client.get(f"{self.prefix}token:{key}"))
-        if raw is None:
-            return None
+        raw = self._call("read a token", lambda: self._sync.get(f"{self.prefix}token:{key}"))
+        return None if raw is None else self._parse(key, raw)
+
+    def _parse(self, key: str, raw: bytes | str) -> Token | None:
         try:
             data = json.loads(raw)
             if isinstance(data, dict):
@@ -125,17 +146,17 @@ class RedisStore:
 
     def set(self, key: str, token: Token) -> None:
         payload = json.dumps(token.to_dict())
-        self._call("store a token", lambda: self._client.set(f"{self.prefix}token:{key}", payload))
+        self._call("store a token", lambda: self._sync.set(f"{self.prefix}token:{key}", payload))
 
     def delete(self, key: str) -> None:
-        self._call("delete a token", lambda: self._client.delete(f"{self.prefix}token:{key}"))
+        self._call("delete a token", lambda: self._sync.delete(f"{self.prefix}token:{key}"))
 
     def lock(self, key: str) -> AbstractContextManager[object]:
         return self._locked(key)
 
     @contextlib.contextmanager
     def _locked(self, key: str) -> Iterator[None]:
-        lock = self._client.lock(
+        lock = self._sync.lock(
             f"{self.prefix}lock:{key}",
             timeout=self.lease,
             sleep=_POLL,
@@ -182,23 +203,82 @@ class RedisStore:
                 )
                 return
 
+    async def _acall(self, what: str, operation: Callable[[], Awaitable[_T]]) -> _T:
+        try:
+            return await operation()
+        except self._errors as exc:
+            raise StoreError(
+                f"Redis at {self._where} could not {what} ({type(exc).__name__}); check that "
+                "it runs and is reachable"
+            ) from None
+
     async def aget(self, key: str) -> Token | None:
-        return await asyncio.to_thread(self.get, key)
+        client = self._async_client
+        if client is None:
+            return await asyncio.to_thread(self.get, key)
+        raw = await self._acall("read a token", lambda: client.get(f"{self.prefix}token:{key}"))
+        return None if raw is None else self._parse(key, raw)
 
     async def aset(self, key: str, token: Token) -> None:
-        await asyncio.to_thread(self.set, key, token)
+        client = self._async_client
+        if client is None:
+            await asyncio.to_thread(self.set, key, token)
+            return
+        payload = json.dumps(token.to_dict())
+        await self._acall("store a token", lambda: client.set(f"{self.prefix}token:{key}", payload))
 
     async def adelete(self, key: str) -> None:
-        await asyncio.to_thread(self.delete, key)
+        client = self._async_client
+        if client is None:
+            await asyncio.to_thread(self.delete, key)
+            return
+        await self._acall("delete a token", lambda: client.delete(f"{self.prefix}token:{key}"))
 
     def alock(self, key: str) -> AbstractAsyncContextManager[object]:
-        return self._alocked(key)
+        if self._async_client is None:
+            return self._alocked_in_thread(key)
+        return self._alocked(key, self._async_client)
 
     @contextlib.asynccontextmanager
-    async def _alocked(self, key: str) -> AsyncIterator[None]:
+    async def _alocked_in_thread(self, key: str) -> AsyncIterator[None]:
         held = self._locked(key)
         await asyncio.to_thread(held.__enter__)
         try:
             yield
         finally:
             await asyncio.to_thread(held.__exit__, None, None, None)
+
+    @contextlib.asynccontextmanager
+    async def _alocked(self, key: str, client: redis.asyncio.Redis) -> AsyncIterator[None]:
+        lock = client.lock(
+            f"{self.prefix}lock:{key}", timeout=self.lease, sleep=_POLL, blocking_timeout=_LOCK_WAIT
+        )
+        if not await self._acall("take the renewal lock", lock.acquire):
+            raise StoreError(
+                f"another process has held the renewal lock in {self._where} for "
+                f"{_LOCK_WAIT:.0f} s; it may be stuck"
+            )
+        watchdog = asyncio.get_running_loop().create_task(self._aextend(lock))
+        try:
+            yield
+        finally:
+            watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watchdog
+            try:
+                await lock.release()
+            except self._extend_errors as exc:
+                logger.warning(
+                    "renewal lock in %s not released (%s)", self._where, type(exc).__name__
+                )
+
+    async def _aextend(self, lock: redis.asyncio.lock.Lock) -> None:
+        while True:
+            await asyncio.sleep(self.lease / 3)
+            try:
+                await lock.reacquire()
+            except self._extend_errors as exc:
+                logger.warning(
+                    "could not extend the renewal lock in %s (%s)", self._where, type(exc).__name__
+                )
+                return
