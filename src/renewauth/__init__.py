@@ -33,6 +33,7 @@ from .errors import (
     TokenEndpointUnavailable,
     TokenRequestError,
 )
+from .retrofit import Patch, patch, unpatch
 from .stores import FileStore, MemoryStore, RedisStore, TokenStore
 from .token import Token
 
@@ -48,6 +49,7 @@ __all__ = [
     "OAuth2ClientCredentials",
     "OAuth2Password",
     "OAuth2RefreshToken",
+    "Patch",
     "RedisStore",
     "StoreError",
     "Token",
@@ -56,6 +58,8 @@ __all__ = [
     "TokenRequestError",
     "TokenStore",
     "__version__",
+    "patch",
+    "unpatch",
 ]
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())

@@ -29,7 +29,7 @@ from ..manager import HttpReply, TokenManager
 from ..token import Token
 from ._signing import routed_url, should_renew_after
 
-__all__ = ["HttpxSender", "HttpxSigning"]
+__all__ = ["HttpxSender", "HttpxSigning", "TokenClients"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,12 +51,24 @@ def _unreachable(request: TokenRequest, failure: str) -> TokenEndpointUnavailabl
     )
 
 
+class _TokenClient(httpx.Client):
+    """The client of token requests: its own class, so that `renewauth.patch()` (which wraps
+    `httpx.Client.send`) can tell renewauth's token calls from the program's."""
+
+
+class _AsyncTokenClient(httpx.AsyncClient):
+    """The asyncio twin of `_TokenClient`."""
+
+
+TokenClients = (_TokenClient, _AsyncTokenClient)
+
+
 class HttpxSender:
     """Sends token requests with httpx; never follows redirects (the body holds secrets)."""
 
     def send(self, request: TokenRequest, *, timeout: float) -> HttpReply:
         try:
-            with httpx.Client(verify=_tls_context(), timeout=timeout) as client:
+            with _TokenClient(verify=_tls_context(), timeout=timeout) as client:
                 response = client.request(
                     request.method, request.url, content=request.body, headers=request.headers
                 )
@@ -72,7 +84,7 @@ class HttpxSender:
         if _tls_context.cache_info().currsize == 0:
             await asyncio.to_thread(_tls_context)
         try:
-            async with httpx.AsyncClient(verify=_tls_context(), timeout=timeout) as client:
+            async with _AsyncTokenClient(verify=_tls_context(), timeout=timeout) as client:
                 response = await client.request(
                     request.method, request.url, content=request.body, headers=request.headers
                 )
