@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -10,8 +11,10 @@ import sys
 import pytest
 
 from renewauth.cli import main
+from renewauth.testing import FakeOAuth2Provider
 
-EXAMPLES = sorted((pathlib.Path(__file__).parent.parent / "examples").glob("*.py"))
+_EXAMPLES_DIR = pathlib.Path(__file__).parent.parent / "examples"
+EXAMPLES = [*sorted(_EXAMPLES_DIR.glob("*.py")), _EXAMPLES_DIR / "retrofit" / "run_against_fake.py"]
 
 
 def test_demo_shows_renewals_and_a_revocation_with_no_failed_request(
@@ -99,3 +102,174 @@ def test_cli_error_is_one_line_without_traceback(
     error = capsys.readouterr().err
     assert error.startswith("renewauth: error: environment variable VANMARCKE_API_KEY")
     assert "Traceback" not in error
+
+
+LEGACY = """
+import asyncio, sys, time
+import httpx, requests
+
+url = sys.argv[1]
+session, client = requests.Session(), httpx.Client()
+
+async def async_call():
+    async with httpx.AsyncClient() as async_client:
+        return (await async_client.get(url)).status_code
+
+statuses = []
+deadline = time.monotonic() + 4.0
+while time.monotonic() < deadline or len(statuses) < 1000:
+    statuses += [
+        requests.get(url, timeout=10).status_code,
+        session.get(url, timeout=10).status_code,
+        httpx.get(url).status_code,
+        client.get(url).status_code,
+        asyncio.run(async_call()),
+    ]
+    if len(statuses) >= 1000 and time.monotonic() >= deadline:
+        break
+print(len(statuses), sorted(set(statuses)))
+sys.exit(0 if set(statuses) == {200} else 3)
+"""
+
+
+def _config(
+    tmp_path: pathlib.Path, fake: FakeOAuth2Provider, *, literal_secret: bool = False
+) -> pathlib.Path:
+    secret = 'client_secret = "client-secret"' if literal_secret else 'client_secret_env = "S"'
+    config = tmp_path / "renewauth.toml"
+    config.write_text(
+        f"""
+[auth.orders]
+provider = "oauth2-password"
+prefixes = ["{fake.api_url}"]
+token_url = "{fake.token_url}"
+client_id = "client-id"
+username = "alice"
+password_env = "P"
+{secret}
+leeway = 0.2
+store_path = "{tmp_path}/tokens"
+"""
+    )
+    config.chmod(0o600)
+    return config
+
+
+def test_run_gives_a_legacy_script_renewing_tokens_in_every_call(
+    tmp_path: pathlib.Path,
+) -> None:
+    script = tmp_path / "legacy.py"
+    script.write_text(LEGACY)
+    with FakeOAuth2Provider(token_lifetime=1.0, rotate_refresh_tokens=True) as fake:
+        config = _config(tmp_path, fake)
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "renewauth.cli",
+                "run",
+                "--config",
+                str(config),
+                "--",
+                sys.executable,
+                str(script),
+                fake.api_url + "orders",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            env={**os.environ, "P": "alice-password", "S": "client-secret"},
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "[200]" in result.stdout
+        assert fake.stale_refresh_tokens == 0
+
+
+def test_run_passes_the_exit_status_through_and_keeps_the_users_sitecustomize(
+    tmp_path: pathlib.Path,
+) -> None:
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text(
+        "import os\nos.environ['USER_SITE_RAN'] = '1'\n"
+    )
+    with FakeOAuth2Provider() as fake:
+        config = _config(tmp_path, fake)
+        code = "import os, sys; sys.exit(7 if os.environ.get('USER_SITE_RAN') == '1' else 1)"
+        environment = {
+            **os.environ,
+            "P": "alice-password",
+            "S": "client-secret",
+            "PYTHONPATH": str(tmp_path / "site"),
+        }
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "renewauth.cli",
+                "run",
+                "--config",
+                str(config),
+                "--",
+                sys.executable,
+                "-c",
+                code,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            env=environment,
+        )
+        assert result.returncode == 7, result.stderr
+
+
+def test_token_prints_a_token_the_api_accepts(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import requests
+
+    monkeypatch.setenv("P", "alice-password")
+    monkeypatch.setenv("S", "client-secret")
+    with FakeOAuth2Provider() as fake:
+        assert main(["token", "--config", str(_config(tmp_path, fake)), "orders"]) == 0
+        token = capsys.readouterr().out.strip()
+        reply = requests.get(fake.api_url, headers={"Authorization": f"Bearer {token}"}, timeout=10)
+        assert reply.status_code == 200
+
+
+def test_check_reports_each_entry_with_no_secret(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("S", "client-secret")
+    with FakeOAuth2Provider() as fake:
+        monkeypatch.setenv("P", "alice-password")
+        config = _config(tmp_path, fake)
+        config.write_text(
+            config.read_text()
+            + f"""
+[auth.broken]
+provider = "oauth2-client-credentials"
+token_url = "{fake.token_url}"
+client_id = "client-id"
+client_secret_env = "WRONG"
+store = "memory"
+"""
+        )
+        monkeypatch.setenv("WRONG", "not-the-secret")
+        assert main(["check", "--config", str(config)]) == 1
+        output = capsys.readouterr().out
+    assert "ok     orders" in output
+    assert "error  broken: InvalidClient" in output
+    for secret in ("alice-password", "client-secret", "not-the-secret"):
+        assert secret not in output
+
+
+def test_cli_refuses_a_config_with_a_secret_others_can_read(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with FakeOAuth2Provider() as fake:
+        config = _config(tmp_path, fake, literal_secret=True)
+        config.chmod(0o644)
+        assert main(["check", "--config", str(config)]) == 1
+    assert "chmod 600" in capsys.readouterr().err

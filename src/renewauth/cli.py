@@ -1,8 +1,8 @@
 """The `renewauth` command. Only here is logging output configured.
 
-`renewauth demo` shows renewals against the embedded fake provider; `renewauth vanmarcke …`
-runs Van Marcke's service-user set-up steps. Errors end in one line on stderr and exit 1,
-never a traceback.
+`renewauth demo` shows renewals against the embedded fake provider; `renewauth run`, `token`
+and `check` work from a TOML configuration; `renewauth vanmarcke …` runs Van Marcke's
+service-user set-up steps. Errors end in one line on stderr and exit 1, never a traceback.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Sequence
 
 from . import __version__
@@ -41,8 +42,79 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="how long the fake's access tokens live (default: 2)",
     )
+    run = commands.add_parser(
+        "run",
+        help="run a command with renewing tokens in every Python process it starts",
+        description=(
+            "Run COMMAND with requests and httpx patched, in every Python process it starts, "
+            "so that calls under the configured prefixes carry renewing tokens. The exit "
+            "status is the command's."
+        ),
+    )
+    run.add_argument("--config", required=True, metavar="FILE", help="the TOML configuration")
+    run.add_argument(
+        "command_line", nargs=argparse.REMAINDER, metavar="-- COMMAND …", help="what to run"
+    )
+    token = commands.add_parser("token", help="print a current access token of one entry")
+    token.add_argument("--config", required=True, metavar="FILE", help="the TOML configuration")
+    token.add_argument("name", metavar="NAME", help="the entry, as in [auth.NAME]")
+    check = commands.add_parser("check", help="fetch a token for every entry and report each")
+    check.add_argument("--config", required=True, metavar="FILE", help="the TOML configuration")
     _add_vanmarcke(commands)
     return parser
+
+
+def _run(config: str, command: list[str]) -> int:
+    from .config import load_config
+
+    if command[:1] == ["--"]:
+        command = command[1:]
+    if not command:
+        raise ConfigurationError("nothing to run: renewauth run --config FILE -- COMMAND …")
+    path = os.path.abspath(config)
+    load_config(path)  # a broken file fails here, once, not in every child
+    bootstrap = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_bootstrap")
+    environment = dict(os.environ)
+    environment["RENEWAUTH_CONFIG"] = path
+    environment["PYTHONPATH"] = os.pathsep.join(
+        [bootstrap, *filter(None, [environment.get("PYTHONPATH")])]
+    )
+    try:
+        os.execvpe(command[0], command, environment)  # noqa: S606 - running it is the point
+    except OSError as exc:
+        raise ConfigurationError(f"cannot run {command[0]!r}: {exc.strerror}") from None
+
+
+def _token(config: str, name: str) -> int:
+    from .config import load_config
+
+    entries = load_config(config)
+    if name not in entries:
+        known = ", ".join(sorted(entries)) or "none"
+        raise ConfigurationError(f"{config} has no entry [auth.{name}]; its entries: {known}")
+    # Printed on purpose: this command exists to hand the token to a shell.
+    print(entries[name].auth.get_token().access_token)
+    return 0
+
+
+def _check(config: str) -> int:
+    from .config import load_config
+
+    failures = 0
+    for name, entry in load_config(config).items():
+        try:
+            token = entry.auth.get_token()
+        except AuthError as exc:
+            failures += 1
+            print(f"error  {name}: {type(exc).__name__}: {exc}")
+            continue
+        left = (
+            ""
+            if token.expires_at is None
+            else f", expires in {token.expires_at - time.time():.0f} s"
+        )
+        print(f"ok     {name}: {entry.auth!r}{left}")
+    return 1 if failures else 0
 
 
 def _add_vanmarcke(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -162,6 +234,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_demo(lifetime=arguments.lifetime)
         if arguments.command == "vanmarcke":
             return _run_vanmarcke(arguments)
+        if arguments.command == "run":
+            return _run(arguments.config, arguments.command_line)
+        if arguments.command == "token":
+            return _token(arguments.config, arguments.name)
+        if arguments.command == "check":
+            return _check(arguments.config)
     except AuthError as exc:
         print(f"renewauth: error: {exc}", file=sys.stderr)
         return 1

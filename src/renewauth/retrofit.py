@@ -37,7 +37,7 @@ from .auth import TokenAuth
 from .errors import ConfigurationError
 from .transports.httpx import TokenClients
 
-__all__ = ["Patch", "patch", "unpatch"]
+__all__ = ["Patch", "patch", "patch_from_config", "unpatch"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,3 +207,18 @@ def unpatch() -> None:
             setattr(owner, name, original)
         _ORIGINALS.clear()
         _ROUTES = ()
+
+
+def patch_from_config(path: str) -> Patch:
+    """`patch()` with the prefixes and auth objects of a configuration file's entries.
+
+    Entries share a `FileStore` unless they name another store, so every process that
+    `renewauth run` starts makes one renewal between them.
+
+    Raises:
+        ConfigurationError: the file is missing, unreadable or wrong; the message says where.
+    """
+    from .config import load_config
+
+    entries = load_config(path, default_store="file")
+    return patch({prefix: entry.auth for entry in entries.values() for prefix in entry.prefixes})
