@@ -273,3 +273,32 @@ def test_cli_refuses_a_config_with_a_secret_others_can_read(
         config.chmod(0o644)
         assert main(["check", "--config", str(config)]) == 1
     assert "chmod 600" in capsys.readouterr().err
+
+
+def test_run_imports_nothing_into_a_program_that_uses_no_http(tmp_path: pathlib.Path) -> None:
+    with FakeOAuth2Provider() as fake:
+        config = _config(tmp_path, fake)
+        code = (
+            "import sys; loaded = {'renewauth', 'requests', 'httpx', 'wrapt'} & sys.modules.keys();"
+            " print(sorted(loaded)); sys.exit(1 if loaded else 0)"
+        )
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "renewauth.cli",
+                "run",
+                "--config",
+                str(config),
+                "--",
+                sys.executable,
+                "-c",
+                code,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            env={**os.environ, "P": "alice-password", "S": "client-secret"},
+        )
+        assert result.returncode == 0, result.stdout + result.stderr

@@ -1,14 +1,21 @@
 """Run by every Python process that `renewauth run` starts (this directory leads PYTHONPATH).
 
-It first runs the `sitecustomize` that would have run without renewauth, if there is one,
-then patches `requests` and `httpx` from the configuration named by RENEWAUTH_CONFIG. A broken
-configuration stops the program with one line on stderr rather than let it run without tokens.
+It runs the `sitecustomize` that would have run without renewauth, if there is one, then
+waits: only when the program imports `requests` or `httpx` does it load renewauth and patch
+them from the configuration named by RENEWAUTH_CONFIG. A program that never imports either
+gets nothing but this file. A broken configuration stops the program with one line on
+stderr rather than let it run without tokens.
 """
 
+import importlib.abc
 import importlib.machinery
 import importlib.util
 import os
 import sys
+from types import ModuleType
+from typing import Any
+
+_WATCHED = frozenset({"requests", "httpx"})
 
 
 def _run_users_sitecustomize() -> None:
@@ -22,9 +29,6 @@ def _run_users_sitecustomize() -> None:
 
 
 def _patch_from_config() -> None:
-    path = os.environ.get("RENEWAUTH_CONFIG")
-    if not path:
-        return
     try:
         from renewauth.retrofit import patch_from_config
     except ImportError:
@@ -35,10 +39,36 @@ def _patch_from_config() -> None:
     from renewauth.errors import AuthError
 
     try:
-        patch_from_config(path)
+        patch_from_config(os.environ["RENEWAUTH_CONFIG"])
     except AuthError as exc:
         raise SystemExit(f"renewauth run: {exc}") from None
 
 
+class _PatchOnImport(importlib.abc.MetaPathFinder):
+    """Finds nothing itself: it wraps the loader of `requests` and `httpx` so that the patch
+    is applied once the first of them has been imported."""
+
+    def find_spec(self, name: str, path: Any, target: Any = None) -> Any:
+        if name not in _WATCHED:
+            return None
+        sys.meta_path.remove(self)  # once: renewauth imports both libraries itself
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.loader is None:
+            return spec
+        loader = spec.loader
+        original = loader.exec_module
+
+        def exec_module(module: ModuleType) -> None:
+            original(module)
+            _patch_from_config()
+
+        loader.exec_module = exec_module  # type: ignore[method-assign]
+        return spec
+
+
 _run_users_sitecustomize()
-_patch_from_config()
+if os.environ.get("RENEWAUTH_CONFIG"):
+    if _WATCHED & sys.modules.keys():  # the user's sitecustomize imported one already
+        _patch_from_config()
+    else:
+        sys.meta_path.insert(0, _PatchOnImport())
