@@ -15,7 +15,6 @@ from types import MappingProxyType
 
 from renewauth.testing._server import _BaseFake
 from renewauth.testing._wire import (
-    BodyError,
     OAuthError,
     RefreshGrant,
     Reply,
@@ -23,7 +22,6 @@ from renewauth.testing._wire import (
     basic_credentials,
     equal_secrets,
     json_reply,
-    parse_params,
     token_reply,
 )
 
@@ -115,20 +113,6 @@ class FakeOAuth2Provider(_BaseFake):
             )
 
     # -- token endpoint ----------------------------------------------------------------------
-
-    def _answer_token_request(self, request: Request) -> Reply:
-        try:
-            params = parse_params(request.headers.get("content-type", ""), request.body)
-            parse_error: Reply | None = None
-        except BodyError as exc:
-            params, parse_error = {}, OAuthError(400, "invalid_request", str(exc)).reply
-        return self._serve_token_call(
-            request,
-            grant_type=params.get("grant_type"),
-            params=params,
-            answer=lambda: self._grant_locked(request.headers, params),
-            parse_error=parse_error,
-        )
 
     def _grant_locked(self, headers: Mapping[str, str], params: Mapping[str, str]) -> Reply:
         client_id, is_confidential = self._authenticate_client_locked(headers, params)

@@ -16,14 +16,12 @@ from types import MappingProxyType
 
 from renewauth.testing._server import _BaseFake
 from renewauth.testing._wire import (
-    BodyError,
     ErrorReply,
     RefreshGrant,
     Reply,
     Request,
     equal_secrets,
     json_reply,
-    parse_params,
     token_reply,
 )
 
@@ -137,22 +135,10 @@ class FakeOrderCloud(_BaseFake):
 
     # -- token endpoint ----------------------------------------------------------------------
 
-    def _answer_token_request(self, request: Request) -> Reply:
-        try:
-            params = parse_params(request.headers.get("content-type", ""), request.body)
-            parse_error: Reply | None = None
-        except BodyError as exc:
-            params = {}
-            parse_error = _auth_error(400, "invalid_request", str(exc), "Auth.InvalidRequest")
-        return self._serve_token_call(
-            request,
-            grant_type=params.get("grant_type"),
-            params=params,
-            answer=lambda: self._grant_locked(params),
-            parse_error=parse_error,
-        )
+    def _bad_token_request(self, detail: str) -> Reply:
+        return _auth_error(400, "invalid_request", detail, "Auth.InvalidRequest")
 
-    def _grant_locked(self, params: Mapping[str, str]) -> Reply:
+    def _grant_locked(self, headers: Mapping[str, str], params: Mapping[str, str]) -> Reply:
         grant_type = params.get("grant_type")
         client_id = params.get("client_id")
         if not client_id or client_id not in self._clients:

@@ -27,13 +27,16 @@ from typing import Self
 from renewauth.testing._http import Server
 from renewauth.testing._wire import (
     AccessGrant,
+    BodyError,
     ErrorReply,
+    OAuthError,
     RecordedTokenRequest,
     RefreshGrant,
     Reply,
     Request,
     json_reply,
     oauth_failure_reply,
+    parse_params,
     redirect_reply,
     sniff_content_type,
     unsigned_jwt,
@@ -358,6 +361,36 @@ class _BaseFake:
             return self._held_changed.wait_for(lambda: self._held_token_calls >= n, timeout)
 
     # -- token endpoint ----------------------------------------------------------------------
+
+    # Whether a JSON token request must hold only strings (Shopware's does not).
+    _strict_json_params = True
+
+    def _answer_token_request(self, request: Request) -> Reply:
+        """Decode the token request's form or JSON body and serve it with `_grant_locked`."""
+        try:
+            params = parse_params(
+                request.headers.get("content-type", ""),
+                request.body,
+                strict_json=self._strict_json_params,
+            )
+            parse_error: Reply | None = None
+        except BodyError as exc:
+            params, parse_error = {}, self._bad_token_request(str(exc))
+        return self._serve_token_call(
+            request,
+            grant_type=params.get("grant_type"),
+            params=params,
+            answer=lambda: self._grant_locked(request.headers, params),
+            parse_error=parse_error,
+        )
+
+    def _bad_token_request(self, detail: str) -> Reply:
+        """The answer to a token request whose body cannot be decoded, in this dialect."""
+        return OAuthError(400, "invalid_request", detail).reply
+
+    def _grant_locked(self, headers: Mapping[str, str], params: Mapping[str, str]) -> Reply:
+        """Answer a decoded token request; called with the lock held."""
+        raise NotImplementedError
 
     def _serve_token_call(
         self,

@@ -17,7 +17,6 @@ from types import MappingProxyType
 
 from renewauth.testing._server import _BaseFake
 from renewauth.testing._wire import (
-    BodyError,
     ErrorReply,
     RefreshGrant,
     Reply,
@@ -25,7 +24,6 @@ from renewauth.testing._wire import (
     basic_credentials,
     equal_secrets,
     json_reply,
-    parse_params,
     token_reply,
 )
 
@@ -136,23 +134,10 @@ class FakeShopware(_BaseFake):
 
     # -- token endpoint ----------------------------------------------------------------------
 
-    def _answer_token_request(self, request: Request) -> Reply:
-        content_type = request.headers.get("content-type", "")
-        try:
-            params = parse_params(content_type, request.body, strict_json=False)
-            parse_error: Reply | None = None
-        except BodyError as exc:
-            params, parse_error = (
-                {},
-                _error(400, "3", "The request is missing a parameter.", str(exc)),
-            )
-        return self._serve_token_call(
-            request,
-            grant_type=params.get("grant_type"),
-            params=params,
-            answer=lambda: self._grant_locked(request.headers, params),
-            parse_error=parse_error,
-        )
+    _strict_json_params = False
+
+    def _bad_token_request(self, detail: str) -> Reply:
+        return _error(400, "3", "The request is missing a parameter.", detail)
 
     def _grant_locked(self, headers: Mapping[str, str], params: Mapping[str, str]) -> Reply:
         uses_basic, basic = basic_credentials(headers)

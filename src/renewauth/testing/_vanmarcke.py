@@ -17,14 +17,12 @@ from types import MappingProxyType
 
 from renewauth.testing._server import _BaseFake
 from renewauth.testing._wire import (
-    BodyError,
     OAuthError,
     RefreshGrant,
     Reply,
     Request,
     equal_secrets,
     json_reply,
-    parse_params,
     token_reply,
 )
 
@@ -143,21 +141,7 @@ class FakeVanMarcke(_BaseFake):
 
     # -- token endpoint ----------------------------------------------------------------------
 
-    def _answer_token_request(self, request: Request) -> Reply:
-        try:
-            params = parse_params(request.headers.get("content-type", ""), request.body)
-            parse_error: Reply | None = None
-        except BodyError as exc:
-            params, parse_error = {}, OAuthError(400, "invalid_request", str(exc)).reply
-        return self._serve_token_call(
-            request,
-            grant_type=params.get("grant_type"),
-            params=params,
-            answer=lambda: self._grant_locked(params),
-            parse_error=parse_error,
-        )
-
-    def _grant_locked(self, params: Mapping[str, str]) -> Reply:
+    def _grant_locked(self, headers: Mapping[str, str], params: Mapping[str, str]) -> Reply:
         client_id = params.get("client_id", "")
         secret = params.get("client_secret")
         if client_id not in self._clients:
