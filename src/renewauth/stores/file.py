@@ -132,14 +132,17 @@ class FileStore:
         try:
             lock.acquire(timeout=_LOCK_TIMEOUT)
         except self._filelock.Timeout:
-            raise StoreError(
-                f"another process has held the renewal lock in {self.path} for "
-                f"{_LOCK_TIMEOUT:.0f} s; it may be stuck"
-            ) from None
+            raise self._stuck() from None
         try:
             yield
         finally:
             lock.release()
+
+    def _stuck(self) -> StoreError:
+        return StoreError(
+            f"another process has held the renewal lock in {self.path} for "
+            f"{_LOCK_TIMEOUT:.0f} s; it may be stuck"
+        )
 
     def _lock_for(self, key: str) -> filelock.BaseFileLock:
         # thread_local=False: the async path acquires and releases in worker threads.
@@ -166,10 +169,7 @@ class FileStore:
             # Waited for in a worker thread: the event loop keeps running meanwhile.
             await asyncio.to_thread(lock.acquire, timeout=_LOCK_TIMEOUT)
         except self._filelock.Timeout:
-            raise StoreError(
-                f"another process has held the renewal lock in {self.path} for "
-                f"{_LOCK_TIMEOUT:.0f} s; it may be stuck"
-            ) from None
+            raise self._stuck() from None
         try:
             yield
         finally:
