@@ -17,27 +17,45 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime
-import gc
-import os
-import platform
-import statistics
 import threading
 import time
 import warnings
-from collections import Counter
-from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import version
-from multiprocessing import get_context
-from multiprocessing.connection import Connection
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, TypeVar
 
 import httpx
 import httpx_auth
 import requests
 import requests.adapters
+from _common import (
+    CANNED_URL,
+    CLIENT_ID,
+    CLIENT_SECRET,
+    HANG_LIMIT_SECONDS,
+    LONG_LIFETIME_SECONDS,
+    AsyncCannedTransport,
+    CannedAdapter,
+    CannedTransport,
+    Counters,
+    FakeHost,
+    RemoteFake,
+    SyncClient,
+    Tally,
+    Timings,
+    check_signed,
+    describe,
+    failures_cell,
+    header_line,
+    hot_path_cell,
+    latency_cell,
+    markdown_table,
+    print_part,
+    rotated,
+    time_async,
+    time_sync,
+)
 
 import renewauth
 
@@ -53,19 +71,14 @@ with warnings.catch_warnings():  # Authlib 1.9 warns at import that it prefers "
         OAuth2Session,
     )
 
-CLIENT_ID = "client-id"
-CLIENT_SECRET = "client-secret"
-CANNED_URL = "http://api.invalid/items"  # answered in memory by the canned transports
 LIBRARIES = ("renewauth", "Authlib", "httpx-auth")
 STATIC = "static"  # the baseline column: a fixed header, nothing to renew
 THREADS = 32
 TASKS = 200
 TOKEN_DELAY_SECONDS = 0.02
 SHORT_LIFETIME_SECONDS = 1.0
-LONG_LIFETIME_SECONDS = 3600.0
 SHORT_LEEWAY_SECONDS = 0.1
 TICK_SECONDS = 0.005
-HANG_LIMIT_SECONDS = 60.0
 # Authlib fetches no first token by itself (a request without one raises MissingTokenError);
 # it starts from an expired token, so that its own renewal path fetches the first one.
 EXPIRED_AUTHLIB_TOKEN: Mapping[str, object] = {
@@ -112,153 +125,7 @@ FULL = Settings(iterations=2_000, repetitions=25, lifetimes=5)
 QUICK = Settings(iterations=1_000, repetitions=5, lifetimes=2)
 
 
-# --- the fake token server, in a child process -------------------------------------------------
-
-
-def _host_fakes(connection: Connection) -> None:
-    """Child process: start, count and stop `FakeOAuth2Provider`s on the parent's command."""
-    from renewauth.testing import FakeOAuth2Provider
-
-    providers: dict[int, FakeOAuth2Provider] = {}
-    while True:
-        command, argument = connection.recv()
-        reply: object = None
-        try:
-            if command == "start":
-                provider = FakeOAuth2Provider(**argument)
-                provider.start()
-                providers[id(provider)] = provider
-                reply = (id(provider), provider.token_url, provider.api_url)
-            elif command == "counters":
-                provider = providers[argument]
-                reply = (provider.token_calls, provider.api_ok, provider.api_unauthorized)
-            elif command == "reset":
-                providers[argument].reset_counters()
-            elif command == "stop":
-                providers.pop(argument).stop()
-            elif command == "exit":
-                for provider in providers.values():
-                    provider.stop()
-                connection.send(None)
-                return
-        except Exception as exc:
-            reply = exc
-        connection.send(reply)
-
-
-@dataclass(frozen=True, slots=True)
-class Counters:
-    """What the fake saw: token-endpoint calls, API answers 200 and API answers 401."""
-
-    token_calls: int
-    api_ok: int
-    api_unauthorized: int
-
-
-class FakeHost:
-    """Runs fake providers in one spawned child process; use it as a context manager."""
-
-    def __enter__(self) -> FakeHost:
-        context = get_context("spawn")
-        self._connection, child = context.Pipe()
-        self._process = context.Process(
-            target=_host_fakes, args=(child,), name="bench fakes", daemon=True
-        )
-        self._process.start()
-        child.close()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        with suppress(OSError, EOFError, TimeoutError):
-            self.call("exit", None)
-        self._process.join(5)
-        if self._process.is_alive():
-            self._process.kill()
-
-    def call(self, command: str, argument: object) -> Any:
-        self._connection.send((command, argument))
-        if not self._connection.poll(HANG_LIMIT_SECONDS):
-            raise TimeoutError(f"the fake host did not answer {command!r}")
-        reply = self._connection.recv()
-        if isinstance(reply, BaseException):
-            raise reply
-        return reply
-
-    @contextmanager
-    def provider(self, *, token_lifetime: float) -> Iterator[RemoteFake]:
-        """A started fake with `token_lifetime`-second tokens, stopped on exit."""
-        settings = {"token_lifetime": token_lifetime, "token_delay": TOKEN_DELAY_SECONDS}
-        number, token_url, api_url = self.call("start", settings)
-        try:
-            yield RemoteFake(self, number, token_url, api_url)
-        finally:
-            self.call("stop", number)
-
-
-@dataclass(frozen=True, slots=True)
-class RemoteFake:
-    """A handle on one fake provider in the child process."""
-
-    host: FakeHost
-    number: int
-    token_url: str
-    api_url: str
-
-    def counters(self) -> Counters:
-        return Counters(*self.host.call("counters", self.number))
-
-    def reset_counters(self) -> None:
-        self.host.call("reset", self.number)
-
-    def fetch_access_token(self) -> str:
-        """One access token, fetched by hand: the static baseline sends it as it is."""
-        form = {"grant_type": "client_credentials", "client_id": CLIENT_ID}
-        form["client_secret"] = CLIENT_SECRET
-        response = httpx.post(self.token_url, data=form)
-        response.raise_for_status()
-        return str(response.json()["access_token"])
-
-
-# --- transports that answer in memory, and the static baseline ---------------------------------
-
-
-class CannedAdapter(requests.adapters.BaseAdapter):
-    """A requests adapter that answers every request with one prebuilt 200, without a socket."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        response = requests.Response()
-        response.status_code = 200
-        response.reason = "OK"
-        response.headers["Content-Type"] = "application/json"
-        response._content = b'{"ok": true}'
-        self._response = response
-
-    def send(  # type: ignore[override]  # the options requests passes are not needed here
-        self, request: requests.PreparedRequest, **options: object
-    ) -> requests.Response:
-        response = self._response
-        response.request = request
-        response.url = request.url or ""
-        response.connection = self  # type: ignore[assignment]  # typed as requests' HTTPAdapter
-        return response
-
-    def close(self) -> None:
-        """Nothing to close."""
-
-
-class CannedTransport(httpx.BaseTransport):
-    """An httpx transport that answers every request with a 200, without a socket."""
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, headers={"Content-Type": "application/json"}, content=b"{}")
-
-
-class AsyncCannedTransport(httpx.AsyncBaseTransport):
-    """`CannedTransport` for `httpx.AsyncClient`."""
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, headers={"Content-Type": "application/json"}, content=b"{}")
+# --- the static baseline -------------------------------------------------------------------
 
 
 class StaticRequestsAuth(requests.auth.AuthBase):
@@ -436,57 +303,12 @@ SYNC_CLIENTS: Mapping[str, Sequence[Contender[Any]]] = {
 }
 
 
-class SyncClient(Protocol):
-    """What the benchmark uses of a `requests.Session` or an `httpx.Client`."""
-
-    def get(self, url: str) -> Any: ...
-
-    def close(self) -> None: ...
-
-
-def describe(exc: BaseException) -> str:
-    """A cell for a contender that raised."""
-    return f"error: {type(exc).__name__}"
-
-
 # --- (a) cost per request with a cached token -------------------------------------------------
-
-
-@dataclass(slots=True)
-class Timings:
-    """Seconds per request of each repetition, or why a contender has none."""
-
-    seconds: list[float] = field(default_factory=list)
-    error: str | None = None
-
-
-def _check_signed(response: Any, expected: str | None) -> None:
-    """Fail unless the warm-up request went out with a bearer token (the expected one)."""
-    sent = response.request.headers.get("Authorization", "")
-    if response.status_code != 200 or not sent.startswith("Bearer ") or len(sent) < 8:
-        raise RuntimeError(f"warm-up answered {response.status_code}, sent {sent[:7]!r}")
-    if expected is not None and sent != f"Bearer {expected}":
-        raise RuntimeError("warm-up sent another token than the static baseline")
 
 
 def _expected_token(library: str, setup: Setup) -> str | None:
     """The token a contender must send: the baseline's, unless it fetched its own."""
     return setup.static_token if library in (STATIC, "Authlib") else None
-
-
-def _rotated(names: list[str], repetition: int) -> list[str]:
-    """The order of one repetition: each contender takes each position in turn."""
-    shift = repetition % len(names) if names else 0
-    return names[shift:] + names[:shift]
-
-
-def _time_sync(client: SyncClient, iterations: int) -> float:
-    get = client.get
-    gc.collect()
-    started = time.perf_counter()
-    for _ in range(iterations):
-        get(CANNED_URL)
-    return (time.perf_counter() - started) / iterations
 
 
 def measure_sync_hot_path(
@@ -500,29 +322,20 @@ def measure_sync_hot_path(
             client = contender.build(setup)
             for _ in range(100):  # fetch the token, fill caches
                 response = client.get(CANNED_URL)
-            _check_signed(response, _expected_token(contender.library, setup))
+            check_signed(response, _expected_token(contender.library, setup))
             clients[contender.library] = client
         except Exception as exc:
             timings[contender.library].error = describe(exc)
     for repetition in range(settings.repetitions):
-        for library in _rotated(list(clients), repetition):
+        for library in rotated(list(clients), repetition):
             try:
-                timings[library].seconds.append(_time_sync(clients[library], settings.iterations))
+                timings[library].seconds.append(time_sync(clients[library], settings.iterations))
             except Exception as exc:
                 timings[library].error = describe(exc)
                 clients.pop(library).close()
     for client in clients.values():
         client.close()
     return timings
-
-
-async def _time_async(client: httpx.AsyncClient, iterations: int) -> float:
-    get = client.get
-    gc.collect()
-    started = time.perf_counter()
-    for _ in range(iterations):
-        await get(CANNED_URL)
-    return (time.perf_counter() - started) / iterations
 
 
 async def measure_async_hot_path(
@@ -536,15 +349,15 @@ async def measure_async_hot_path(
             client = contender.build(setup)
             for _ in range(100):
                 response = await client.get(CANNED_URL)
-            _check_signed(response, _expected_token(contender.library, setup))
+            check_signed(response, _expected_token(contender.library, setup))
             clients[contender.library] = client
         except Exception as exc:
             timings[contender.library].error = describe(exc)
     for repetition in range(settings.repetitions):
-        for library in _rotated(list(clients), repetition):
+        for library in rotated(list(clients), repetition):
             try:
                 timings[library].seconds.append(
-                    await _time_async(clients[library], settings.iterations)
+                    await time_async(clients[library], settings.iterations)
                 )
             except Exception as exc:
                 timings[library].error = describe(exc)
@@ -552,20 +365,6 @@ async def measure_async_hot_path(
     for client in clients.values():
         await client.aclose()
     return timings
-
-
-def _hot_path_cell(timings: Timings, baseline: Timings) -> str:
-    if timings.error is not None:
-        return timings.error
-    median = statistics.median(timings.seconds)
-    if timings is baseline:
-        return f"{median * 1e6:.1f} µs"
-    if baseline.error is not None or not baseline.seconds:
-        return f"{median * 1e6:.1f} µs (no baseline)"
-    # Each repetition times the baseline next to the contender: the ratio of a pair cancels
-    # what the machine did during that repetition; the median of the pairs resists outliers.
-    ratios = [mine / base for mine, base in zip(timings.seconds, baseline.seconds, strict=False)]
-    return f"{median * 1e6:.1f} µs ({statistics.median(ratios):.2f}×)"
 
 
 def part_a(host: FakeHost, settings: Settings, notes: Notes) -> str:
@@ -594,7 +393,7 @@ def part_a(host: FakeHost, settings: Settings, notes: Notes) -> str:
     rows = []
     for client, timings in results.items():
         cells = [
-            _hot_path_cell(timings[library], timings[STATIC])
+            hot_path_cell(timings[library], timings[STATIC])
             if library in timings
             else notes.not_available(client, library)
             for library in columns
@@ -604,31 +403,6 @@ def part_a(host: FakeHost, settings: Settings, notes: Notes) -> str:
 
 
 # --- (b) and (c): many threads or tasks against the fake -------------------------------------
-
-
-@dataclass(slots=True)
-class Tally:
-    """One worker's requests: how many succeeded, what the others ended with, how long each took."""
-
-    ok: int = 0
-    failures: Counter[str] = field(default_factory=Counter)
-    latencies: list[float] = field(default_factory=list)
-
-    def add(self, other: Tally) -> None:
-        self.ok += other.ok
-        self.failures.update(other.failures)
-        self.latencies.extend(other.latencies)
-
-    def record(self, response: Any, started: float) -> None:
-        self.latencies.append(time.monotonic() - started)
-        if response.status_code == 200:
-            self.ok += 1
-        else:
-            self.failures[f"HTTP {response.status_code}"] += 1
-
-    def record_error(self, exc: Exception, started: float) -> None:
-        self.latencies.append(time.monotonic() - started)
-        self.failures[type(exc).__name__] += 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -668,11 +442,7 @@ def _thread_worker(
 ) -> None:
     barrier.wait()
     while True:  # at least one request; more until the deadline
-        started = time.monotonic()
-        try:
-            tally.record(client.get(url), started)
-        except Exception as exc:
-            tally.record_error(exc, started)
+        tally.send(client.get, url)
         if time.monotonic() >= deadline[0]:
             return
 
@@ -819,20 +589,12 @@ def load_async(
 # --- (b) and (c): the rows -------------------------------------------------------------------
 
 
-def _failures(phase: Phase) -> str:
-    failures = phase.tally.failures
-    if not failures:
-        return "0"
-    kinds = ", ".join(f"{kind} ×{count}" for kind, count in failures.most_common(3))
-    return f"{failures.total()} ({kinds})"
-
-
 def cold_token_calls(library: str, result: LoadResult) -> str:
     return "—" if library == STATIC else str(result.cold.counters.token_calls)
 
 
 def cold_failures(library: str, result: LoadResult) -> str:
-    return _failures(result.cold)
+    return failures_cell(result.cold.tally)
 
 
 def steady_token_calls(library: str, result: LoadResult) -> str:
@@ -844,7 +606,7 @@ def steady_token_calls(library: str, result: LoadResult) -> str:
 
 
 def steady_failures(library: str, result: LoadResult) -> str:
-    return _failures(result.steady)
+    return failures_cell(result.steady.tally)
 
 
 def steady_unauthorized(library: str, result: LoadResult) -> str:
@@ -856,11 +618,7 @@ def steady_throughput(library: str, result: LoadResult) -> str:
 
 
 def steady_latency(library: str, result: LoadResult) -> str:
-    latencies = sorted(result.steady.tally.latencies)
-    if not latencies:
-        return "—"
-    median = latencies[len(latencies) // 2]
-    return f"{median * 1000:.0f} / {latencies[-1] * 1000:.0f} ms"
+    return latency_cell(result.steady.tally)
 
 
 def _stall(phase: Phase) -> str:
@@ -944,37 +702,7 @@ class Notes:
         return "\n".join(f"[{number}] {text}" for number, text in enumerate(self._texts, 1))
 
 
-def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    widths = [
-        max(len(str(line[column])) for line in [headers, *rows]) for column in range(len(headers))
-    ]
-
-    def line(cells: Sequence[str]) -> str:
-        padded = (cell.ljust(width) for cell, width in zip(cells, widths, strict=True))
-        return "| " + " | ".join(padded) + " |"
-
-    separator = "|" + "|".join("-" * (width + 2) for width in widths) + "|"
-    return "\n".join([line(headers), separator, *(line(row) for row in rows)])
-
-
-def header_line() -> str:
-    packages = ("renewauth", "Authlib", "httpx-auth", "requests", "httpx")
-    versions = " · ".join(f"{name} {version(name)}" for name in packages)
-    today = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    return f"Python {platform.python_version()} · {versions} · {os.cpu_count()} CPUs · {today}"
-
-
-def print_part(title: str, part: Callable[[], Sequence[str]]) -> None:
-    """Print a section's title and tables; a part that raises prints its error instead."""
-    print(f"## {title}")
-    try:
-        tables = part()
-    except Exception as exc:
-        tables = [describe(exc)]
-    for table in tables:
-        print()
-        print(table, flush=True)
-    print()
+PACKAGES = ("renewauth", "Authlib", "httpx-auth", "requests", "httpx")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -982,9 +710,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="a short run, for CI smoke tests")
     settings = QUICK if parser.parse_args(argv).quick else FULL
     notes = Notes()
-    print(header_line())
+    print(header_line([f"{name} {version(name)}" for name in PACKAGES]))
     print()
-    with FakeHost() as host:
+    with FakeHost(token_delay=TOKEN_DELAY_SECONDS) as host:
         print_part(
             f"(a) Cost per request with a cached token: median of {settings.repetitions} "
             f"batches of {settings.iterations} requests, no network; (ratio to static)",

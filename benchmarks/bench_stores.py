@@ -21,10 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime
-import gc
 import os
-import platform
 import shutil
 import socket
 import statistics
@@ -32,7 +29,6 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import (
     AbstractAsyncContextManager,
@@ -44,15 +40,40 @@ from dataclasses import dataclass, field
 from functools import partial
 from importlib.metadata import PackageNotFoundError, version
 from multiprocessing import get_context
-from multiprocessing.connection import Connection
 from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Barrier
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import requests
 import requests.adapters
+from _common import (
+    CANNED_URL,
+    CLIENT_ID,
+    CLIENT_SECRET,
+    HANG_LIMIT_SECONDS,
+    LONG_LIFETIME_SECONDS,
+    AsyncCannedTransport,
+    CannedAdapter,
+    CannedTransport,
+    Counters,
+    FakeHost,
+    SyncClient,
+    Tally,
+    Timings,
+    check_signed,
+    describe,
+    failures_cell,
+    header_line,
+    hot_path_cell,
+    latency_cell,
+    markdown_table,
+    print_part,
+    rotated,
+    time_async,
+    time_sync,
+)
 
 import renewauth
 from renewauth import Token, TokenStore
@@ -60,11 +81,8 @@ from renewauth import Token, TokenStore
 if TYPE_CHECKING:
     import redis
 
-CLIENT_ID = "client-id"
-CLIENT_SECRET = "client-secret"
 USERNAME = "alice"
 PASSWORD = "alice-password"
-CANNED_URL = "http://api.invalid/items"  # answered in memory by the canned transports
 MEMORY, FILE, REDIS = "MemoryStore", "FileStore", "RedisStore"
 STORES = (MEMORY, FILE, REDIS)
 # Table (a)'s column headings: MemoryStore is private to each process, the others are shared.
@@ -78,9 +96,7 @@ THREADS_PER_PROCESS = 8
 TOKEN_LIFETIME_SECONDS = 1.0
 LEEWAY_SECONDS = 0.2
 TOKEN_DELAY_SECONDS = 0.05
-LONG_LIFETIME_SECONDS = 3600.0  # part (b): the token stays fresh for the whole run
 HOT_LEEWAY_SECONDS = 30.0
-HANG_LIMIT_SECONDS = 60.0
 REQUEST_TIMEOUT_SECONDS = 30.0
 SCALE_KEY = "0123456789abcdef"  # part (b): the key `store.get()` is timed on, for scale
 # Printed under the tables: what the numbers should be, and what else they depend on.
@@ -117,11 +133,6 @@ class Settings:
 # Many short batches, interleaved, cancel a noisy machine's drift better than a few long ones.
 FULL = Settings(iterations=2_000, repetitions=25, seconds=5.0)
 QUICK = Settings(iterations=500, repetitions=5, seconds=2.0)
-
-
-def describe(exc: BaseException) -> str:
-    """A cell for a run that raised."""
-    return f"error: {type(exc).__name__}"
 
 
 # --- redis-server, on a free loopback port ----------------------------------------------------
@@ -195,115 +206,6 @@ def _ready(client: redis.Redis, url: str) -> RedisServer | str:
     return "error: redis-server did not start"
 
 
-# --- the fake token server, in a child process -------------------------------------------------
-
-
-def _host_fakes(connection: Connection) -> None:
-    """Child process: start, count and stop `FakeOAuth2Provider`s on the parent's command."""
-    from renewauth.testing import FakeOAuth2Provider
-
-    providers: dict[int, FakeOAuth2Provider] = {}
-    while True:
-        command, argument = connection.recv()
-        reply: object = None
-        try:
-            if command == "start":
-                provider = FakeOAuth2Provider(**argument)
-                provider.start()
-                providers[id(provider)] = provider
-                reply = (id(provider), provider.token_url, provider.api_url)
-            elif command == "counters":
-                provider = providers[argument]
-                reply = (
-                    provider.token_calls,
-                    provider.api_ok,
-                    provider.api_unauthorized,
-                    provider.stale_refresh_tokens,
-                )
-            elif command == "reset":
-                providers[argument].reset_counters()
-            elif command == "stop":
-                providers.pop(argument).stop()
-            elif command == "exit":
-                for provider in providers.values():
-                    provider.stop()
-                connection.send(None)
-                return
-        except Exception as exc:
-            reply = exc
-        connection.send(reply)
-
-
-@dataclass(frozen=True, slots=True)
-class Counters:
-    """What the fake saw: token-endpoint calls, API answers 200 and 401, stale refresh tokens."""
-
-    token_calls: int
-    api_ok: int
-    api_unauthorized: int
-    stale_refresh_tokens: int
-
-
-class FakeHost:
-    """Runs fake providers in one spawned child process; use it as a context manager."""
-
-    def __enter__(self) -> FakeHost:
-        context = get_context("spawn")
-        self._connection, child = context.Pipe()
-        self._process = context.Process(
-            target=_host_fakes, args=(child,), name="bench fakes", daemon=True
-        )
-        self._process.start()
-        child.close()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        with suppress(OSError, EOFError, TimeoutError):
-            self.call("exit", None)
-        self._process.join(5)
-        if self._process.is_alive():
-            self._process.kill()
-
-    def call(self, command: str, argument: object) -> Any:
-        self._connection.send((command, argument))
-        if not self._connection.poll(HANG_LIMIT_SECONDS):
-            raise TimeoutError(f"the fake host did not answer {command!r}")
-        reply = self._connection.recv()
-        if isinstance(reply, BaseException):
-            raise reply
-        return reply
-
-    @contextmanager
-    def provider(self, *, token_lifetime: float) -> Iterator[RemoteFake]:
-        """A started fake with rotating refresh tokens, stopped on exit."""
-        settings = {
-            "token_lifetime": token_lifetime,
-            "token_delay": TOKEN_DELAY_SECONDS,
-            "rotate_refresh_tokens": True,
-        }
-        number, token_url, api_url = self.call("start", settings)
-        try:
-            yield RemoteFake(self, number, token_url, api_url + "items")
-        finally:
-            self.call("stop", number)
-
-
-@dataclass(frozen=True, slots=True)
-class RemoteFake:
-    """A handle on one fake provider in the child process."""
-
-    host: FakeHost
-    number: int
-    token_url: str
-    api_url: str
-
-    def counters(self) -> Counters:
-        return Counters(*self.host.call("counters", self.number))
-
-    def reset_counters(self) -> None:
-        self.host.call("reset", self.number)
-
-
 # --- stores and auth objects ---------------------------------------------------------------
 
 
@@ -348,33 +250,6 @@ def password_auth(token_url: str, store: TokenStore, leeway: float) -> renewauth
 
 
 # --- (a) many processes share one store, against the fake, in real time ------------------------
-
-
-@dataclass(slots=True)
-class Tally:
-    """Requests: how many succeeded, what the others ended with, how long each took."""
-
-    ok: int = 0
-    failures: Counter[str] = field(default_factory=Counter)
-    latencies: list[float] = field(default_factory=list)
-
-    def add(self, other: Tally) -> None:
-        self.ok += other.ok
-        self.failures.update(other.failures)
-        self.latencies.extend(other.latencies)
-
-    def send(self, get: Callable[[str], Any], url: str) -> None:
-        started = time.monotonic()
-        try:
-            status = get(url).status_code
-        except Exception as exc:
-            self.failures[type(exc).__name__] += 1
-        else:
-            if status == 200:
-                self.ok += 1
-            else:
-                self.failures[f"HTTP {status}"] += 1
-        self.latencies.append(time.monotonic() - started)
 
 
 @dataclass(slots=True)
@@ -539,14 +414,6 @@ def _first_error(reports: Queue[WorkerReport]) -> str | None:
     return None
 
 
-def _failures(tally: Tally) -> str:
-    failures = tally.failures
-    if not failures:
-        return "0"
-    kinds = ", ".join(f"{kind} ×{count}" for kind, count in failures.most_common(3))
-    return f"{failures.total()} ({kinds})"
-
-
 def _per_lifetime(result: SharedResult) -> str:
     calls = result.steady_counters.token_calls
     lifetimes = result.seconds / TOKEN_LIFETIME_SECONDS
@@ -558,23 +425,15 @@ def _stale(result: SharedResult) -> str:
     return str(cold.stale_refresh_tokens + steady.stale_refresh_tokens)
 
 
-def _latency(result: SharedResult) -> str:
-    latencies = sorted(result.steady.latencies)
-    if not latencies:
-        return "—"
-    median = latencies[len(latencies) // 2]
-    return f"{median * 1000:.0f} / {latencies[-1] * 1000:.0f} ms"
-
-
 SHARED_ROWS: Sequence[tuple[str, Callable[[SharedResult], str]]] = (
     ("cold start: token calls", lambda result: str(result.cold_counters.token_calls)),
-    ("cold start: failed requests", lambda result: _failures(result.cold)),
+    ("cold start: failed requests", lambda result: failures_cell(result.cold)),
     ("steady: token calls per lifetime", _per_lifetime),
-    ("steady: failed requests", lambda result: _failures(result.steady)),
+    ("steady: failed requests", lambda result: failures_cell(result.steady)),
     ("steady: 401s answered by the API", lambda r: str(r.steady_counters.api_unauthorized)),
     ("stale refresh tokens presented", _stale),
     ("steady: successful requests/s", lambda result: f"{result.steady.ok / result.seconds:.0f}"),
-    ("steady: request latency, median / max", _latency),
+    ("steady: request latency, median / max", lambda result: latency_cell(result.steady)),
 )
 
 
@@ -639,53 +498,6 @@ class CountedStore:
         return self.inner.alock(key)
 
 
-class CannedAdapter(requests.adapters.BaseAdapter):
-    """A requests adapter that answers every request with one prebuilt 200, without a socket."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        response = requests.Response()
-        response.status_code = 200
-        response.reason = "OK"
-        response.headers["Content-Type"] = "application/json"
-        response._content = b'{"ok": true}'
-        self._response = response
-
-    def send(  # type: ignore[override]  # the options requests passes are not needed here
-        self, request: requests.PreparedRequest, **options: object
-    ) -> requests.Response:
-        response = self._response
-        response.request = request
-        response.url = request.url or ""
-        response.connection = self  # type: ignore[assignment]  # typed as requests' HTTPAdapter
-        return response
-
-    def close(self) -> None:
-        """Nothing to close."""
-
-
-class CannedTransport(httpx.BaseTransport):
-    """An httpx transport that answers every request with a 200, without a socket."""
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, headers={"Content-Type": "application/json"}, content=b"{}")
-
-
-class AsyncCannedTransport(httpx.AsyncBaseTransport):
-    """`CannedTransport` for `httpx.AsyncClient`."""
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, headers={"Content-Type": "application/json"}, content=b"{}")
-
-
-class SyncClient(Protocol):
-    """What the benchmark uses of a `requests.Session` or an `httpx.Client`."""
-
-    def get(self, url: str) -> Any: ...
-
-    def close(self) -> None: ...
-
-
 def _requests_client(auth: renewauth.OAuth2Password) -> requests.Session:
     session = requests.Session()
     session.auth = auth
@@ -710,13 +522,11 @@ SYNC_CLIENTS: dict[str, Callable[[renewauth.OAuth2Password], SyncClient]] = {
 
 
 @dataclass(slots=True)
-class Timings:
-    """Seconds per request of each repetition, the store calls they made, or an error."""
+class StoreTimings(Timings):
+    """`Timings`, and the store calls the timed requests made."""
 
-    seconds: list[float] = field(default_factory=list)
     store_calls: int = 0
     requests: int = 0
-    error: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -725,7 +535,7 @@ class HotCase:
 
     store: CountedStore
     auth: renewauth.OAuth2Password
-    timings: Timings
+    timings: StoreTimings
 
 
 def _cases(
@@ -745,30 +555,8 @@ def _cases(
             missing[kind] = describe(exc)
             continue
         auth = password_auth(token_url, store, HOT_LEEWAY_SECONDS)
-        cases[kind] = HotCase(store, auth, Timings())
+        cases[kind] = HotCase(store, auth, StoreTimings())
     return cases, missing
-
-
-def _check_signed(response: Any) -> None:
-    """Fail unless the warm-up request went out with a bearer token."""
-    sent = response.request.headers.get("Authorization", "")
-    if response.status_code != 200 or not sent.startswith("Bearer ") or len(sent) < 8:
-        raise RuntimeError(f"warm-up answered {response.status_code}, sent {sent[:7]!r}")
-
-
-def _rotated(names: list[str], repetition: int) -> list[str]:
-    """The order of one repetition: each store takes each position in turn."""
-    shift = repetition % len(names) if names else 0
-    return names[shift:] + names[:shift]
-
-
-def _time_sync(client: SyncClient, iterations: int) -> float:
-    get = client.get
-    gc.collect()
-    started = time.perf_counter()
-    for _ in range(iterations):
-        get(CANNED_URL)
-    return (time.perf_counter() - started) / iterations
 
 
 def measure_sync(
@@ -787,17 +575,17 @@ def measure_sync(
             client = build(case.auth)
             for _ in range(100):  # fetch the token (the only store access expected), fill caches
                 response = client.get(CANNED_URL)
-            _check_signed(response)
+            check_signed(response)
             clients[kind] = client
         except Exception as exc:
             case.timings.error = describe(exc)
         case.store.calls = 0  # from here on, a fresh token should need no store at all
     with timed:
         for repetition in range(settings.repetitions):
-            for kind in _rotated(list(clients), repetition):
+            for kind in rotated(list(clients), repetition):
                 timings = cases[kind].timings
                 try:
-                    timings.seconds.append(_time_sync(clients[kind], settings.iterations))
+                    timings.seconds.append(time_sync(clients[kind], settings.iterations))
                     timings.requests += settings.iterations
                 except Exception as exc:
                     timings.error = describe(exc)
@@ -805,15 +593,6 @@ def measure_sync(
     for kind, client in clients.items():
         cases[kind].timings.store_calls = cases[kind].store.calls
         client.close()
-
-
-async def _time_async(client: httpx.AsyncClient, iterations: int) -> float:
-    get = client.get
-    gc.collect()
-    started = time.perf_counter()
-    for _ in range(iterations):
-        await get(CANNED_URL)
-    return (time.perf_counter() - started) / iterations
 
 
 async def measure_async(
@@ -826,17 +605,17 @@ async def measure_async(
             client = _async_client(case.auth)
             for _ in range(100):
                 response = await client.get(CANNED_URL)
-            _check_signed(response)
+            check_signed(response)
             clients[kind] = client
         except Exception as exc:
             case.timings.error = describe(exc)
         case.store.calls = 0
     with timed:
         for repetition in range(settings.repetitions):
-            for kind in _rotated(list(clients), repetition):
+            for kind in rotated(list(clients), repetition):
                 timings = cases[kind].timings
                 try:
-                    timings.seconds.append(await _time_async(clients[kind], settings.iterations))
+                    timings.seconds.append(await time_async(clients[kind], settings.iterations))
                     timings.requests += settings.iterations
                 except Exception as exc:
                     timings.error = describe(exc)
@@ -855,20 +634,6 @@ def _count_redis(server: RedisServer | str, total: list[int]) -> Iterator[None]:
     before = server.commands_processed()
     yield
     total[0] += server.commands_processed() - before - 1  # - 1: the INFO that took `before`
-
-
-def _hot_path_cell(timings: Timings, baseline: Timings) -> str:
-    if timings.error is not None:
-        return timings.error
-    median = statistics.median(timings.seconds)
-    if timings is baseline:
-        return f"{median * 1e6:.1f} µs"
-    if baseline.error is not None or not baseline.seconds:
-        return f"{median * 1e6:.1f} µs (no baseline)"
-    # Each repetition times the baseline next to the others: the ratio of a pair cancels what
-    # the machine did during that repetition; the median of the pairs resists outliers.
-    ratios = [mine / base for mine, base in zip(timings.seconds, baseline.seconds, strict=False)]
-    return f"{median * 1e6:.1f} µs ({statistics.median(ratios):.2f}×)"
 
 
 def _get_for_scale(store: TokenStore, iterations: int) -> str:
@@ -904,7 +669,7 @@ def part_b(host: FakeHost, server: RedisServer | str, directory: Path, settings:
     for client, cases in results.items():
         baseline = cases[MEMORY].timings
         cells = [
-            _hot_path_cell(cases[kind].timings, baseline) if kind in cases else missing[kind]
+            hot_path_cell(cases[kind].timings, baseline) if kind in cases else missing[kind]
             for kind in STORES
         ]
         rows.append([client, *cells])
@@ -930,19 +695,6 @@ def part_b(host: FakeHost, server: RedisServer | str, directory: Path, settings:
 # --- output --------------------------------------------------------------------------------
 
 
-def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    widths = [
-        max(len(str(line[column])) for line in [headers, *rows]) for column in range(len(headers))
-    ]
-
-    def line(cells: Sequence[str]) -> str:
-        padded = (cell.ljust(width) for cell, width in zip(cells, widths, strict=True))
-        return "| " + " | ".join(padded) + " |"
-
-    separator = "|" + "|".join("-" * (width + 2) for width in widths) + "|"
-    return "\n".join([line(headers), separator, *(line(row) for row in rows)])
-
-
 def _version(package: str) -> str:
     try:
         return version(package)
@@ -950,9 +702,9 @@ def _version(package: str) -> str:
         return "not installed"
 
 
-def header_line(server: RedisServer | str) -> str:
+def _header_line(server: RedisServer | str) -> str:
     server_version = server.version if isinstance(server, RedisServer) else "not running"
-    versions = " · ".join(
+    return header_line(
         (
             f"renewauth {_version('renewauth')}",
             f"redis-py {_version('redis')}",
@@ -962,21 +714,6 @@ def header_line(server: RedisServer | str) -> str:
             f"requests {_version('requests')}",
         )
     )
-    today = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    return f"Python {platform.python_version()} · {versions} · {os.cpu_count()} CPUs · {today}"
-
-
-def print_part(title: str, part: Callable[[], Sequence[str]]) -> None:
-    """Print a section's title and tables; a part that raises prints its error instead."""
-    print(f"## {title}")
-    try:
-        tables = part()
-    except Exception as exc:
-        tables = [describe(exc)]
-    for table in tables:
-        print()
-        print(table, flush=True)
-    print()
 
 
 @contextmanager
@@ -992,8 +729,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a short run, for CI smoke tests")
     settings = QUICK if parser.parse_args(argv).quick else FULL
-    with _workspace() as (directory, server), FakeHost() as host:
-        print(header_line(server))
+    with (
+        _workspace() as (directory, server),
+        FakeHost(
+            token_delay=TOKEN_DELAY_SECONDS, rotate_refresh_tokens=True, api_path="items"
+        ) as host,
+    ):
+        print(_header_line(server))
         print()
         print_part(
             f"(a) {PROCESSES} processes × {THREADS_PER_PROCESS} threads: cold start, then "

@@ -1,0 +1,360 @@
+"""What `bench_core.py` and `bench_stores.py` share: the fake host, canned transports, output.
+
+It imports neither Authlib nor httpx-auth, so that `bench_stores.py` runs without them. The
+scripts import it as ``_common``: Python puts a script's own folder on ``sys.path``, and spawned
+child processes inherit that path, so they can import it too (`_host_fakes`, the fake host's
+process target, lives here for that reason).
+"""
+
+from __future__ import annotations
+
+import datetime
+import gc
+import os
+import platform
+import statistics
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from multiprocessing.connection import Connection
+from typing import Any, Protocol
+
+import httpx
+import requests
+import requests.adapters
+
+CLIENT_ID = "client-id"
+CLIENT_SECRET = "client-secret"
+CANNED_URL = "http://api.invalid/items"  # answered in memory by the canned transports
+LONG_LIFETIME_SECONDS = 3600.0  # a token that stays fresh for the whole run
+HANG_LIMIT_SECONDS = 60.0
+
+
+def describe(exc: BaseException) -> str:
+    """A cell for a run that raised."""
+    return f"error: {type(exc).__name__}"
+
+
+# --- the fake token server, in a child process -------------------------------------------------
+
+
+def _host_fakes(connection: Connection) -> None:
+    """Child process: start, count and stop `FakeOAuth2Provider`s on the parent's command."""
+    from renewauth.testing import FakeOAuth2Provider
+
+    providers: dict[int, FakeOAuth2Provider] = {}
+    while True:
+        command, argument = connection.recv()
+        reply: object = None
+        try:
+            if command == "start":
+                provider = FakeOAuth2Provider(**argument)
+                provider.start()
+                providers[id(provider)] = provider
+                reply = (id(provider), provider.token_url, provider.api_url)
+            elif command == "counters":
+                provider = providers[argument]
+                reply = (
+                    provider.token_calls,
+                    provider.api_ok,
+                    provider.api_unauthorized,
+                    provider.stale_refresh_tokens,
+                )
+            elif command == "reset":
+                providers[argument].reset_counters()
+            elif command == "stop":
+                providers.pop(argument).stop()
+            elif command == "exit":
+                for provider in providers.values():
+                    provider.stop()
+                connection.send(None)
+                return
+        except Exception as exc:
+            reply = exc
+        connection.send(reply)
+
+
+@dataclass(frozen=True, slots=True)
+class Counters:
+    """What the fake saw: token-endpoint calls, API answers 200 and 401, stale refresh tokens."""
+
+    token_calls: int
+    api_ok: int
+    api_unauthorized: int
+    stale_refresh_tokens: int
+
+
+class FakeHost:
+    """Runs fake providers in one spawned child process; use it as a context manager.
+
+    `settings` go to every `FakeOAuth2Provider` it starts (with the `token_lifetime` of each
+    `provider()` call); `api_path` is appended to each provider's API URL.
+    """
+
+    def __init__(self, *, api_path: str = "", **settings: object) -> None:
+        self._api_path = api_path
+        self._settings = settings
+
+    def __enter__(self) -> FakeHost:
+        context = get_context("spawn")
+        self._connection, child = context.Pipe()
+        self._process = context.Process(
+            target=_host_fakes, args=(child,), name="bench fakes", daemon=True
+        )
+        self._process.start()
+        child.close()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        with suppress(OSError, EOFError, TimeoutError):
+            self.call("exit", None)
+        self._process.join(5)
+        if self._process.is_alive():
+            self._process.kill()
+
+    def call(self, command: str, argument: object) -> Any:
+        self._connection.send((command, argument))
+        if not self._connection.poll(HANG_LIMIT_SECONDS):
+            raise TimeoutError(f"the fake host did not answer {command!r}")
+        reply = self._connection.recv()
+        if isinstance(reply, BaseException):
+            raise reply
+        return reply
+
+    @contextmanager
+    def provider(self, *, token_lifetime: float) -> Iterator[RemoteFake]:
+        """A started fake with `token_lifetime`-second tokens, stopped on exit."""
+        settings = {"token_lifetime": token_lifetime, **self._settings}
+        number, token_url, api_url = self.call("start", settings)
+        try:
+            yield RemoteFake(self, number, token_url, api_url + self._api_path)
+        finally:
+            self.call("stop", number)
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteFake:
+    """A handle on one fake provider in the child process."""
+
+    host: FakeHost
+    number: int
+    token_url: str
+    api_url: str
+
+    def counters(self) -> Counters:
+        return Counters(*self.host.call("counters", self.number))
+
+    def reset_counters(self) -> None:
+        self.host.call("reset", self.number)
+
+    def fetch_access_token(self) -> str:
+        """One access token, fetched by hand: the static baseline sends it as it is."""
+        form = {"grant_type": "client_credentials", "client_id": CLIENT_ID}
+        form["client_secret"] = CLIENT_SECRET
+        response = httpx.post(self.token_url, data=form)
+        response.raise_for_status()
+        return str(response.json()["access_token"])
+
+
+# --- transports that answer in memory ----------------------------------------------------------
+
+
+class CannedAdapter(requests.adapters.BaseAdapter):
+    """A requests adapter that answers every request with one prebuilt 200, without a socket."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        response = requests.Response()
+        response.status_code = 200
+        response.reason = "OK"
+        response.headers["Content-Type"] = "application/json"
+        response._content = b'{"ok": true}'
+        self._response = response
+
+    def send(  # type: ignore[override]  # the options requests passes are not needed here
+        self, request: requests.PreparedRequest, **options: object
+    ) -> requests.Response:
+        response = self._response
+        response.request = request
+        response.url = request.url or ""
+        response.connection = self  # type: ignore[assignment]  # typed as requests' HTTPAdapter
+        return response
+
+    def close(self) -> None:
+        """Nothing to close."""
+
+
+class CannedTransport(httpx.BaseTransport):
+    """An httpx transport that answers every request with a 200, without a socket."""
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers={"Content-Type": "application/json"}, content=b"{}")
+
+
+class AsyncCannedTransport(httpx.AsyncBaseTransport):
+    """`CannedTransport` for `httpx.AsyncClient`."""
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers={"Content-Type": "application/json"}, content=b"{}")
+
+
+class SyncClient(Protocol):
+    """What the benchmark uses of a `requests.Session` or an `httpx.Client`."""
+
+    def get(self, url: str) -> Any: ...
+
+    def close(self) -> None: ...
+
+
+# --- requests under load ---------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Tally:
+    """Requests: how many succeeded, what the others ended with, how long each took."""
+
+    ok: int = 0
+    failures: Counter[str] = field(default_factory=Counter)
+    latencies: list[float] = field(default_factory=list)
+
+    def add(self, other: Tally) -> None:
+        self.ok += other.ok
+        self.failures.update(other.failures)
+        self.latencies.extend(other.latencies)
+
+    def record(self, response: Any, started: float) -> None:
+        self.latencies.append(time.monotonic() - started)
+        if response.status_code == 200:
+            self.ok += 1
+        else:
+            self.failures[f"HTTP {response.status_code}"] += 1
+
+    def record_error(self, exc: Exception, started: float) -> None:
+        self.latencies.append(time.monotonic() - started)
+        self.failures[type(exc).__name__] += 1
+
+    def send(self, get: Callable[[str], Any], url: str) -> None:
+        """One request through `get`, recorded."""
+        started = time.monotonic()
+        try:
+            self.record(get(url), started)
+        except Exception as exc:
+            self.record_error(exc, started)
+
+
+def failures_cell(tally: Tally) -> str:
+    """The failed requests, and their three most common kinds."""
+    failures = tally.failures
+    if not failures:
+        return "0"
+    kinds = ", ".join(f"{kind} ×{count}" for kind, count in failures.most_common(3))
+    return f"{failures.total()} ({kinds})"
+
+
+def latency_cell(tally: Tally) -> str:
+    """The median and the largest request latency."""
+    latencies = sorted(tally.latencies)
+    if not latencies:
+        return "—"
+    median = latencies[len(latencies) // 2]
+    return f"{median * 1000:.0f} / {latencies[-1] * 1000:.0f} ms"
+
+
+# --- cost per request with a cached token ----------------------------------------------------
+
+
+@dataclass(slots=True)
+class Timings:
+    """Seconds per request of each repetition, or why a column has none."""
+
+    seconds: list[float] = field(default_factory=list)
+    error: str | None = None
+
+
+def check_signed(response: Any, expected: str | None = None) -> None:
+    """Fail unless the warm-up request went out with a bearer token (the expected one)."""
+    sent = response.request.headers.get("Authorization", "")
+    if response.status_code != 200 or not sent.startswith("Bearer ") or len(sent) < 8:
+        raise RuntimeError(f"warm-up answered {response.status_code}, sent {sent[:7]!r}")
+    if expected is not None and sent != f"Bearer {expected}":
+        raise RuntimeError("warm-up sent another token than the static baseline")
+
+
+def rotated(names: list[str], repetition: int) -> list[str]:
+    """The order of one repetition: each column takes each position in turn."""
+    shift = repetition % len(names) if names else 0
+    return names[shift:] + names[:shift]
+
+
+def time_sync(client: SyncClient, iterations: int) -> float:
+    """Seconds per request, over `iterations` requests to `CANNED_URL`."""
+    get = client.get
+    gc.collect()
+    started = time.perf_counter()
+    for _ in range(iterations):
+        get(CANNED_URL)
+    return (time.perf_counter() - started) / iterations
+
+
+async def time_async(client: httpx.AsyncClient, iterations: int) -> float:
+    """`time_sync` for an `httpx.AsyncClient`."""
+    get = client.get
+    gc.collect()
+    started = time.perf_counter()
+    for _ in range(iterations):
+        await get(CANNED_URL)
+    return (time.perf_counter() - started) / iterations
+
+
+def hot_path_cell(timings: Timings, baseline: Timings) -> str:
+    """µs per request, and the ratio to the baseline column."""
+    if timings.error is not None:
+        return timings.error
+    median = statistics.median(timings.seconds)
+    if timings is baseline:
+        return f"{median * 1e6:.1f} µs"
+    if baseline.error is not None or not baseline.seconds:
+        return f"{median * 1e6:.1f} µs (no baseline)"
+    # Each repetition times the baseline next to the others: the ratio of a pair cancels what
+    # the machine did during that repetition; the median of the pairs resists outliers.
+    ratios = [mine / base for mine, base in zip(timings.seconds, baseline.seconds, strict=False)]
+    return f"{median * 1e6:.1f} µs ({statistics.median(ratios):.2f}×)"
+
+
+# --- output --------------------------------------------------------------------------------
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [
+        max(len(str(line[column])) for line in [headers, *rows]) for column in range(len(headers))
+    ]
+
+    def line(cells: Sequence[str]) -> str:
+        padded = (cell.ljust(width) for cell, width in zip(cells, widths, strict=True))
+        return "| " + " | ".join(padded) + " |"
+
+    separator = "|" + "|".join("-" * (width + 2) for width in widths) + "|"
+    return "\n".join([line(headers), separator, *(line(row) for row in rows)])
+
+
+def header_line(versions: Sequence[str]) -> str:
+    """Python, the given "package version" strings, the CPU count and the date."""
+    today = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    packages = " · ".join(versions)
+    return f"Python {platform.python_version()} · {packages} · {os.cpu_count()} CPUs · {today}"
+
+
+def print_part(title: str, part: Callable[[], Sequence[str]]) -> None:
+    """Print a section's title and tables; a part that raises prints its error instead."""
+    print(f"## {title}")
+    try:
+        tables = part()
+    except Exception as exc:
+        tables = [describe(exc)]
+    for table in tables:
+        print()
+        print(table, flush=True)
+    print()
