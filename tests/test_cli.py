@@ -132,6 +132,20 @@ sys.exit(0 if set(statuses) == {200} else 3)
 """
 
 
+def _renewauth_run(
+    config: pathlib.Path, *command: str, env: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
+    """`renewauth run --config CONFIG -- COMMAND…` in a child process."""
+    return subprocess.run(
+        [sys.executable, "-m", "renewauth.cli", "run", "--config", str(config), "--", *command],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=env,
+    )
+
+
 def _config(
     tmp_path: pathlib.Path, fake: FakeOAuth2Provider, *, literal_secret: bool = False
 ) -> pathlib.Path:
@@ -162,23 +176,11 @@ def test_run_gives_a_legacy_script_renewing_tokens_in_every_call(
     script.write_text(LEGACY)
     with FakeOAuth2Provider(token_lifetime=1.0, rotate_refresh_tokens=True) as fake:
         config = _config(tmp_path, fake)
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "renewauth.cli",
-                "run",
-                "--config",
-                str(config),
-                "--",
-                sys.executable,
-                str(script),
-                fake.api_url + "orders",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
+        result = _renewauth_run(
+            config,
+            sys.executable,
+            str(script),
+            fake.api_url + "orders",
             env={**os.environ, "P": "alice-password", "S": "client-secret"},
         )
         assert result.returncode == 0, result.stdout + result.stderr
@@ -202,25 +204,7 @@ def test_run_passes_the_exit_status_through_and_keeps_the_users_sitecustomize(
             "S": "client-secret",
             "PYTHONPATH": str(tmp_path / "site"),
         }
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "renewauth.cli",
-                "run",
-                "--config",
-                str(config),
-                "--",
-                sys.executable,
-                "-c",
-                code,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-            env=environment,
-        )
+        result = _renewauth_run(config, sys.executable, "-c", code, env=environment)
         assert result.returncode == 7, result.stderr
 
 
@@ -282,23 +266,11 @@ def test_run_imports_nothing_into_a_program_that_uses_no_http(tmp_path: pathlib.
             "import sys; loaded = {'renewauth', 'requests', 'httpx', 'wrapt'} & sys.modules.keys();"
             " print(sorted(loaded)); sys.exit(1 if loaded else 0)"
         )
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "renewauth.cli",
-                "run",
-                "--config",
-                str(config),
-                "--",
-                sys.executable,
-                "-c",
-                code,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
+        result = _renewauth_run(
+            config,
+            sys.executable,
+            "-c",
+            code,
             env={**os.environ, "P": "alice-password", "S": "client-secret"},
         )
         assert result.returncode == 0, result.stdout + result.stderr
