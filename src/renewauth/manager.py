@@ -189,15 +189,28 @@ class TokenManager:
         newer token that is itself near its expiry starts its soft-window renewal); else
         `rejected` is renewed.
         """
-        if self._newer_than(rejected) is not None:
-            return self.token_for_request()
-        return self._renew(rejected, self._clock(), rejected=True)
+        now = self._clock()
+        newer = self._newer_than(rejected)
+        if newer is None:
+            return self._renew(rejected, now, rejected=True)
+        cached = self._cached
+        if cached is not None and now < cached.renew_at:
+            return cached.token
+        # The newer token is due for renewal too. A request rejected once does not take the
+        # soft window's "keep sending it" rule: a server that revokes the old access token
+        # when it refreshes may already have revoked this one. Wait for (or lead) its renewal.
+        return self._renew(newer, now, rejected=True)
 
     async def arenew_rejected(self, rejected: Token) -> Token:
         """`renew_rejected` for asyncio."""
-        if self._newer_than(rejected) is not None:
-            return await self.atoken_for_request()
-        return await self._arenew(rejected, self._clock(), rejected=True)
+        now = self._clock()
+        newer = self._newer_than(rejected)
+        if newer is None:
+            return await self._arenew(rejected, now, rejected=True)
+        cached = self._cached
+        if cached is not None and now < cached.renew_at:
+            return cached.token
+        return await self._arenew(newer, now, rejected=True)
 
     def invalidate(self) -> None:
         """Expire the access token now, keeping its refresh token for the next renewal.
@@ -470,6 +483,16 @@ class TokenManager:
             # That leader adopted the very token the API just rejected (it started from an
             # older stale token): renewing is still needed.
             return None
+        cached = self._cached
+        if (
+            cached is not None
+            and not cached.token.is_same_grant(stale)
+            and not cached.token.is_expired(self._clock())
+        ):
+            # Someone has replaced the token this waiter started from: this flight's leader,
+            # or a later renewal. A waiter that resumes late must not put an older token
+            # back (a server that revokes the old access token on refresh would reject it).
+            return cached.token
         return self._adopt(token)
 
     def _fail(
