@@ -171,7 +171,7 @@ def redis_server(directory: Path) -> Iterator[RedisServer | str]:
         return
     directory.mkdir(mode=0o700)
     port = _free_port()
-    server = subprocess.Popen(  # noqa: S603 - a fixed argument list, no shell
+    server = subprocess.Popen(
         [
             *(binary, "--port", str(port), "--bind", "127.0.0.1"),
             *("--save", "", "--appendonly", "no", "--dir", str(directory)),
