@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -25,3 +26,42 @@ def pytest_runtest_makereport(
         report.outcome = "failed"
         report.longrepr = f"skipped under CI, which must run every test: {report.longrepr}"
     return report
+
+
+# --- the secrets canary, over every test -----------------------------------------------------
+
+# Every credential the fakes accept by default, and what every token they issue starts with
+# (an unsigned JWT header); any of these in a log record is a leak.
+_CANARIES = (
+    "client-secret",
+    "alice-password",
+    "portal-secret",
+    "oc-secret",
+    "buyer-password",
+    "integration-secret",
+    "shopware-password",
+    "demo-password",
+    "vm-secret",
+    "service-password",
+    "test-api-key",
+    "enduser-password",
+    "eyJ",
+    "Bearer ey",
+    "Basic ",
+)
+
+
+@pytest.fixture(autouse=True)
+def _no_secret_in_any_log_record(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """Whatever a test does, no log record it causes (ours, httpx's, urllib3's) holds a secret."""
+    caplog.set_level(logging.INFO)  # httpx logs every request at INFO
+    for name in ("renewauth", "urllib3"):  # (httpcore's DEBUG traces hold no values)
+        caplog.set_level(logging.DEBUG, logger=name)
+    yield
+    records = caplog.get_records("setup") + caplog.get_records("call")
+    leaks = [
+        f"{record.name}: {record.getMessage()[:120]!r}"
+        for record in records
+        if any(canary in record.getMessage() for canary in _CANARIES)
+    ]
+    assert leaks == [], "a log record holds a secret"
