@@ -18,8 +18,8 @@ KINDS = ("requests", "httpx", "httpx-async")
 class ManualClock:
     """A clock that moves only when a test says so (seconds since the epoch)."""
 
-    def __init__(self, start: float = 1_800_000_000.0) -> None:
-        self.now = start
+    def __init__(self, now: float = 1_800_000_000.0) -> None:
+        self.now = now
         self._lock = threading.Lock()
 
     def __call__(self) -> float:

@@ -37,6 +37,8 @@ from renewauth import (
 )
 from renewauth.testing import FakeOAuth2Provider
 
+from .helpers import ManualClock
+
 LIFETIME, LEEWAY, STEP = 100.0, 5.0, 20.0
 START = 1_800_000_000.0
 CONTEXT = multiprocessing.get_context("spawn")
@@ -200,7 +202,7 @@ def test_file_store_treats_a_corrupt_file_as_empty_with_a_warning(
 def test_renewal_fails_when_the_store_cannot_write_and_keeps_the_old_token(
     tmp_path: Path,
 ) -> None:
-    clock = _Clock(START)
+    clock = ManualClock(START)
     with FakeOAuth2Provider(token_lifetime=LIFETIME, clock=clock) as fake:
         store = FileStore(tmp_path / "tokens")
         auth = _password_auth(fake.token_url, store, clock)
@@ -228,7 +230,7 @@ class _RefusingWrites(MemoryStore):
 
 
 def test_renewal_fails_when_the_rotated_token_cannot_be_stored() -> None:
-    clock = _Clock(START)
+    clock = ManualClock(START)
     with FakeOAuth2Provider(
         token_lifetime=LIFETIME, rotate_refresh_tokens=True, clock=clock
     ) as fake:
@@ -288,14 +290,6 @@ def _hold_lock_forever(kind: str, where: str, prefix: str, ready: Any) -> None:
 
 
 # --- many processes -------------------------------------------------------------------------
-
-
-class _Clock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class _SharedClock:
@@ -496,7 +490,7 @@ def test_processes_survive_one_killed_and_a_fresh_one_renews_from_the_store(
 
 
 def _fresh_renewal(spec: list[str], token_url: str, now: float) -> None:
-    auth = _password_auth(token_url, _store_from((spec[0], spec[1], spec[2])), _Clock(now))
+    auth = _password_auth(token_url, _store_from((spec[0], spec[1], spec[2])), ManualClock(now))
     auth.get_token()
 
 
@@ -505,7 +499,7 @@ def test_redis_store_with_an_asyncio_client_serves_200_tasks_with_one_token_call
 ) -> None:
     import redis.asyncio
 
-    clock = _Clock(START)
+    clock = ManualClock(START)
     with FakeOAuth2Provider(token_lifetime=LIFETIME, token_delay=0.02, clock=clock) as fake:
 
         async def scenario() -> list[int]:

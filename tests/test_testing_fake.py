@@ -15,17 +15,9 @@ import pytest
 import renewauth.testing
 from renewauth.testing import FakeOAuth2Provider
 
+from .helpers import ManualClock
+
 CLIENT_BODY_AUTH = {"client_id": "client-id", "client_secret": "client-secret"}
-
-
-class ManualClock:
-    """A clock the test moves by hand, so expiry never needs a sleep."""
-
-    def __init__(self, now: float = 1_700_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
@@ -355,7 +347,7 @@ def test_fake_sends_expires_in_as_string_when_asked(client: httpx.Client) -> Non
 
 def test_fake_omits_expires_in_when_disabled(client: httpx.Client) -> None:
     """include_expires_in=False leaves only the JWT exp claim to tell the lifetime."""
-    clock = ManualClock()
+    clock = ManualClock(now=1_700_000_000.0)
     with FakeOAuth2Provider(include_expires_in=False, clock=clock) as fake:
         body = client_credentials(fake, client).json()
 
@@ -562,7 +554,7 @@ def test_fake_api_rejects_token_when_revoked(
 
 def test_fake_api_accepts_token_when_clock_is_just_before_expiry(client: httpx.Client) -> None:
     """A token is valid until its exact expiry instant."""
-    clock = ManualClock()
+    clock = ManualClock(now=1_700_000_000.0)
     with FakeOAuth2Provider(token_lifetime=60, clock=clock) as fake:
         access_token = client_credentials(fake, client).json()["access_token"]
         clock.now += 59.999
@@ -573,7 +565,7 @@ def test_fake_api_accepts_token_when_clock_is_just_before_expiry(client: httpx.C
 
 def test_fake_api_rejects_token_when_clock_passes_expiry(client: httpx.Client) -> None:
     """Once the injected clock reaches expiry, the API answers 401."""
-    clock = ManualClock()
+    clock = ManualClock(now=1_700_000_000.0)
     with FakeOAuth2Provider(token_lifetime=60, clock=clock) as fake:
         access_token = client_credentials(fake, client).json()["access_token"]
         clock.now += 60

@@ -19,6 +19,8 @@ from renewauth.testing import (
     FakeVendorlink,
 )
 
+from .helpers import ManualClock
+
 AnyFake = FakeKeycloak | FakeOrderCloud | FakeShopware | FakeVendorlink | FakeVanMarcke
 
 KEYCLOAK_CLIENT = {"client_id": "portal-client", "client_secret": "portal-secret"}
@@ -29,16 +31,6 @@ SHOPWARE_PASSWORD = "shopware-password"
 VENDORLINK_PASSWORD = "demo-password"
 SERVICE_USER = "API-APP1-P123456"
 SERVICE_PASSWORD = "service-password"
-
-
-class ManualClock:
-    """A clock the test moves by hand, so expiry never needs a sleep."""
-
-    def __init__(self, now: float = 1_700_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
@@ -426,7 +418,7 @@ def test_keycloak_answers_html_404_when_token_path_has_other_prefix(
 
 def test_keycloak_api_rejects_token_when_clock_passes_expiry(client: httpx.Client) -> None:
     """The resource server accepts the realm's token until expires_in has passed."""
-    clock = ManualClock()
+    clock = ManualClock(now=1_700_000_000.0)
     with FakeKeycloak(clock=clock) as fake:
         token = access_token_of(keycloak_login(fake, client))
         before = client.get(fake.api_url + "items", headers=bearer(token))
@@ -652,7 +644,7 @@ def test_shopware_throttles_username_until_clock_passes_when_logins_keep_failing
     client: httpx.Client,
 ) -> None:
     """After throttle_after failures, logins answer 429 with the seconds left, by the clock."""
-    clock = ManualClock()
+    clock = ManualClock(now=1_700_000_000.0)
     with FakeShopware(throttle_after=3, throttle_seconds=30, clock=clock) as fake:
         failures = [shopware_login(fake, client, password="nope").status_code for _ in range(3)]
         throttled = shopware_login(fake, client)
@@ -681,7 +673,7 @@ def test_shopware_throttles_username_until_clock_passes_when_logins_keep_failing
 
 def test_shopware_api_answers_code_9_when_token_is_expired(client: httpx.Client) -> None:
     """An expired token gets 401 code "9" with league's title and Shopware's detail."""
-    clock = ManualClock()
+    clock = ManualClock(now=1_700_000_000.0)
     with FakeShopware(clock=clock) as fake:
         token = access_token_of(shopware_login(fake, client))
         clock.now += 600
@@ -761,7 +753,7 @@ def test_vendorlink_answers_empty_body_when_credentials_are_wrong(
 
 def test_vendorlink_extends_session_when_access_token_has_expired(client: httpx.Client) -> None:
     """ExtendToken takes an expired access token and answers a new, working pair."""
-    clock = ManualClock()
+    clock = ManualClock(now=1_700_000_000.0)
     with FakeVendorlink(clock=clock) as fake:
         login = vendorlink_login(client, fake.base_url).json()
         clock.now += 3600
