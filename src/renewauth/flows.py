@@ -14,12 +14,12 @@ import json
 from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from ._urls import origin_of
 from .token import Token
 
-__all__ = ["Flow", "Grant", "StaticGrant", "TokenRequest", "TokenResponse"]
+__all__ = ["Flow", "Grant", "RetryHint", "StaticGrant", "TokenRequest", "TokenResponse"]
 
 _NO_HEADERS: Mapping[str, str] = MappingProxyType({})
 
@@ -98,6 +98,10 @@ class Grant(Protocol):
     """What a provider gives the manager: where tokens come from and how to get one.
 
     Implementations are frozen values; `fetch` returns a fresh generator on every call.
+
+    A grant may also define `retry_after(response) -> float | None`: how long a throttled
+    token endpoint asked to wait when it says so in the body rather than in `Retry-After`
+    (Shopware). It is optional, so it is described by `RetryHint`, not required here.
     """
 
     @property
@@ -116,6 +120,15 @@ class Grant(Protocol):
 
     def fetch(self, current: Token | None) -> Flow:
         """A flow that obtains a new token, renewing `current` when it can."""
+        ...
+
+
+@runtime_checkable
+class RetryHint(Protocol):
+    """The optional part of a `Grant`: a wait read from a throttled answer's body."""
+
+    def retry_after(self, response: TokenResponse) -> float | None:
+        """Seconds the endpoint asked to wait, or `None` if this answer does not say."""
         ...
 
 

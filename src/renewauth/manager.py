@@ -45,7 +45,7 @@ from .errors import (
     TokenEndpointUnavailable,
     TokenRequestError,
 )
-from .flows import Flow, Grant, TokenRequest, TokenResponse
+from .flows import Flow, Grant, RetryHint, TokenRequest, TokenResponse
 from .stores import TokenStore, credential_key
 from .token import Token
 
@@ -433,12 +433,9 @@ class TokenManager:
         self, request: TokenRequest, response: TokenResponse
     ) -> tuple[TokenEndpointUnavailable, float | None]:
         retry_after = retry_after_seconds(response.headers, self._clock())
-        if retry_after is None:
+        if retry_after is None and isinstance(self.grant, RetryHint):
             # A provider may say it in the body (Shopware: "Auth throttled for 30 seconds.").
-            hint: Callable[[TokenResponse], float | None] | None = getattr(
-                self.grant, "retry_after", None
-            )
-            retry_after = hint(response) if hint is not None else None
+            retry_after = self.grant.retry_after(response)
         failure = TokenEndpointUnavailable(
             f"token endpoint {response.origin} is unavailable (HTTP {response.status}) after "
             f"{self.retries + 1} tries; it may be overloaded or down: try again later, or "
