@@ -325,7 +325,11 @@ def test_config_error_names_the_file_the_entry_and_the_fix(
         ("[auth.a\n", r"invalid TOML: .*line 2.*; fix the syntax"),
         ("", r"no \[auth.NAME\] entries; an entry looks like"),
         ("auth = 5\n", r"no \[auth.NAME\] entries"),
-        ("[auth]\na = 1\n", r"\[auth.a\]: must be a table"),
+        ("[auth]\na = 1\n", r"\[auth\] holds 'a' itself; .* under \[auth.NAME\]"),
+        (
+            '[auth]\nprovider = "keycloak"\n',
+            r"\[auth\] holds 'provider' itself; give the entry a name .*\[auth.orders\]",
+        ),
     ],
 )
 def test_config_error_for_a_file_without_usable_entries(
