@@ -21,13 +21,14 @@ from pathlib import Path
 from typing import cast
 from urllib.parse import urlsplit
 
+from ._urls import is_loopback_host, origin_of
 from .auth import OAuth2ClientCredentials, OAuth2Password, OAuth2RefreshToken, TokenAuth
 from .errors import ConfigurationError, InsecureTransportError
 from .providers import Keycloak, OrderCloud, Shopware, VanMarcke, Vendorlink
 from .retrofit import DEFAULT_EXISTING_BEARER, EXISTING_BEARER_CHOICES, ExistingBearer
 from .stores import FileStore, RedisStore, TokenStore
 
-__all__ = ["Entry", "load_config"]
+__all__ = ["Entry", "load_config", "prefix_hints"]
 
 _PROVIDERS: dict[str, Callable[..., TokenAuth]] = {
     "oauth2-client-credentials": OAuth2ClientCredentials,
@@ -370,3 +371,46 @@ def _store(  # noqa: PLR0917 - one private call site
         except ConfigurationError as exc:
             raise fail(str(exc)) from exc
     return stores[build, spec]
+
+
+def _domain(host: str) -> str:
+    """The last two labels of a host name (an address stays whole): a rough "site"."""
+    host = host.lower().strip("[]").rstrip(".")
+    if host.replace(".", "").isdigit() or ":" in host:
+        return host
+    return ".".join(host.split(".")[-2:])
+
+
+def prefix_hints(entry: Entry) -> list[str]:
+    """Hints, not errors, about prefixes that look unreachable from the entry's token server.
+
+    A prefix on a loopback alias or scheme other than the token URL's (`localhost` against
+    `127.0.0.1`), a prefix on loopback with a token server elsewhere or the other way round,
+    or one under another domain: each may be right (an identity provider of its own), so
+    `renewauth check` only says so.
+    """
+    token_url = entry.auth._manager.grant.token_url
+    token = urlsplit(token_url)
+    token_host = (token.hostname or "").lower()
+    token_loopback = is_loopback_host(token_host)
+    hints = []
+    for prefix in entry.prefixes:
+        parts = urlsplit(prefix)
+        host = (parts.hostname or "").lower()
+        where = f"prefix {prefix} and token_url {origin_of(token_url)}"
+        if is_loopback_host(host) != token_loopback:
+            side = "only the prefix" if is_loopback_host(host) else "only token_url"
+            hints.append(f"{where}: {side} is on this machine; is one of them left from a test?")
+        elif token_loopback and host != token_host:
+            hints.append(
+                f"{where}: two names for this machine; a program that calls {token_host} "
+                "matches no prefix (write the host as the program does)"
+            )
+        elif token_loopback and parts.scheme != token.scheme and parts.port == token.port:
+            hints.append(f"{where}: the same port with another scheme; check http against https")
+        elif not token_loopback and _domain(host) != _domain(token_host):
+            hints.append(
+                f"{where}: another domain than the token server's; fine for a separate "
+                "identity provider, otherwise check the prefix"
+            )
+    return hints
