@@ -577,7 +577,7 @@ def test_a_token_failure_in_legacy_code_is_logged_at_error_once_with_the_fix(
     kind: str, two_users: FakeOAuth2Provider, clock: ManualClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Legacy code wraps the exception in its own ("Can't connect to server"): the log says
-    what really failed, once per failure and again after a recovery."""
+    what really failed, once per failure in a row."""
     auth = OAuth2Password(
         two_users.token_url,
         "client-id",
@@ -598,3 +598,61 @@ def test_a_token_failure_in_legacy_code_is_logged_at_error_once_with_the_fix(
     assert "InvalidGrant" in message
     assert "password" in message  # the fix the error names
     assert "wrong-password" not in caplog.text
+
+
+def test_a_token_failure_is_logged_again_after_a_recovery(
+    two_users: FakeOAuth2Provider, clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    auth = OAuth2Password(
+        two_users.token_url,
+        "client-id",
+        "alice",
+        "alice-password",
+        client_secret="client-secret",
+        store=MemoryStore(),
+        clock=clock,
+        retries=0,
+        leeway=0.1,
+    )
+    renewauth.patch({two_users.api_url: auth})
+
+    def errors() -> int:
+        return sum(record.levelname == "ERROR" for record in caplog.records)
+
+    two_users.fail_token_requests(503, times=-1)
+    for _ in range(3):
+        with pytest.raises(renewauth.TokenEndpointUnavailable):
+            requests.get(two_users.api_url, timeout=10)
+    assert errors() == 1
+    two_users.clear_failures()
+    assert requests.get(two_users.api_url, timeout=10).status_code == 200
+    clock.advance(1.5)  # past the token's life: the next call must renew
+    two_users.fail_token_requests(503, times=-1)
+    with pytest.raises(renewauth.TokenEndpointUnavailable):
+        requests.get(two_users.api_url, timeout=10)
+    assert errors() == 2
+
+
+def test_a_prepared_request_sent_again_is_signed_once_while_its_token_is_current(
+    fake: FakeOAuth2Provider, clock: ManualClock
+) -> None:
+    session = requests.Session()
+    prepared = session.prepare_request(requests.Request("GET", fake.api_url + "x"))
+    renewauth.patch({fake.api_url: _auth(fake, clock)})
+    statuses = [session.send(prepared, timeout=10).status_code for _ in range(50)]
+    assert statuses == [200] * 50
+    assert len(prepared.hooks["response"]) == 1
+    assert fake.token_calls == 1
+
+
+def test_a_same_origin_redirect_keeps_the_token_and_a_cross_origin_one_drops_it(
+    fake: FakeOAuth2Provider, clock: ManualClock
+) -> None:
+    renewauth.patch({fake.api_url: _auth(fake, clock)})
+    same = requests.get(fake.api_url + f"redirect?to={fake.api_url}x", timeout=10)
+    assert (same.status_code, len(same.history)) == (200, 1)
+    with FakeOAuth2Provider() as elsewhere:
+        target = f"{elsewhere.base_url}/echo-headers"
+        away = requests.get(fake.api_url + f"redirect?to={target}", timeout=10)
+    assert away.status_code == 200
+    assert "authorization" not in away.json()

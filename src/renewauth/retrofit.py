@@ -288,8 +288,8 @@ def _warn_about_existing_bearer(route: _Route, origin: str) -> None:
         others = ("keep-until-401", "replace")
     else:
         what = (
-            "renewauth sends it as it is and, only when the API rejects it, resends with the "
-            f"token of {route.label} (and sends that one instead from then on)"
+            "renewauth sends it as it is until the API rejects it, then resends once with the "
+            f"token of {route.label} and sends that one in its place from then on"
         )
         others = ("keep", "replace")
     logger.warning(
@@ -436,12 +436,16 @@ def _requests_request(
         _CALL.reset(token)
 
 
-def _answers_challenges(request: requests.PreparedRequest, route: _Route) -> str | None:
+def _hook_owners(request: requests.PreparedRequest) -> list[object]:
+    """The objects whose methods are the request's response hooks."""
+    hooks = request.hooks.get("response") or ()
+    return [getattr(hook, "__self__", None) for hook in (hooks if isinstance(hooks, list) else ())]
+
+
+def _answers_challenges(owners: list[object], route: _Route) -> str | None:
     """The name of the caller's auth when it registered a response hook (Digest, a renewauth
     object): such an auth adds its header only after a challenge, so it is not a no-op."""
-    hooks = request.hooks.get("response") or ()
-    for hook in hooks if isinstance(hooks, list) else (hooks,):
-        owner = getattr(hook, "__self__", None)
+    for owner in owners:
         if isinstance(owner, requests.auth.AuthBase) and owner is not route.auth:
             return type(owner).__qualname__
     return None
@@ -460,12 +464,22 @@ def _requests_send(
         _explain_unmatched(url)
         return wrapped(*args, **kwargs)
     origin = origin_of(url)
-    challenger = _answers_challenges(request, route)
+    owners = _hook_owners(request)
+    challenger = _answers_challenges(owners, route)
     if challenger is not None:
         _explain(origin, f"left alone: brings its own auth ({challenger})")
         return wrapped(*args, **kwargs)
     call = _CALL.get()
     authorization = request.headers.get("Authorization")
+    current = route.auth.token
+    if (
+        current is not None
+        and authorization == current.authorization
+        and any(owner is route.auth for owner in owners)
+    ):
+        # Signed with the current token already, its 401 hook in place: a prepared request
+        # sent again, or a same-origin redirect (whose copy shares the hooks).
+        return wrapped(*args, **kwargs)
     decision = _decide(
         route,
         authorization,
