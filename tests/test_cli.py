@@ -11,8 +11,10 @@ import subprocess
 import sys
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from renewauth.cli import main
+from renewauth.cli import _bootstrap_skipped_by, main
 from renewauth.testing import FakeOAuth2Provider
 
 _EXAMPLES_DIR = pathlib.Path(__file__).parent.parent / "examples"
@@ -539,3 +541,13 @@ def test_check_hints_at_a_prefix_on_another_name_for_the_token_servers_machine(
         f"hint   orders: prefix {aliased} and token_url {fake.base_url}: two names for this "
         "machine; a program that calls 127.0.0.1 matches no prefix"
     ) in output
+
+
+@given(arguments=st.lists(st.text(max_size=12), max_size=6))
+def test_the_python_option_check_never_fails_and_ignores_what_follows_the_script(
+    arguments: list[str],
+) -> None:
+    found = _bootstrap_skipped_by(["python3", *arguments])
+    assert found in (None, "-I", "-E", "-S")
+    assert _bootstrap_skipped_by(["python3", "script.py", *arguments]) is None
+    assert _bootstrap_skipped_by(["node", *arguments]) is None

@@ -14,9 +14,12 @@ from typing import Any
 import httpx
 import pytest
 import requests
+from hypothesis import given
+from hypothesis import strategies as st
 
 import renewauth
 from renewauth import BearerToken, ConfigurationError, MemoryStore, OAuth2Password
+from renewauth.retrofit import _KNOWN_SCHEMES, _scheme_of
 from renewauth.testing import FakeOAuth2Provider
 
 from .helpers import KINDS, ManualClock
@@ -594,7 +597,7 @@ def test_a_token_failure_in_legacy_code_is_logged_at_error_once_with_the_fix(
     errors = [record for record in caplog.records if record.levelname == "ERROR"]
     assert [record.name for record in errors] == ["renewauth.retrofit"]
     message = errors[0].getMessage()
-    assert f"no token for requests under {two_users.api_url}" in message
+    assert f"no token for requests under prefix '{two_users.api_url}': " in message
     assert "InvalidGrant" in message
     assert "password" in message  # the fix the error names
     assert "wrong-password" not in caplog.text
@@ -656,3 +659,12 @@ def test_a_same_origin_redirect_keeps_the_token_and_a_cross_origin_one_drops_it(
         away = requests.get(fake.api_url + f"redirect?to={target}", timeout=10)
     assert away.status_code == 200
     assert "authorization" not in away.json()
+
+
+@given(authorization=st.text(max_size=60))
+def test_the_scheme_named_in_a_log_line_is_a_known_scheme_or_a_fixed_phrase(
+    authorization: str,
+) -> None:
+    """The first word of a header without a scheme may be a secret: it is never echoed."""
+    named = _scheme_of(authorization)
+    assert named in {*_KNOWN_SCHEMES.values(), "a value without a scheme", "a scheme of its own"}

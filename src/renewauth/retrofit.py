@@ -32,7 +32,6 @@ import contextvars
 import hashlib
 import importlib
 import logging
-import re
 import sys
 import threading
 from collections.abc import AsyncGenerator, Callable, Generator, Iterable, Mapping
@@ -77,7 +76,16 @@ HTTPX_FORKS = ("httpx2",)
 
 _SIGN, _LEAVE, _KEEP_UNTIL_REJECTED = "sign", "leave", "keep-until-401"
 _MAX_REMEMBERED = 4096  # explained (origin, reason) pairs; rejected tokens per route: 64
-_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9._~+-]{0,31}")
+# The IANA HTTP authentication scheme registry, and schemes APIs commonly use.
+_KNOWN_SCHEMES = {
+    name.lower(): name
+    for name in (
+        "Basic", "Bearer", "Concealed", "Digest", "DPoP", "GNAP", "HOBA", "Mutual", "Negotiate",
+        "OAuth", "PrivateToken", "SCRAM-SHA-1", "SCRAM-SHA-256", "vapid", "NTLM", "Token",
+        "ApiKey", "Api-Key", "SSWS", "GenieKey", "Splunk", "Hawk", "MAC", "JWT", "AWS4-HMAC-SHA256",
+        "SharedKey", "SharedAccessSignature", "Key", "Session",
+    )
+}  # fmt: skip
 
 
 class _RouteState:
@@ -212,11 +220,12 @@ def _route_for(url: str) -> _Route | None:
 
 
 def _scheme_of(authorization: str) -> str:
-    """The scheme word of an Authorization header, safe to log (never the credentials)."""
+    """The scheme of an Authorization header, safe to log: only a registered or well-known
+    scheme is named, since the first word of a header without one may be a secret."""
     scheme, space, _ = authorization.strip().partition(" ")
-    if space and _SCHEME.fullmatch(scheme):
-        return scheme
-    return "a value without a scheme"
+    if not space:
+        return "a value without a scheme"
+    return _KNOWN_SCHEMES.get(scheme.lower(), "a scheme of its own")
 
 
 def _decide(
@@ -386,12 +395,11 @@ def _report_failure(route: _Route, exc: AuthError) -> None:
         if route.state.failure == failure:
             return
         route.state.failure = failure
-    logger.error(
-        "no token for requests under %s (%s): %s: %s; `renewauth check` tests the entry",
-        route.prefix,
-        route.label,
-        *failure,
-    )
+    if route.label.startswith("prefix"):
+        where, check = route.label, ""
+    else:
+        where, check = f"{route.prefix} ({route.label})", "; `renewauth check` tests the entry"
+    logger.error("no token for requests under %s: %s: %s%s", where, *failure, check)
 
 
 def _report_success(route: _Route) -> None:
