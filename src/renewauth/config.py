@@ -397,7 +397,8 @@ def prefix_hints(entry: Entry) -> list[str]:
     for prefix in entry.prefixes:
         parts = urlsplit(prefix)
         host = (parts.hostname or "").lower()
-        where = f"prefix {prefix} and token_url {origin_of(token_url)}"
+        shown = origin_of(prefix) + parts.path  # never a user:password the URL may hold
+        where = f"prefix {shown} and token_url {origin_of(token_url)}"
         if is_loopback_host(host) != token_loopback:
             side = "only the prefix" if is_loopback_host(host) else "only token_url"
             hints.append(f"{where}: {side} is on this machine; is one of them left from a test?")

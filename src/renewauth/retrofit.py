@@ -123,7 +123,7 @@ def _digest(authorization: str) -> bytes:
 class _Route:
     origin: str
     path: str  # without a trailing slash ("" for the whole origin)
-    prefix: str
+    prefix: str  # as log lines show it: origin and path
     auth: TokenAuth
     existing_bearer: ExistingBearer
     label: str  # "[auth.NAME]" for a configuration entry, "prefix '…'" for patch()
@@ -190,13 +190,14 @@ def _route(
             f"patch() needs renewauth auth objects as values; {prefix!r} maps to "
             f"{type(auth).__name__}"
         )
+    shown = origin_of(prefix) + parts.path  # for log lines: no user:password, no query
     return _Route(
         origin=origin_of(prefix),
         path=parts.path.rstrip("/"),
-        prefix=prefix,
+        prefix=shown,
         auth=auth,
         existing_bearer=existing_bearer,
-        label=label or f"prefix '{prefix}'",
+        label=label or f"prefix '{shown}'",
         setting=setting or "patch(…, existing_bearer='{mode}')",
     )
 
