@@ -636,16 +636,25 @@ def test_a_token_failure_is_logged_again_after_a_recovery(
     assert errors() == 2
 
 
-def test_a_prepared_request_sent_again_is_signed_once_while_its_token_is_current(
-    fake: FakeOAuth2Provider, clock: ManualClock
+def test_a_prepared_request_sent_again_keeps_one_hook_and_is_never_taken_for_a_programs_own(
+    fake: FakeOAuth2Provider, clock: ManualClock, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """Its header is renewauth's from the last send: not a Bearer of the program's own, even
+    after the token it holds was renewed."""
     session = requests.Session()
     prepared = session.prepare_request(requests.Request("GET", fake.api_url + "x"))
     renewauth.patch({fake.api_url: _auth(fake, clock)})
-    statuses = [session.send(prepared, timeout=10).status_code for _ in range(50)]
+    statuses = []
+    for _ in range(25):  # 5 token lifetimes
+        statuses.append(session.send(prepared, timeout=10).status_code)
+        clock.advance(0.2)
+        # Another call renews first: the prepared request still holds the older token.
+        statuses.append(requests.get(fake.api_url + "y", timeout=10).status_code)
     assert statuses == [200] * 50
     assert len(prepared.hooks["response"]) == 1
-    assert fake.token_calls == 1
+    assert fake.api_unauthorized == 0
+    assert 5 <= fake.token_calls <= 7
+    assert _warnings(caplog) == []
 
 
 def test_a_same_origin_redirect_keeps_the_token_and_a_cross_origin_one_drops_it(

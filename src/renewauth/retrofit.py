@@ -28,6 +28,7 @@ is logged once per origin at INFO, and at DEBUG otherwise.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import hashlib
 import importlib
@@ -50,6 +51,7 @@ from requests.utils import rewind_body
 from ._urls import is_loopback_host, origin_of
 from .auth import TokenAuth
 from .errors import AuthError, ConfigurationError
+from .token import Token
 from .transports.httpx import TokenClients
 
 __all__ = [
@@ -229,6 +231,12 @@ def _scheme_of(authorization: str) -> str:
     return _KNOWN_SCHEMES.get(scheme.lower(), "a scheme of its own")
 
 
+def _is_signature(authorization: str | None) -> bool:
+    """Whether a header value was set by a renewauth object: the requests transport sets a
+    `str` that also carries its `Token` (and writes the current one when the header leaves)."""
+    return isinstance(getattr(authorization, "token", None), Token)
+
+
 def _decide(
     route: _Route,
     authorization: str | None,
@@ -266,7 +274,9 @@ def _decide(
             )
         return _Decision(_LEAVE, f"left alone: carries a non-Bearer Authorization ({scheme})")
     current = route.auth.token
-    if current is not None and authorization == current.authorization:
+    if _is_signature(authorization) or (
+        current is not None and authorization == current.authorization
+    ):
         return _Decision(_SIGN, f"signed by {route.label}")  # our own: a redirect or a reuse
     if route.state.was_rejected(authorization):
         return _Decision(
@@ -480,14 +490,10 @@ def _requests_send(
         return wrapped(*args, **kwargs)
     call = _CALL.get()
     authorization = request.headers.get("Authorization")
-    current = route.auth.token
-    if (
-        current is not None
-        and authorization == current.authorization
-        and any(owner is route.auth for owner in owners)
-    ):
-        # Signed with the current token already, its 401 hook in place: a prepared request
-        # sent again, or a same-origin redirect (whose copy shares the hooks).
+    if _is_signature(authorization) and any(owner is route.auth for owner in owners):
+        # Signed by this route already, its 401 hook in place (a prepared request sent again,
+        # a same-origin redirect whose copy shares the hooks): the transport checks the token
+        # again as the header is written.
         return wrapped(*args, **kwargs)
     decision = _decide(
         route,
@@ -654,13 +660,17 @@ def _keep_until_rejected_class(flavour: _Flavour) -> type:
             request.headers.pop("Authorization", None)
             return True
 
+        # The route's flow signs the one resend and sees its answer; a second resend it may
+        # ask for is not sent (one resend per request).
         def sync_auth_flow(self, request: Any) -> Generator[Any, Any, None]:
             authorization = request.headers["Authorization"]
             response = yield request
             if self._resend_needed(request, response, authorization):
                 flow = flavour.signed(self._route).sync_auth_flow(request)
                 try:
-                    yield next(flow)  # signed with the route's token: the one resend
+                    response = yield next(flow)
+                    with contextlib.suppress(StopIteration):
+                        flow.send(response)
                 finally:
                     flow.close()
 
@@ -670,7 +680,9 @@ def _keep_until_rejected_class(flavour: _Flavour) -> type:
             if self._resend_needed(request, response, authorization):
                 flow = flavour.signed(self._route).async_auth_flow(request)
                 try:
-                    yield await flow.__anext__()
+                    response = yield await flow.__anext__()
+                    with contextlib.suppress(StopAsyncIteration):
+                        await flow.asend(response)
                 finally:
                     await flow.aclose()
 
