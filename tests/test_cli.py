@@ -551,3 +551,22 @@ def test_the_python_option_check_never_fails_and_ignores_what_follows_the_script
     assert found in (None, "-I", "-E", "-S")
     assert _bootstrap_skipped_by(["python3", "script.py", *arguments]) is None
     assert _bootstrap_skipped_by(["node", *arguments]) is None
+
+
+def test_the_bootstrap_waits_for_every_httpx_fork_that_retrofit_patches() -> None:
+    """The bootstrap cannot import renewauth to read the list: the two must agree."""
+    import ast
+
+    from renewauth.retrofit import HTTPX_FORKS
+
+    source = pathlib.Path(main.__code__.co_filename).parent / "_bootstrap" / "sitecustomize.py"
+    tree = ast.parse(source.read_text())
+    [watched] = [
+        node.value
+        for node in tree.body
+        if isinstance(node, ast.Assign)
+        and any(isinstance(target, ast.Name) and target.id == "_WATCHED" for target in node.targets)
+    ]
+    assert isinstance(watched, ast.Call)
+    names = {element.value for element in ast.walk(watched) if isinstance(element, ast.Constant)}
+    assert names == {"requests", "httpx", *HTTPX_FORKS}
