@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import re
 import statistics
@@ -112,6 +113,14 @@ async def _send_async(client: httpx.AsyncClient, count: int) -> httpx.Response |
     return response
 
 
+def _settle() -> None:
+    # Everything alive after the warm-up (modules, clients, caches) is moved out of the
+    # collector's sight: otherwise a full collection, which walks the whole heap, falls into
+    # one run and not the other and swamps the per-request difference.
+    gc.collect()
+    gc.freeze()
+
+
 def worker(client: str, library: str, count: int, token_url: str, token: str) -> None:
     """Child process (under valgrind): warm up, then send `count` requests."""
     build = _contender(client, library).build
@@ -121,12 +130,14 @@ def worker(client: str, library: str, count: int, token_url: str, token: str) ->
         async def main() -> None:
             async with build(setup) as http:
                 check_signed(await _send_async(http, WARM_UP))
+                _settle()
                 await _send_async(http, count)
 
         asyncio.run(main())
     else:
         http = build(setup)
         check_signed(_send_sync(http, WARM_UP))
+        _settle()
         _send_sync(http, count)
         http.close()
 
