@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Generator, Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -14,6 +15,17 @@ settings.register_profile(
     "renewauth", deadline=None, suppress_health_check=[HealthCheck.too_slow], max_examples=200
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "renewauth"))
+
+if TYPE_CHECKING:
+    from .oidc_fixture import Oidc
+
+
+@pytest.fixture(scope="session")
+def oidc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Oidc]:
+    """node's oidc-provider on loopback over real TLS (see tests/oidc_fixture.py)."""
+    from .oidc_fixture import start_oidc
+
+    yield from start_oidc(tmp_path_factory.mktemp("oidc"))
 
 
 @pytest.hookimpl(wrapper=True)
@@ -45,6 +57,9 @@ _CANARIES = (
     "service-password",
     "test-api-key",
     "enduser-password",
+    "oidc-client-secret",  # tests/oidc_fixture.py's client secret
+    "PRIVATE KEY",  # any PEM private key
+    '"d":',  # a private JWK
     "eyJ",
     "Bearer ey",
     "Basic ",

@@ -9,37 +9,46 @@ first token is fetched by the first request or `get_token()`.
 from __future__ import annotations
 
 import math
+import ssl
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
-from typing import TypedDict, Unpack
+from typing import Any, Self, TypedDict, TypeVar, Unpack
+from urllib.parse import urlsplit
 
-from ._urls import origin_of, require_secure_url
-from .errors import ConfigurationError
+from ._jose import AssertionMaker, load_private_key, secret_signer
+from ._urls import is_loopback_host, origin_of, require_secure_url
+from .discovery import DiscoveredGrant, ServerMetadata
+from .errors import ConfigurationError, InsecureTransportError
 from .flows import Grant, StaticGrant
 from .manager import OnToken, TokenManager
 from .oauth2 import (
+    CLIENT_AUTH_METHODS,
+    TLS_CLIENT_AUTH,
     BodyEncoding,
     Client,
     ClientAuth,
     ClientCredentialsGrant,
+    JwtBearerGrant,
     PasswordGrant,
     RefreshTokenGrant,
 )
 from .stores import MemoryStore, TokenStore, default_store
 from .token import Token
-from .transports.httpx import HttpxSender, HttpxSigning
+from .transports.httpx import CertOption, HttpxSender, HttpxSigning, VerifyOption
 from .transports.requests import RequestsSigning
 
 __all__ = [
     "AuthOptions",
     "BearerToken",
     "OAuth2ClientCredentials",
+    "OAuth2JwtBearer",
     "OAuth2Password",
     "OAuth2RefreshToken",
     "TokenAuth",
 ]
 
 _SENDER = HttpxSender()
+_Auth = TypeVar("_Auth", bound="TokenAuth")
 
 
 class AuthOptions(TypedDict, total=False):
@@ -52,6 +61,9 @@ class AuthOptions(TypedDict, total=False):
     timeout: float
     retries: int
     allow_insecure_http: bool
+    verify: VerifyOption
+    cert: CertOption | None
+    proxy: str | None
     clock: Callable[[], float]
 
 
@@ -103,26 +115,79 @@ def client_from(
     client_auth: ClientAuth,
     body: BodyEncoding,
     headers: Mapping[str, str] | None = None,
+    *,
+    private_key: object = None,
+    key_id: str | None = None,
+    clock: Callable[[], float] = time.time,
 ) -> Client:
-    """A validated `Client`; bad combinations raise `ConfigurationError` naming the fix."""
+    """A validated `Client`; bad combinations raise `ConfigurationError` naming the fix.
+
+    `private_key=` (PEM or JWK, RSA or EC) and `key_id=` serve `client_auth="private_key_jwt"`;
+    `client_secret_jwt` signs with the client secret; `clock` stamps the assertions.
+    """
     require_text("client_id", client_id)
     if client_secret is not None and not isinstance(client_secret, str):
         raise ConfigurationError("client_secret= must be a string or None")
-    if client_auth not in ("body", "basic"):
-        raise ConfigurationError(f"client_auth= must be 'body' or 'basic', got {client_auth!r}")
+    if client_auth not in CLIENT_AUTH_METHODS:
+        raise ConfigurationError(
+            "client_auth= must be one of "
+            + ", ".join(repr(m) for m in CLIENT_AUTH_METHODS)
+            + f", got {client_auth!r}"
+        )
     if body not in ("form", "json"):
         raise ConfigurationError(f"body= must be 'form' or 'json', got {body!r}")
-    if client_auth == "basic" and client_secret is None:
+    if client_auth in ("basic", "client_secret_jwt") and not client_secret:
         raise ConfigurationError(
-            "client_auth='basic' needs client_secret=; a public client sends only its "
-            "client_id, so leave client_auth='body'"
+            f"client_auth={client_auth!r} needs client_secret=; a public client sends only "
+            "its client_id, so leave client_auth='body'"
         )
+    if private_key is not None and client_auth != "private_key_jwt":
+        raise ConfigurationError(
+            "private_key= is used only with client_auth='private_key_jwt'; pass both"
+        )
+    if key_id is not None and client_auth != "private_key_jwt":
+        raise ConfigurationError("key_id= is used only with client_auth='private_key_jwt'")
+    assertion = None
+    if client_auth == "private_key_jwt":
+        if private_key is None:
+            raise ConfigurationError(
+                "client_auth='private_key_jwt' needs private_key= (PEM text or a JWK of an RSA "
+                "or EC private key) and, if the server registered several, key_id="
+            )
+        assertion = AssertionMaker(signer=load_private_key(private_key, key_id=key_id), clock=clock)
+    elif client_auth == "client_secret_jwt":
+        assertion = AssertionMaker(signer=secret_signer(str(client_secret)), clock=clock)
     return Client(
         client_id=client_id,
-        client_secret=client_secret,
+        # The JWT and TLS methods never send the secret itself.
+        client_secret=client_secret if client_auth in ("body", "basic") else None,
+        key_fingerprint=(
+            _key_fingerprint(private_key)
+            if private_key is not None
+            else (client_secret or "" if client_auth == "client_secret_jwt" else "")
+        ),
         auth=client_auth,
         body=body,
         headers=dict(headers or {}),
+        assertion=assertion,
+    )
+
+
+def require_tls_certificate(client_auth: str, options: Mapping[str, object]) -> None:
+    """A TLS client authentication method needs `cert=` (or an `SSLContext` holding one)."""
+    if client_auth in TLS_CLIENT_AUTH and options.get("cert") is None:
+        verify = options.get("verify")
+        if not isinstance(verify, ssl.SSLContext):
+            raise ConfigurationError(
+                f"client_auth={client_auth!r} needs cert= (the client certificate and key "
+                "files, or one PEM file holding both) for the token call"
+            )
+
+
+def _key_fingerprint(private_key: object) -> str:
+    """Something that changes with the key, hashed with the other secrets for the cache key."""
+    return (
+        repr(sorted(private_key.items())) if isinstance(private_key, Mapping) else str(private_key)
     )
 
 
@@ -146,12 +211,22 @@ class TokenAuth(RequestsSigning, HttpxSigning):
         timeout: seconds for each token-endpoint call.
         retries: extra tries of a token-endpoint call on network errors, 5xx and 429.
         allow_insecure_http: allow a plain-http token URL off loopback.
+        verify: how the token call checks the server's certificate: `True` (the CA bundle
+            the environment names, `SSL_CERT_FILE`, `SSL_CERT_DIR`, `REQUESTS_CA_BUNDLE` or
+            `CURL_CA_BUNDLE`, else certifi's), a CA file or directory, an `ssl.SSLContext`,
+            or `False`, accepted only for a loopback token endpoint.
+        cert: the client certificate of the token call (mutual TLS, RFC 8705): a PEM file
+            holding certificate and key, or `(certfile, keyfile)`.
+        proxy: the proxy of the token call; by default `HTTPS_PROXY`, `HTTP_PROXY`,
+            `ALL_PROXY` and `NO_PROXY` decide, as they do for httpx and requests.
         clock: seconds since the epoch; inject a fake clock in tests.
 
     Raises:
         ConfigurationError: an option is out of range; the message names the fix.
         InsecureTransportError: a plain-http token URL off loopback.
     """
+
+    _discover_from: str | None = None  # set by `from_issuer` before `__init__` runs
 
     def __init__(
         self,
@@ -164,9 +239,26 @@ class TokenAuth(RequestsSigning, HttpxSigning):
         timeout: float = 10.0,
         retries: int = 2,
         allow_insecure_http: bool = False,
+        verify: VerifyOption = True,
+        cert: CertOption | None = None,
+        proxy: str | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         statuses = _check_options(leeway, retry_statuses, timeout, retries)
+        issuer = self._discover_from
+        if issuer is not None:
+            grant = DiscoveredGrant(
+                issuer=issuer, template=grant, allow_insecure_http=allow_insecure_http
+            )
+        sender = _SENDER
+        if verify is not True or cert is not None or proxy is not None:
+            sender = HttpxSender(verify=verify, cert=cert, proxy=proxy)
+        if verify is False and not is_loopback_host(urlsplit(grant.token_url).hostname or ""):
+            raise InsecureTransportError(
+                f"verify=False is refused for {origin_of(grant.token_url)}: certificate checks "
+                "may only be turned off for a loopback server; pass verify= the CA bundle "
+                "(a file path or an ssl.SSLContext) instead"
+            )
         if store is None:
             store = default_store()
         elif not isinstance(store, TokenStore):
@@ -187,7 +279,7 @@ class TokenAuth(RequestsSigning, HttpxSigning):
         self._manager = TokenManager(
             grant,
             store=store,
-            sender=_SENDER,
+            sender=sender,
             leeway=float(leeway),
             retries=retries,
             timeout=float(timeout),
@@ -201,6 +293,12 @@ class TokenAuth(RequestsSigning, HttpxSigning):
     def _describe(self) -> str:
         """What `repr` shows: the token endpoint's origin and public identifiers only."""
         return origin_of(self._manager.grant.token_url)
+
+    @property
+    def server_metadata(self) -> ServerMetadata | None:
+        """The discovered metadata (`from_issuer`), once the first token call has read it."""
+        grant = self._manager.grant
+        return grant.metadata if isinstance(grant, DiscoveredGrant) else None
 
     @property
     def token(self) -> Token | None:
@@ -242,29 +340,45 @@ class OAuth2ClientCredentials(TokenAuth):
         client_id, client_secret: the client's credentials.
         scope: a space-separated string or a sequence of scopes.
         audience: the `audience` parameter some servers (Auth0, …) require.
-        client_auth: `"body"` (client_secret_post) or `"basic"` (client_secret_basic).
+        client_auth: `"body"` (client_secret_post), `"basic"` (client_secret_basic),
+            `"private_key_jwt"` (with `private_key=`), `"client_secret_jwt"`,
+            `"tls_client_auth"` or `"self_signed_tls_client_auth"` (with `cert=`).
         body: `"form"` (RFC 6749) or `"json"`.
         extra: more body parameters for the token request.
-        **options: the options of `TokenAuth` (store, leeway, retry_statuses, …).
+        private_key: the client's RSA or EC private key for `private_key_jwt`, PEM or JWK.
+        key_id: the `kid` of that key, when the server holds several.
+        **options: the options of `TokenAuth` (store, leeway, retry_statuses, verify, …).
     """
 
     def __init__(
         self,
         token_url: str,
         client_id: str,
-        client_secret: str,
+        client_secret: str | None = None,
         *,
         scope: str | Sequence[str] | None = None,
         audience: str | None = None,
         client_auth: ClientAuth = "body",
         body: BodyEncoding = "form",
         extra: Mapping[str, str] | None = None,
+        private_key: object = None,
+        key_id: str | None = None,
         **options: Unpack[AuthOptions],
     ) -> None:
-        require_text("client_secret", client_secret)
+        if client_auth in ("body", "basic", "client_secret_jwt"):
+            require_text("client_secret", client_secret)
+        require_tls_certificate(client_auth, options)
         grant = ClientCredentialsGrant(
             token_url=require_text("token_url", token_url),
-            client=client_from(client_id, client_secret, client_auth, body),
+            client=client_from(
+                client_id,
+                client_secret,
+                client_auth,
+                body,
+                private_key=private_key,
+                key_id=key_id,
+                clock=options.get("clock", time.time),
+            ),
             scope=scope_text(scope),
             audience=audience,
             extra=dict(extra or {}),
@@ -272,8 +386,33 @@ class OAuth2ClientCredentials(TokenAuth):
         super().__init__(grant, **options)
         self._client_id = client_id
 
+    @classmethod
+    def from_issuer(
+        cls,
+        issuer: str,
+        client_id: str,
+        client_secret: str | None = None,
+        **kwargs: Any,
+    ) -> Self:
+        """The same object, its token endpoint read from the issuer's metadata on the first
+        token call (OpenID Connect Discovery, else RFC 8414); the constructor does no I/O.
+
+        Raises:
+            DiscoveryError: on the first token call, when no metadata document for exactly
+                this issuer was found; the message names the URLs tried.
+        """
+        return _from_issuer(cls, issuer, client_id, client_secret, **kwargs)
+
     def _describe(self) -> str:
         return f"{super()._describe()} client_id={self._client_id!r}"
+
+
+def _from_issuer(cls: type[_Auth], issuer: str, *args: Any, **kwargs: Any) -> _Auth:
+    auth = cls.__new__(cls)
+    auth._discover_from = require_text("issuer", issuer)
+    init: Any = cls.__init__  # the subclass's own signature, with the issuer as its URL
+    init(auth, issuer, *args, **kwargs)
+    return auth
 
 
 class OAuth2Password(TokenAuth):
@@ -287,8 +426,9 @@ class OAuth2Password(TokenAuth):
         username, password: the user's credentials.
         client_secret: the client's secret, for a confidential client.
         scope: a space-separated string or a sequence of scopes.
-        client_auth: `"body"` or `"basic"` (needs `client_secret`).
+        client_auth: any method `OAuth2ClientCredentials` takes (`"body"` by default).
         body: `"form"` or `"json"`.
+        private_key, key_id: for `client_auth="private_key_jwt"`.
         **options: the options of `TokenAuth`.
     """
 
@@ -303,17 +443,36 @@ class OAuth2Password(TokenAuth):
         scope: str | Sequence[str] | None = None,
         client_auth: ClientAuth = "body",
         body: BodyEncoding = "form",
+        private_key: object = None,
+        key_id: str | None = None,
         **options: Unpack[AuthOptions],
     ) -> None:
+        require_tls_certificate(client_auth, options)
         grant = PasswordGrant(
             token_url=require_text("token_url", token_url),
-            client=client_from(client_id, client_secret, client_auth, body),
+            client=client_from(
+                client_id,
+                client_secret,
+                client_auth,
+                body,
+                private_key=private_key,
+                key_id=key_id,
+                clock=options.get("clock", time.time),
+            ),
             username=require_text("username", username),
             password=require_text("password", password),
             scope=scope_text(scope),
         )
         super().__init__(grant, **options)
         self._public = f"client_id={client_id!r} username={username!r}"
+
+    @classmethod
+    def from_issuer(
+        cls, issuer: str, client_id: str, username: str, password: str, **kwargs: Any
+    ) -> Self:
+        """As the constructor, the token endpoint discovered from `issuer` on first use
+        (see `OAuth2ClientCredentials.from_issuer`)."""
+        return _from_issuer(cls, issuer, client_id, username, password, **kwargs)
 
     def _describe(self) -> str:
         return f"{super()._describe()} {self._public}"
@@ -332,8 +491,9 @@ class OAuth2RefreshToken(TokenAuth):
         refresh_token: the refresh token to start from.
         client_secret: the client's secret, for a confidential client.
         scope: narrows the scope of the renewed token (the server may ignore it).
-        client_auth: `"body"` or `"basic"` (needs `client_secret`).
+        client_auth: any method `OAuth2ClientCredentials` takes (`"body"` by default).
         body: `"form"` or `"json"`.
+        private_key, key_id: for `client_auth="private_key_jwt"`.
         **options: the options of `TokenAuth`.
     """
 
@@ -347,19 +507,87 @@ class OAuth2RefreshToken(TokenAuth):
         scope: str | Sequence[str] | None = None,
         client_auth: ClientAuth = "body",
         body: BodyEncoding = "form",
+        private_key: object = None,
+        key_id: str | None = None,
         **options: Unpack[AuthOptions],
     ) -> None:
+        require_tls_certificate(client_auth, options)
         grant = RefreshTokenGrant(
             token_url=require_text("token_url", token_url),
-            client=client_from(client_id, client_secret, client_auth, body),
+            client=client_from(
+                client_id,
+                client_secret,
+                client_auth,
+                body,
+                private_key=private_key,
+                key_id=key_id,
+                clock=options.get("clock", time.time),
+            ),
             refresh_token=require_text("refresh_token", refresh_token),
             scope=scope_text(scope),
         )
         super().__init__(grant, **options)
         self._client_id = client_id
 
+    @classmethod
+    def from_issuer(cls, issuer: str, client_id: str, refresh_token: str, **kwargs: Any) -> Self:
+        """As the constructor, the token endpoint discovered from `issuer` on first use
+        (see `OAuth2ClientCredentials.from_issuer`)."""
+        return _from_issuer(cls, issuer, client_id, refresh_token, **kwargs)
+
     def _describe(self) -> str:
         return f"{super()._describe()} client_id={self._client_id!r}"
+
+
+class OAuth2JwtBearer(TokenAuth):
+    """The JWT bearer grant (RFC 7523 §2.1): a service account signs its own assertion.
+
+    Each token call sends a fresh assertion signed with `private_key` (`iss` = `issuer`,
+    `sub` = `subject`, `aud` = `audience` or the token endpoint, a 60 s `exp`, a new `jti`);
+    renewal repeats the grant. Needs `pip install 'renewauth[jwt]'`.
+
+    Args:
+        token_url: the token endpoint.
+        issuer: who signs (usually the service account or client id).
+        subject: whom the token is for (the service account, or a user it acts for).
+        private_key: an RSA or EC private key, PEM or JWK.
+        audience: the assertion's `aud`, when the server wants other than the token URL.
+        scope: a space-separated string or a sequence of scopes.
+        key_id: the `kid` the server knows the key by.
+        **options: the options of `TokenAuth`.
+    """
+
+    def __init__(
+        self,
+        token_url: str,
+        *,
+        issuer: str,
+        subject: str,
+        private_key: object,
+        audience: str | None = None,
+        scope: str | Sequence[str] | None = None,
+        key_id: str | None = None,
+        **options: Unpack[AuthOptions],
+    ) -> None:
+        if audience is not None:
+            require_text("audience", audience)
+        grant = JwtBearerGrant(
+            token_url=require_text("token_url", token_url),
+            issuer=require_text("issuer", issuer),
+            subject=require_text("subject", subject),
+            assertion=AssertionMaker(
+                signer=load_private_key(private_key, key_id=key_id),
+                clock=options.get("clock", time.time),
+            ),
+            audience=audience,
+            scope=scope_text(scope),
+            key_fingerprint=_key_fingerprint(private_key),
+        )
+        super().__init__(grant, **options)
+        self._public = f"issuer={issuer!r} subject={subject!r}"
+
+    def _describe(self) -> str:
+        return f"{super()._describe()} {self._public}"
 
 
 class BearerToken(TokenAuth):

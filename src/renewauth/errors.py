@@ -5,7 +5,8 @@ AuthError
 ├── TokenRequestError          the token endpoint refused or answered nonsense
 │   ├── InvalidGrant           the grant (password, refresh token, …) was refused
 │   ├── InvalidClient          the client id or secret was refused
-│   └── TokenEndpointUnavailable   5xx, 429 or a network error, after the retries
+│   ├── TokenEndpointUnavailable   5xx, 429 or a network error, after the retries
+│   └── DiscoveryError         the server's metadata document is missing or unusable
 ├── StoreError                 the token store could not be read or written
 ├── InsecureTransportError     a plain-http token URL off loopback (also a ValueError)
 └── ConfigurationError         bad arguments or configuration (also a ValueError)
@@ -21,6 +22,7 @@ from __future__ import annotations
 __all__ = [
     "AuthError",
     "ConfigurationError",
+    "DiscoveryError",
     "InsecureTransportError",
     "InvalidClient",
     "InvalidGrant",
@@ -107,3 +109,24 @@ class TokenEndpointUnavailable(TokenRequestError):
             origin=origin,
         )
         self.retry_after = retry_after
+
+
+class DiscoveryError(TokenRequestError):
+    """Raised when discovery (`from_issuer`) found no usable metadata document: missing,
+    not JSON, for another issuer, or without a token endpoint. The message names every URL
+    tried.
+
+    Attributes:
+        urls: the metadata URLs that were tried, in order.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        urls: tuple[str, ...] = (),
+        status: int | None = None,
+        origin: str | None = None,
+    ) -> None:
+        super().__init__(message, status=status, origin=origin)
+        self.urls = urls

@@ -23,16 +23,22 @@ from types import MappingProxyType
 from typing import Literal
 from urllib.parse import quote_plus, urlencode
 
+from ._jose import ASSERTION_TYPE, AssertionMaker
 from .errors import InvalidClient, InvalidGrant, TokenEndpointUnavailable, TokenRequestError
 from .flows import Flow, TokenRequest, TokenResponse
 from .token import Token
 
 __all__ = [
+    "CLIENT_AUTH_METHODS",
+    "JWT_BEARER",
+    "JWT_CLIENT_AUTH",
+    "TLS_CLIENT_AUTH",
     "BodyEncoding",
     "Client",
     "ClientAuth",
     "ClientCredentialsGrant",
     "ErrorReader",
+    "JwtBearerGrant",
     "PasswordGrant",
     "RefreshTokenGrant",
     "RefusalRule",
@@ -50,7 +56,24 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-ClientAuth = Literal["body", "basic"]
+ClientAuth = Literal[
+    "body",
+    "basic",
+    "private_key_jwt",
+    "client_secret_jwt",
+    "tls_client_auth",
+    "self_signed_tls_client_auth",
+]
+CLIENT_AUTH_METHODS: tuple[str, ...] = (
+    "body",
+    "basic",
+    "private_key_jwt",
+    "client_secret_jwt",
+    "tls_client_auth",
+    "self_signed_tls_client_auth",
+)
+TLS_CLIENT_AUTH = frozenset({"tls_client_auth", "self_signed_tls_client_auth"})
+JWT_CLIENT_AUTH = frozenset({"private_key_jwt", "client_secret_jwt"})
 BodyEncoding = Literal["form", "json"]
 
 _NO_STRINGS: Mapping[str, str] = MappingProxyType({})
@@ -71,8 +94,13 @@ class Client:
         auth: `"body"` sends id and secret as body parameters (`client_secret_post`);
             `"basic"` sends them in an `Authorization: Basic` header (`client_secret_basic`),
             each form-encoded before base64 as RFC 6749 §2.3.1 says.
+            `"private_key_jwt"` and `"client_secret_jwt"` send a fresh signed assertion
+            (RFC 7523 §2.2) made by `assertion`; `"tls_client_auth"` and
+            `"self_signed_tls_client_auth"` (RFC 8705) send only the id: the client
+            certificate of the TLS connection authenticates.
         body: `"form"` (`application/x-www-form-urlencoded`, the RFC) or `"json"`.
         headers: extra headers for every token request (an API key, say).
+        assertion: what signs the client assertion of the two JWT methods.
     """
 
     client_id: str
@@ -80,6 +108,13 @@ class Client:
     auth: ClientAuth = "body"
     body: BodyEncoding = "form"
     headers: Mapping[str, str] = field(default_factory=lambda: _NO_STRINGS, repr=False)
+    assertion: AssertionMaker | None = field(default=None, repr=False, compare=False)
+    key_fingerprint: str = field(default="", repr=False)
+
+    def secrets(self) -> tuple[str, ...]:
+        """What identifies this client's credentials, hashed into the cache key, never shown."""
+        secret = self.client_secret or ""
+        return (secret, self.key_fingerprint) if self.key_fingerprint else (secret,)
 
     def request(self, token_url: str, grant: str, params: Mapping[str, str]) -> TokenRequest:
         """A token request for `grant` with `params`, authenticated as this client."""
@@ -87,6 +122,15 @@ class Client:
         headers = {"Accept": "application/json", **self.headers}
         if self.auth == "basic" and self.client_secret is not None:
             headers["Authorization"] = basic_credentials(self.client_id, self.client_secret)
+        elif self.auth in JWT_CLIENT_AUTH and self.assertion is not None:
+            # RFC 7523 §3: iss and sub are the client id, aud the token endpoint.
+            fields["client_id"] = self.client_id
+            fields["client_assertion_type"] = ASSERTION_TYPE
+            fields["client_assertion"] = self.assertion.assertion(
+                issuer=self.client_id, subject=self.client_id, audience=token_url
+            )
+        elif self.auth in TLS_CLIENT_AUTH:
+            fields["client_id"] = self.client_id  # RFC 8705 §2: the certificate authenticates
         else:
             fields["client_id"] = self.client_id
             if self.client_secret is not None:
@@ -403,7 +447,7 @@ class ClientCredentialsGrant:
             self.scope or "",
             self.audience or "",
         )
-        return public, (self.client.client_secret or "", *_flat(self.extra))
+        return public, (*self.client.secrets(), *_flat(self.extra))
 
     def fetch(self, current: Token | None) -> Flow:
         if self.refresh:
@@ -452,7 +496,7 @@ class PasswordGrant:
             self.username,
             self.scope or "",
         )
-        return public, (self.client.client_secret or "", self.password, *_flat(self.extra))
+        return public, (*self.client.secrets(), self.password, *_flat(self.extra))
 
     def fetch(self, current: Token | None) -> Flow:
         renewed = yield from refresh_or_fall_back(
@@ -501,7 +545,7 @@ class RefreshTokenGrant:
 
     def identity(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
         public = ("refresh_token", self.token_url, self.client.client_id, self.scope or "")
-        return public, (self.client.client_secret or "", self.refresh_token)
+        return public, (*self.client.secrets(), self.refresh_token)
 
     def fetch(self, current: Token | None) -> Flow:
         refresh_token = (
@@ -518,6 +562,55 @@ class RefreshTokenGrant:
             fix=self.fix,
             read_error=self.read_error,
             client_fix=self.client_fix,
+        )
+
+
+JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JwtBearerGrant:
+    """RFC 7523 §2.1: a service account signs its own assertion and trades it for a token.
+
+    Every call sends a fresh assertion (`iss` the issuer, `sub` the subject, `aud` the
+    audience or the token endpoint, a short `exp`, a new `jti`); renewal repeats the grant.
+    No client authentication is sent: the assertion is the credential.
+    """
+
+    token_url: str
+    issuer: str
+    subject: str
+    assertion: AssertionMaker = field(repr=False, compare=False)
+    audience: str | None = None
+    scope: str | None = None
+    key_fingerprint: str = field(default="", repr=False)
+    fix: str = (
+        "check issuer=, subject=, audience= and that the server trusts the key of "
+        "private_key= (and key_id=) for this issuer"
+    )
+    read_error: ErrorReader = field(default=read_oauth_error, repr=False, compare=False)
+    can_renew: bool = True
+
+    def identity(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        public = ("jwt_bearer", self.token_url, self.issuer, self.subject, self.scope or "")
+        return (*public, self.audience or ""), (self.key_fingerprint,)
+
+    def fetch(self, current: Token | None) -> Flow:
+        signed = self.assertion.assertion(
+            issuer=self.issuer, subject=self.subject, audience=self.audience or self.token_url
+        )
+        fields = _scope_params(self.scope, {"grant_type": JWT_BEARER, "assertion": signed})
+        response = yield TokenRequest(
+            url=self.token_url,
+            body=urlencode(fields).encode(),
+            headers={
+                "Accept": "application/json",
+                "Content-Type": "application/x-www-form-urlencoded",
+            },
+            grant="jwt_bearer",
+        )
+        return parse_token_response(
+            response, grant="jwt_bearer", fix=self.fix, read_error=self.read_error
         )
 
 

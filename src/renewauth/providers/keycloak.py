@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Unpack
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from ..auth import AuthOptions, TokenAuth, client_from, require_text, scope_text
 from ..errors import ConfigurationError
@@ -112,6 +112,45 @@ class Keycloak(TokenAuth):
         )
         TokenAuth.__init__(auth, grant, **options)
         auth._public = f"realm={realm!r} client_id={client_id!r}"
+        return auth
+
+    @classmethod
+    def from_issuer(
+        cls,
+        issuer: str,
+        *,
+        client_id: str,
+        client_secret: str | None = None,
+        refresh_token: str | None = None,
+        username: str | None = None,
+        password: str | None = None,
+        scope: str | Sequence[str] | None = None,
+        client_auth: ClientAuth = "body",
+        **options: Unpack[AuthOptions],
+    ) -> Keycloak:
+        """Build from the realm's issuer (`https://idp.example.com/realms/NAME`); its token
+        endpoint is read from the realm's discovery document on the first token call."""
+        url = require_text("issuer", issuer).rstrip("/")
+        server, marker, realm = url.rpartition("/realms/")
+        if not marker or not server or not realm or "/" in realm:
+            raise ConfigurationError(
+                "issuer= must be a Keycloak realm's issuer such as "
+                "'https://idp.example.com/realms/NAME'"
+            )
+        auth = cls.__new__(cls)
+        auth._discover_from = url
+        auth.__init__(  # type: ignore[misc]
+            server,
+            unquote(realm),
+            client_id=client_id,
+            client_secret=client_secret,
+            refresh_token=refresh_token,
+            username=username,
+            password=password,
+            scope=scope,
+            client_auth=client_auth,
+            **options,
+        )
         return auth
 
     def _describe(self) -> str:

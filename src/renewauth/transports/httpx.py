@@ -22,31 +22,102 @@ origin. A transport that is not httpcore's never calls the hook; the token signe
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
+import os
 import ssl
+import threading
 from collections.abc import AsyncGenerator, Awaitable, Callable, Collection, Generator, Mapping
 from types import MappingProxyType
 from typing import Any
+from urllib.parse import urlsplit
 
+import certifi
 import httpcore
 import httpx
 
-from .._urls import origin_of
-from ..errors import TokenEndpointUnavailable
+from .._urls import is_loopback_host, origin_of
+from ..errors import ConfigurationError, InsecureTransportError, TokenEndpointUnavailable
 from ..flows import TokenRequest
 from ..manager import HttpReply, TokenManager
 from ..token import Token
 from ._signing import routed_url, should_renew_after
 
-__all__ = ["HttpxSender", "HttpxSigning", "TokenClients"]
+__all__ = ["CertOption", "HttpxSender", "HttpxSigning", "TokenClients", "VerifyOption"]
 
 logger = logging.getLogger(__name__)
 
 
-@functools.cache
-def _tls_context() -> ssl.SSLContext:
-    return httpx.create_ssl_context()
+VerifyOption = bool | str | os.PathLike[str] | ssl.SSLContext
+"""`verify=`: True (the environment's CA bundle, else certifi), a CA file or directory, an
+`ssl.SSLContext` used as it is, or False (refused unless the token endpoint is loopback)."""
+CertOption = str | os.PathLike[str] | tuple[str | os.PathLike[str], str | os.PathLike[str]]
+"""`cert=`: a PEM file holding the client certificate and its key, or `(certfile, keyfile)`."""
+
+# The variables that name a CA bundle, in the order they are honoured: httpx's and OpenSSL's
+# first, then requests' (REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE), so a requests user's bundle is
+# the token call's too.
+_CA_VARIABLES = ("SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
+_contexts: dict[tuple[object, ...], ssl.SSLContext] = {}
+_contexts_lock = threading.Lock()
+
+
+def _ca_environment() -> tuple[str, ...]:
+    return tuple(os.environ.get(name, "") for name in _CA_VARIABLES)
+
+
+def _load_ca(where: str, what: str) -> ssl.SSLContext:
+    try:
+        if os.path.isdir(where):
+            return ssl.create_default_context(capath=where)
+        return ssl.create_default_context(cafile=where)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigurationError(
+            f"{what} names {where!r}, which is not a readable PEM CA bundle or directory "
+            f"({type(exc).__name__}); fix the path"
+        ) from None
+
+
+def _build_context(verify: bool | str, cert: tuple[str, str | None] | None) -> ssl.SSLContext:
+    if verify is False:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    elif isinstance(verify, str):
+        context = _load_ca(verify, "verify=")
+    else:
+        for name in _CA_VARIABLES:
+            where = os.environ.get(name)
+            if where:
+                context = _load_ca(where, f"the environment variable {name}")
+                break
+        else:
+            context = ssl.create_default_context(cafile=certifi.where())
+    if cert is not None:
+        try:
+            context.load_cert_chain(cert[0], cert[1])
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigurationError(
+                f"cert= could not be loaded ({type(exc).__name__}); pass a PEM file holding "
+                "the client certificate and its unencrypted key, or (certfile, keyfile)"
+            ) from None
+    return context
+
+
+def _tls_context(
+    verify: bool | str = True, cert: tuple[str, str | None] | None = None
+) -> ssl.SSLContext:
+    """The TLS context for token calls, built once per setting and CA environment."""
+    key = (verify, cert, _ca_environment() if verify is True else ())
+    context = _contexts.get(key)
+    if context is None:
+        context = _build_context(verify, cert)
+        with _contexts_lock:
+            context = _contexts.setdefault(key, context)
+    return context
+
+
+def _is_built(verify: bool | str, cert: tuple[str, str | None] | None) -> bool:
+    return (verify, cert, _ca_environment() if verify is True else ()) in _contexts
 
 
 def _reply(response: httpx.Response) -> HttpReply:
@@ -74,11 +145,77 @@ TokenClients = (_TokenClient, _AsyncTokenClient)
 
 
 class HttpxSender:
-    """Sends token requests with httpx; never follows redirects (the body holds secrets)."""
+    """Sends token requests with httpx; never follows redirects (the body holds secrets).
+
+    The route and the trust store are the documented ones, never silently others: `proxy=`
+    when given, else `HTTPS_PROXY` / `HTTP_PROXY` / `ALL_PROXY` and `NO_PROXY` as httpx and
+    requests read them; `verify=` when given, else the first of `SSL_CERT_FILE`,
+    `SSL_CERT_DIR`, `REQUESTS_CA_BUNDLE`, `CURL_CA_BUNDLE` that is set, else certifi's bundle.
+
+    Args:
+        verify: see `VerifyOption`; `False` is refused for any host but loopback.
+        cert: the client certificate for mutual TLS (RFC 8705), see `CertOption`.
+        proxy: a proxy URL (`http://proxy.corp:3128`) for every token call.
+    """
+
+    def __init__(
+        self,
+        *,
+        verify: VerifyOption = True,
+        cert: CertOption | None = None,
+        proxy: str | None = None,
+    ) -> None:
+        self._context: ssl.SSLContext | None = None
+        if isinstance(verify, ssl.SSLContext):
+            if cert is not None:
+                raise ConfigurationError(
+                    "pass cert= or verify=ssl.SSLContext(...), not both: load the client "
+                    "certificate into your context with load_cert_chain()"
+                )
+            self._context = verify
+            self._verify: bool | str = True
+        elif isinstance(verify, bool):
+            self._verify = verify
+        elif isinstance(verify, str | os.PathLike):
+            self._verify = os.fspath(verify)
+        else:
+            raise ConfigurationError(
+                "verify= must be True, a CA bundle path, an ssl.SSLContext, or False "
+                f"(loopback only), got {type(verify).__name__}"
+            )
+        self._cert = _cert_files(cert)
+        if proxy is not None and (
+            not isinstance(proxy, str)
+            or urlsplit(proxy).scheme not in ("http", "https", "socks5", "socks5h")
+            or not urlsplit(proxy).hostname
+        ):
+            raise ConfigurationError(
+                "proxy= must be a proxy URL such as 'http://proxy.example.com:3128'"
+            )
+        self._proxy = proxy
+
+    @property
+    def verifies(self) -> bool:
+        """False when certificate checks are off (`verify=False`, loopback only)."""
+        return self._verify is not False
+
+    def _check(self, request: TokenRequest) -> None:
+        if self._verify is False and not is_loopback_host(urlsplit(request.url).hostname or ""):
+            raise InsecureTransportError(
+                f"verify=False is refused for {request.origin}: certificate checks may only "
+                "be turned off for a loopback server; pass verify= the CA bundle instead"
+            )
+
+    def _tls(self) -> ssl.SSLContext:
+        return self._context or _tls_context(self._verify, self._cert)
+
+    def _client_options(self, timeout: float) -> dict[str, Any]:
+        return {"timeout": timeout, "proxy": self._proxy, "trust_env": True}
 
     def send(self, request: TokenRequest, *, timeout: float) -> HttpReply:
+        self._check(request)
         try:
-            with _TokenClient(verify=_tls_context(), timeout=timeout) as client:
+            with _TokenClient(verify=self._tls(), **self._client_options(timeout)) as client:
                 response = client.request(
                     request.method, request.url, content=request.body, headers=request.headers
                 )
@@ -91,10 +228,13 @@ class HttpxSender:
         raise _unreachable(request, failure)
 
     async def asend(self, request: TokenRequest, *, timeout: float) -> HttpReply:
-        if _tls_context.cache_info().currsize == 0:
-            await asyncio.to_thread(_tls_context)
+        self._check(request)
+        if self._context is None and not _is_built(self._verify, self._cert):
+            await asyncio.to_thread(_tls_context, self._verify, self._cert)
         try:
-            async with _AsyncTokenClient(verify=_tls_context(), timeout=timeout) as client:
+            async with _AsyncTokenClient(
+                verify=self._tls(), **self._client_options(timeout)
+            ) as client:
                 response = await client.request(
                     request.method, request.url, content=request.body, headers=request.headers
                 )
@@ -103,6 +243,22 @@ class HttpxSender:
         else:
             return _reply(response)
         raise _unreachable(request, failure)
+
+
+def _cert_files(cert: CertOption | None) -> tuple[str, str | None] | None:
+    if cert is None:
+        return None
+    if isinstance(cert, str | os.PathLike):
+        return os.fspath(cert), None
+    if (
+        isinstance(cert, tuple)
+        and len(cert) == 2
+        and all(isinstance(part, str | os.PathLike) for part in cert)
+    ):
+        return os.fspath(cert[0]), os.fspath(cert[1])
+    raise ConfigurationError(
+        "cert= must be a PEM file with the certificate and its key, or (certfile, keyfile)"
+    )
 
 
 _DEPARTURE = "renewauth.departure"  # the request extension that holds a `_Departure`
