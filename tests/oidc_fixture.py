@@ -17,7 +17,7 @@ import pathlib
 import shutil
 import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -39,9 +39,11 @@ class Oidc:
     ca: str  # the CA bundle (PEM) that signed every certificate here
     tls_cert: str  # a CA-issued client certificate and its key, one PEM file
     self_signed_cert: tuple[str, str]  # (certfile, keyfile) of a self-signed certificate
-    rsa_pem: str  # the private_key_jwt client's RSA key, PEM
-    ec_jwk: dict[str, Any]  # the other private_key_jwt client's EC key, a private JWK
-    bearer_pem: str  # the service account's EC key for the JWT bearer grant, PEM
+    # The private_key_jwt clients' RSA key (PEM) and EC key (a private JWK), the service
+    # account's EC key for the JWT bearer grant (PEM): never shown, even by pytest.
+    rsa_pem: str = field(repr=False)
+    ec_jwk: dict[str, Any] = field(repr=False)
+    bearer_pem: str = field(repr=False)
 
     @property
     def token_url(self) -> str:
@@ -80,7 +82,7 @@ def _public_jwk(key: Any, **extra: Any) -> dict[str, Any]:
     return {**jwk, **extra}
 
 
-def _pem(key: Any) -> str:
+def pem(key: Any) -> str:
     from cryptography.hazmat.primitives import serialization
 
     return key.private_bytes(
@@ -112,7 +114,7 @@ def _self_signed(directory: pathlib.Path) -> tuple[tuple[str, str], dict[str, An
     )
     cert_file, key_file = directory / "self-signed.pem", directory / "self-signed.key"
     cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_text(_pem(key))
+    key_file.write_text(pem(key))
     der = base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode()
     return (str(cert_file), str(key_file)), _public_jwk(key, x5c=[der])
 
@@ -215,9 +217,9 @@ def start_oidc(directory: pathlib.Path) -> Iterator[Oidc]:
             ca=str(directory / "ca.pem"),
             tls_cert=str(directory / "tls-client.pem"),
             self_signed_cert=self_signed,
-            rsa_pem=_pem(rsa_key),
+            rsa_pem=pem(rsa_key),
             ec_jwk=ec_jwk,
-            bearer_pem=_pem(bearer_key),
+            bearer_pem=pem(bearer_key),
         )
     finally:
         process.terminate()

@@ -101,7 +101,7 @@ def test_discovery_names_both_urls_when_no_document_exists() -> None:
 def test_discovery_refuses_a_document_for_another_issuer() -> None:
     flow = grant().fetch(None)
     first = next(flow)
-    with pytest.raises(DiscoveryError, match="names 'https://evil.example.com'") as caught:
+    with pytest.raises(DiscoveryError, match=r"names 'https://evil\.example\.com'") as caught:
         flow.send(answer(200, document("https://evil.example.com"), first.url))
     assert first.url in str(caught.value)
 
@@ -165,7 +165,7 @@ def test_from_issuer_discovers_token_endpoint_of_real_server(oidc: Oidc) -> None
     auth = OAuth2ClientCredentials.from_issuer(
         oidc.issuer, "post", SECRET, store=MemoryStore(), verify=oidc.ca
     )
-    assert requests.get(oidc.api, auth=auth, verify=oidc.ca).status_code == 200
+    assert requests.get(oidc.api, auth=auth, verify=oidc.ca, timeout=20).status_code == 200
     assert auth.server_metadata is not None
     assert auth.server_metadata.token_endpoint == oidc.token_url
     assert "private_key_jwt" in auth.server_metadata.auth_methods

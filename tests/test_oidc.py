@@ -8,16 +8,18 @@ store), so a request that carried an expired or unknown token fails the test.
 
 from __future__ import annotations
 
+import ssl
 import threading
 import time
 from typing import Any
 
 import httpx
+import pytest
 import requests
 
-from renewauth import MemoryStore, OAuth2ClientCredentials, TokenAuth
+from renewauth import InvalidClient, MemoryStore, OAuth2ClientCredentials, Token, TokenAuth
 
-from .oidc_fixture import SECRET, Oidc
+from .oidc_fixture import LIFETIME, SECRET, Oidc, pem
 
 THREADS = 8
 
@@ -25,26 +27,28 @@ THREADS = 8
 def hammer(auth: TokenAuth, url: str, seconds: float, *, verify: str) -> list[int]:
     """8 threads, half on requests and half on one httpx.Client, for `seconds`."""
     statuses: list[int] = []
+    errors: list[str] = []
     lock = threading.Lock()
     start = threading.Barrier(THREADS)
-    client = httpx.Client(auth=auth, timeout=20, verify=verify)
+    client = httpx.Client(auth=auth, timeout=20, verify=ssl.create_default_context(cafile=verify))
     deadline: list[float] = []
 
     def work(index: int) -> None:
         session = requests.Session()
         session.auth = auth
-        session.verify = verify
         if start.wait() == 0:
             deadline.append(time.monotonic() + seconds)
         start.wait()
         while time.monotonic() < deadline[0]:
             try:
                 if index % 2:
-                    status = session.get(url, timeout=20).status_code
+                    status = session.get(url, timeout=20, verify=verify).status_code
                 else:
                     status = client.get(url).status_code
-            except Exception:
+            except Exception as exc:  # kept for the failure message
                 status = 0
+                with lock:
+                    errors.append(f"{type(exc).__name__}: {str(exc)[:200]}")
             with lock:
                 statuses.append(status)
 
@@ -54,6 +58,7 @@ def hammer(auth: TokenAuth, url: str, seconds: float, *, verify: str) -> list[in
     for thread in threads:
         thread.join()
     client.close()
+    assert errors == [], errors[:3]
     return statuses
 
 
@@ -61,12 +66,73 @@ def options(oidc: Oidc, **more: Any) -> dict[str, Any]:
     return {"store": MemoryStore(), "leeway": 1.0, "verify": oidc.ca, **more}
 
 
-def test_smoke(oidc: Oidc) -> None:
+def assert_no_failures(statuses: list[int]) -> None:
+    assert len(statuses) > 2 * THREADS  # every thread made requests over several lifetimes
+    assert set(statuses) == {200}, f"{len(statuses) - statuses.count(200)} failed"
+
+
+def renewal_count() -> tuple[list[Token], Any]:
+    tokens: list[Token] = []
+    return tokens, tokens.append
+
+
+@pytest.mark.parametrize(
+    ("client_id", "client_auth"),
+    [("basic", "basic"), ("post", "body"), ("secret-jwt", "client_secret_jwt")],
+)
+def test_secret_methods_serve_8_threads_over_several_lifetimes_with_0_failures(
+    oidc: Oidc, client_id: str, client_auth: str
+) -> None:
+    tokens, on_token = renewal_count()
     auth = OAuth2ClientCredentials.from_issuer(
-        oidc.issuer, "basic", SECRET, client_auth="basic", **options(oidc)
+        oidc.issuer,
+        client_id,
+        SECRET,
+        client_auth=client_auth,
+        on_token=on_token,
+        **options(oidc),
     )
-    token = auth.get_token()
-    assert token.access_token
-    assert auth.server_metadata is not None
-    r = requests.get(oidc.api, auth=auth, verify=oidc.ca)
-    assert r.status_code == 200, r.text
+    assert_no_failures(hammer(auth, oidc.api, 2.5 * LIFETIME, verify=oidc.ca))
+    assert len(tokens) >= 3  # renewed across lifetimes, not one token reused
+    assert SECRET not in repr(auth)
+
+
+@pytest.mark.parametrize("key", ["rsa_pem", "ec_jwk"])
+def test_private_key_jwt_serves_8_threads_over_several_lifetimes_with_0_failures(
+    oidc: Oidc, key: str
+) -> None:
+    tokens, on_token = renewal_count()
+    private_key = getattr(oidc, key)
+    client_id = "rsa-jwt" if key == "rsa_pem" else "ec-jwt"
+    auth = OAuth2ClientCredentials(
+        oidc.token_url,
+        client_id,
+        client_auth="private_key_jwt",
+        private_key=private_key,
+        key_id="ec-1" if key == "ec_jwk" else None,
+        on_token=on_token,
+        **options(oidc),
+    )
+    assert_no_failures(hammer(auth, oidc.api, 2.5 * LIFETIME, verify=oidc.ca))
+    assert len(tokens) >= 3
+    assert "PRIVATE" not in repr(auth)
+    assert "'d'" not in repr(auth)
+
+
+def test_private_key_jwt_is_refused_as_invalid_client_when_key_is_not_registered(
+    oidc: Oidc,
+) -> None:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    stranger = ec.generate_private_key(ec.SECP256R1())
+
+    auth = OAuth2ClientCredentials(
+        oidc.token_url,
+        "rsa-jwt",
+        client_auth="private_key_jwt",
+        private_key=pem(stranger),
+        **options(oidc, retries=0),
+    )
+    with pytest.raises(InvalidClient) as caught:
+        auth.get_token()
+    assert "PRIVATE KEY" not in str(caught.value)
