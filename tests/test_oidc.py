@@ -17,7 +17,15 @@ import httpx
 import pytest
 import requests
 
-from renewauth import InvalidClient, MemoryStore, OAuth2ClientCredentials, Token, TokenAuth
+from renewauth import (
+    InvalidClient,
+    InvalidGrant,
+    MemoryStore,
+    OAuth2ClientCredentials,
+    OAuth2JwtBearer,
+    Token,
+    TokenAuth,
+)
 
 from .oidc_fixture import LIFETIME, SECRET, Oidc, pem
 
@@ -136,3 +144,34 @@ def test_private_key_jwt_is_refused_as_invalid_client_when_key_is_not_registered
     with pytest.raises(InvalidClient) as caught:
         auth.get_token()
     assert "PRIVATE KEY" not in str(caught.value)
+
+
+def test_jwt_bearer_grant_serves_8_threads_over_several_lifetimes_with_0_failures(
+    oidc: Oidc,
+) -> None:
+    tokens, on_token = renewal_count()
+    auth = OAuth2JwtBearer(
+        oidc.token_url,
+        issuer="service-account",
+        subject="report-runner",
+        private_key=oidc.bearer_pem,
+        scope="api",
+        on_token=on_token,
+        **options(oidc),
+    )
+    assert_no_failures(hammer(auth, oidc.api, 2.5 * LIFETIME, verify=oidc.ca))
+    assert len(tokens) >= 3
+    assert tokens[-1].scope == "api"
+
+
+def test_jwt_bearer_grant_raises_invalid_grant_when_audience_is_wrong(oidc: Oidc) -> None:
+    auth = OAuth2JwtBearer(
+        oidc.token_url,
+        issuer="service-account",
+        subject="report-runner",
+        private_key=oidc.bearer_pem,
+        audience="https://elsewhere.example.com",
+        **options(oidc, retries=0),
+    )
+    with pytest.raises(InvalidGrant, match="check issuer=, subject=, audience="):
+        auth.get_token()
