@@ -139,7 +139,7 @@ def test_environment_ca_bundle_raises_configuration_error_when_path_is_missing(
     oidc: Oidc, clean_environment: pytest.MonkeyPatch
 ) -> None:
     clean_environment.setenv("SSL_CERT_FILE", "/nonexistent/ca.pem")
-    with pytest.raises(ConfigurationError, match="SSL_CERT_FILE names '/nonexistent/ca.pem'"):
+    with pytest.raises(ConfigurationError, match=r"SSL_CERT_FILE names '/nonexistent/ca\.pem'"):
         auth_for(oidc).get_token()
 
 
