@@ -25,6 +25,7 @@ from renewauth import (
     OAuth2JwtBearer,
     Token,
     TokenAuth,
+    TokenEndpointUnavailable,
 )
 
 from .oidc_fixture import LIFETIME, SECRET, Oidc, pem
@@ -175,3 +176,58 @@ def test_jwt_bearer_grant_raises_invalid_grant_when_audience_is_wrong(oidc: Oidc
     )
     with pytest.raises(InvalidGrant, match="check issuer=, subject=, audience="):
         auth.get_token()
+
+
+def test_tls_client_auth_uses_mtls_alias_and_serves_8_threads_with_0_failures(
+    oidc: Oidc,
+) -> None:
+    tokens, on_token = renewal_count()
+    auth = OAuth2ClientCredentials.from_issuer(
+        oidc.issuer,
+        "tls",
+        client_auth="tls_client_auth",
+        cert=oidc.tls_cert,
+        on_token=on_token,
+        **options(oidc),
+    )
+    assert_no_failures(hammer(auth, oidc.api, 2.5 * LIFETIME, verify=oidc.ca))
+    assert len(tokens) >= 3
+    # The discovery document's mtls_endpoint_aliases was followed: the port that refuses a
+    # connection without a client certificate.
+    assert auth._manager.grant.token_url == f"https://127.0.0.1:{oidc.mtls_port}/token"
+
+
+def test_self_signed_tls_client_auth_serves_8_threads_with_0_failures(oidc: Oidc) -> None:
+    tokens, on_token = renewal_count()
+    auth = OAuth2ClientCredentials(
+        oidc.token_url,
+        "self-signed",
+        client_auth="self_signed_tls_client_auth",
+        cert=oidc.self_signed_cert,
+        on_token=on_token,
+        **options(oidc),
+    )
+    assert_no_failures(hammer(auth, oidc.api, 2.5 * LIFETIME, verify=oidc.ca))
+    assert len(tokens) >= 3
+
+
+def test_tls_client_auth_raises_invalid_client_when_certificate_is_not_the_registered_one(
+    oidc: Oidc,
+) -> None:
+    auth = OAuth2ClientCredentials(
+        oidc.token_url,
+        "tls",
+        client_auth="tls_client_auth",
+        cert=oidc.self_signed_cert,
+        **options(oidc, retries=0),
+    )
+    with pytest.raises(InvalidClient):
+        auth.get_token()
+
+
+def test_mtls_port_is_unreachable_when_no_client_certificate_is_sent(oidc: Oidc) -> None:
+    auth = OAuth2ClientCredentials(
+        f"https://127.0.0.1:{oidc.mtls_port}/token", "post", SECRET, **options(oidc, retries=0)
+    )
+    with pytest.raises(TokenEndpointUnavailable):
+        auth.get_token()  # the mTLS listener really does demand a certificate

@@ -209,8 +209,9 @@ class DiscoveredGrant:
 
     @property
     def token_url(self) -> str:
-        metadata = self.found.metadata
-        return metadata.token_endpoint if metadata is not None else self.issuer
+        """The endpoint token calls go to once discovered (the mTLS alias if it applies)."""
+        grant = self.found.grant
+        return grant.token_url if grant is not None else self.issuer
 
     @property
     def metadata(self) -> ServerMetadata | None:
