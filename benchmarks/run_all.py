@@ -22,6 +22,7 @@ BENCHMARKS = [
     ("Arrival: saturated connection pools, 1 s tokens", "bench_arrival.py"),
     ("Cost per request in instructions (callgrind) and time", "bench_cost.py"),
     ("Stores: many processes sharing a FileStore or RedisStore", "bench_stores.py"),
+    ("DPoP: what a proof adds to each request", "bench_dpop.py"),
 ]
 
 

@@ -183,6 +183,7 @@ def start_oidc(directory: pathlib.Path) -> Iterator[Oidc]:
             jwks={"keys": [_public_jwk(bearer_key)]},
         ),
         _client("dpop", "client_secret_basic", client_secret=SECRET, dpop_bound_access_tokens=True),
+        _client("dpop-less", "client_secret_basic", client_secret=SECRET),
     ]
     config = {
         "tls": {

@@ -9,6 +9,7 @@
 // code here is the glue a deployment writes: how to read the client certificate off the TLS
 // socket, the JWT bearer grant's handler (oidc-provider leaves RFC 7523 §2.1 to its users),
 // and `/api/hello`, a protected resource that accepts a live access token and nothing else.
+import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import * as https from 'node:https';
 import * as querystring from 'node:querystring';
@@ -63,7 +64,9 @@ const provider = new Provider(issuer, {
     devInteractions: { enabled: false },
     clientCredentials: { enabled: true },
     introspection: { enabled: true },
-    dPoP: { enabled: true },
+    // Every DPoP token call must carry a server nonce: the first is refused with
+    // use_dpop_nonce and the client must send the proof again with the nonce it was given.
+    dPoP: { enabled: true, nonceSecret: randomBytes(32), requireNonce: () => true },
     mTLS: {
       enabled: true,
       tlsClientAuth: true,
@@ -131,15 +134,35 @@ provider.registerGrantType(
 );
 
 // The protected resource: 200 for a live access token (bearer or DPoP-bound with a valid
-// proof), 401 otherwise; oidc-provider's own token store is the judge.
+// proof carrying one of its two latest nonces), 401 otherwise; oidc-provider's own token
+// store is the judge. Its DPoP nonce changes every `lifetime` seconds (RFC 9449 §9).
+const apiNonces = [randomBytes(16).toString('base64url')];
+setInterval(() => apiNonces.unshift(randomBytes(16).toString('base64url')), config.lifetime * 1000).unref();
+const counts = { nonceChallenges: 0 };
+
 async function api(req, res) {
+  if (req.url === '/api/counts') {
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.end(JSON.stringify(counts));
+    return;
+  }
   const [scheme, value] = (req.headers.authorization || '').split(' ', 2);
   const token = value ? await provider.ClientCredentials.find(value) : undefined;
   let ok = Boolean(token) && ((scheme === 'Bearer' && !token.jkt) || (scheme === 'DPoP' && token.jkt));
+  const headers = { 'content-type': 'application/json' };
   if (ok && token.jkt) {
-    ok = await dpopProofMatches(req, token, value);
+    headers['dpop-nonce'] = apiNonces[0];
+    const verdict = await dpopProofMatches(req, token, value);
+    if (verdict === 'nonce') {
+      counts.nonceChallenges += 1;
+      headers['www-authenticate'] = 'DPoP error="use_dpop_nonce", error_description="nonce required"';
+      res.writeHead(401, headers);
+      res.end(JSON.stringify({ error: 'use_dpop_nonce' }));
+      return;
+    }
+    ok = verdict === true;
   }
-  res.writeHead(ok ? 200 : 401, { 'content-type': 'application/json' });
+  res.writeHead(ok ? 200 : 401, headers);
   res.end(JSON.stringify(ok ? { hello: token.clientId } : { error: 'invalid_token' }));
 }
 
@@ -147,6 +170,12 @@ const seenProofs = new Set();
 async function dpopProofMatches(req, token, value) {
   const proof = req.headers.dpop;
   if (typeof proof !== 'string') return false;
+  try {
+    const claims = jose.decodeJwt(proof);
+    if (!apiNonces.slice(0, 2).includes(claims.nonce)) return 'nonce';
+  } catch {
+    return false;
+  }
   try {
     const { payload, protectedHeader } = await jose.jwtVerify(
       proof,

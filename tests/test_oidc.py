@@ -26,7 +26,9 @@ from renewauth import (
     Token,
     TokenAuth,
     TokenEndpointUnavailable,
+    TokenRequestError,
 )
+from renewauth.testing import FakeOAuth2Provider
 
 from .oidc_fixture import LIFETIME, SECRET, Oidc, pem
 
@@ -231,3 +233,63 @@ def test_mtls_port_is_unreachable_when_no_client_certificate_is_sent(oidc: Oidc)
     )
     with pytest.raises(TokenEndpointUnavailable):
         auth.get_token()  # the mTLS listener really does demand a certificate
+
+
+def test_dpop_binds_tokens_and_serves_8_threads_over_several_lifetimes_with_0_failures(
+    oidc: Oidc,
+) -> None:
+    tokens, on_token = renewal_count()
+    auth = OAuth2ClientCredentials.from_issuer(
+        oidc.issuer,
+        "dpop",
+        SECRET,
+        client_auth="basic",
+        dpop=True,
+        on_token=on_token,
+        **options(oidc),
+    )
+    before = requests.get(f"{oidc.issuer}/api/counts", verify=oidc.ca, timeout=20).json()
+    assert_no_failures(hammer(auth, oidc.api, 2.5 * LIFETIME, verify=oidc.ca))
+    after = requests.get(f"{oidc.issuer}/api/counts", verify=oidc.ca, timeout=20).json()
+    assert len(tokens) >= 3
+    assert {token.token_type for token in tokens} == {"DPoP"}
+    # The API's nonce changed while the threads ran: its use_dpop_nonce challenges were met.
+    assert after["nonceChallenges"] > before["nonceChallenges"]
+    assert "PRIVATE" not in repr(auth)
+
+
+def test_dpop_raises_token_request_error_when_server_issues_bearer_token(
+    oauth2_fake: FakeOAuth2Provider,
+) -> None:
+    # renewauth's own fake knows nothing of DPoP: it ignores the proof and issues Bearer.
+    auth = OAuth2ClientCredentials(
+        oauth2_fake.token_url, "client-id", "client-secret", dpop=True, store=MemoryStore()
+    )
+    with pytest.raises(TokenRequestError, match="Bearer token although dpop=True"):
+        auth.get_token()
+    assert oauth2_fake.token_calls == 1
+    recorded = oauth2_fake.last_token_request
+    assert recorded is not None
+    assert "dpop" in recorded.headers
+
+
+def test_dpop_proofs_survive_async_client_when_api_rotates_nonces(oidc: Oidc) -> None:
+    import asyncio
+
+    auth = OAuth2ClientCredentials(
+        oidc.token_url, "dpop", SECRET, client_auth="basic", dpop=True, **options(oidc)
+    )
+
+    async def main() -> list[int]:
+        context = ssl.create_default_context(cafile=oidc.ca)
+        async with httpx.AsyncClient(auth=auth, verify=context) as client:
+            statuses = []
+            deadline = time.monotonic() + 1.5 * LIFETIME
+            while time.monotonic() < deadline:
+                answers = await asyncio.gather(*(client.get(oidc.api) for _ in range(8)))
+                statuses += [answer.status_code for answer in answers]
+            return statuses
+
+    statuses = asyncio.run(main())
+    assert statuses
+    assert set(statuses) == {200}

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 from ._jose import AssertionMaker, load_private_key, secret_signer
 from ._urls import is_loopback_host, origin_of, require_secure_url
 from .discovery import DiscoveredGrant, ServerMetadata
+from .dpop import DpopGrant, DpopKey
 from .errors import ConfigurationError, InsecureTransportError
 from .flows import Grant, StaticGrant
 from .manager import OnToken, TokenManager
@@ -64,6 +65,7 @@ class AuthOptions(TypedDict, total=False):
     verify: VerifyOption
     cert: CertOption | None
     proxy: str | None
+    dpop: bool
     clock: Callable[[], float]
 
 
@@ -219,6 +221,8 @@ class TokenAuth(RequestsSigning, HttpxSigning):
             holding certificate and key, or `(certfile, keyfile)`.
         proxy: the proxy of the token call; by default `HTTPS_PROXY`, `HTTP_PROXY`,
             `ALL_PROXY` and `NO_PROXY` decide, as they do for httpx and requests.
+        dpop: bind tokens to a key of this object (DPoP, RFC 9449): a proof on every token
+            call and API request, server nonces honoured. Needs `renewauth[jwt]`.
         clock: seconds since the epoch; inject a fake clock in tests.
 
     Raises:
@@ -242,6 +246,7 @@ class TokenAuth(RequestsSigning, HttpxSigning):
         verify: VerifyOption = True,
         cert: CertOption | None = None,
         proxy: str | None = None,
+        dpop: bool = False,
         clock: Callable[[], float] = time.time,
     ) -> None:
         statuses = _check_options(leeway, retry_statuses, timeout, retries)
@@ -250,6 +255,11 @@ class TokenAuth(RequestsSigning, HttpxSigning):
             grant = DiscoveredGrant(
                 issuer=issuer, template=grant, allow_insecure_http=allow_insecure_http
             )
+        if not isinstance(dpop, bool):
+            raise ConfigurationError("dpop= must be True or False")
+        if dpop:
+            self._dpop = DpopKey(clock=clock)
+            grant = DpopGrant(inner=grant, key=self._dpop)
         sender = _SENDER
         if verify is not True or cert is not None or proxy is not None:
             sender = HttpxSender(verify=verify, cert=cert, proxy=proxy)
@@ -297,8 +307,8 @@ class TokenAuth(RequestsSigning, HttpxSigning):
     @property
     def server_metadata(self) -> ServerMetadata | None:
         """The discovered metadata (`from_issuer`), once the first token call has read it."""
-        grant = self._manager.grant
-        return grant.metadata if isinstance(grant, DiscoveredGrant) else None
+        metadata = getattr(self._manager.grant, "metadata", None)
+        return metadata if isinstance(metadata, ServerMetadata) else None
 
     @property
     def token(self) -> Token | None:

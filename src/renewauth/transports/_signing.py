@@ -8,7 +8,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from .._urls import origin_of
 
-__all__ = ["challenge_error", "routed_url", "should_renew_after"]
+__all__ = ["challenge_error", "is_nonce_challenge", "routed_url", "should_renew_after"]
 
 # One auth-param (RFC 9110 §11.2): a token, "=", then a token or a quoted string. Scanning
 # them in order consumes each quoted string whole, so text inside one is never a parameter.
@@ -73,3 +73,10 @@ def should_renew_after(
         if error is not None and error.lower() != "invalid_token":
             return False
     return origin_of(answered_url) == origin_of(signed_url)
+
+
+def is_nonce_challenge(status: int, challenge: str | None) -> bool:
+    """Whether an API answer asks for a DPoP nonce (RFC 9449 §9): 401 with
+    `WWW-Authenticate: DPoP error="use_dpop_nonce"`. The token is fine; only the proof
+    must be made again with the nonce the answer carries."""
+    return status == 401 and challenge_error(challenge) == "use_dpop_nonce"

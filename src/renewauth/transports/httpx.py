@@ -36,11 +36,12 @@ import httpcore
 import httpx
 
 from .._urls import is_loopback_host, origin_of
+from ..dpop import DpopKey
 from ..errors import ConfigurationError, InsecureTransportError, TokenEndpointUnavailable
 from ..flows import TokenRequest
 from ..manager import HttpReply, TokenManager
 from ..token import Token
-from ._signing import routed_url, should_renew_after
+from ._signing import is_nonce_challenge, routed_url, should_renew_after
 
 __all__ = ["CertOption", "HttpxSender", "HttpxSigning", "TokenClients", "VerifyOption"]
 
@@ -322,6 +323,7 @@ class HttpxSigning(httpx.Auth):
     _retry_statuses: Collection[int]
     _api_headers: Mapping[str, str]
     _home_origin: str | None
+    _dpop: DpopKey | None = None
 
     def _sign_httpx(self, request: httpx.Request, url: httpx.URL, token: Token) -> None:
         request.headers["Authorization"] = token.authorization
@@ -332,6 +334,22 @@ class HttpxSigning(httpx.Auth):
             if target is not None:
                 request.url = httpx.URL(target)
                 request.headers["Host"] = request.url.netloc.decode("ascii")
+        if self._dpop is not None:
+            request.headers["DPoP"] = self._dpop.proof(
+                request.method, str(request.url), access_token=token.access_token
+            )
+
+    def _needs_nonce_httpx(self, request: httpx.Request, response: httpx.Response) -> bool:
+        """DPoP: keep the nonce the API sent; True when it asks for the proof again with
+        it (the token itself is fine) and the body can be sent again."""
+        dpop = self._dpop
+        nonce = response.headers.get("DPoP-Nonce")
+        if dpop is None or not nonce:
+            return False
+        dpop.remember_nonce(str(request.url), nonce)
+        return is_nonce_challenge(
+            response.status_code, response.headers.get("WWW-Authenticate")
+        ) and isinstance(request.stream, httpx.ByteStream)
 
     def _watch_departure(self, request: httpx.Request, token: Token, *, is_async: bool) -> None:
         extensions = request.extensions
@@ -366,6 +384,8 @@ class HttpxSigning(httpx.Auth):
             # A redirect to another origin: httpx took the Authorization header off (unless
             # it only upgraded to https); the API key and any token go too.
             dropped = {b"authorization", *(name.lower().encode() for name in self._api_headers)}
+            if self._dpop is not None:
+                dropped.add(b"dpop")
             hop.headers[:] = [(k, v) for k, v in hop.headers if k.lower() not in dropped]
             return None
         return hop, departure
@@ -379,6 +399,16 @@ class HttpxSigning(httpx.Auth):
                 departure.token = token
                 departure.headers["Authorization"] = token.authorization
                 logger.debug("token replaced as the request left: it aged while queued")
+                if self._dpop is not None:  # the proof's `ath` names the token: make it anew
+                    proof = self._dpop.proof(
+                        hop.method.decode("ascii"),
+                        str(departure.url),
+                        access_token=token.access_token,
+                    )
+                    hop.headers[:] = [
+                        (k, proof.encode() if k.lower() == b"dpop" else v) for k, v in hop.headers
+                    ]
+                    departure.headers["DPoP"] = proof
                 return
 
     def _depart(self, event: str, info: Mapping[str, Any]) -> None:
@@ -434,6 +464,12 @@ class HttpxSigning(httpx.Auth):
         self._watch_departure(request, token, is_async=False)
         response = yield request
         token = request.extensions[_DEPARTURE].token  # the token that left
+        if self._dpop is not None and self._needs_nonce_httpx(request, response):
+            logger.debug("the API asked for a DPoP nonce; resending once with it")
+            self._sign_httpx(request, addressed, token)
+            self._watch_departure(request, token, is_async=False)
+            response = yield request
+            token = request.extensions[_DEPARTURE].token
         if response.status_code not in self._retry_statuses:
             if manager.unproven is not None:
                 manager.confirm(token)
@@ -458,6 +494,12 @@ class HttpxSigning(httpx.Auth):
         self._watch_departure(request, token, is_async=True)
         response = yield request
         token = request.extensions[_DEPARTURE].token
+        if self._dpop is not None and self._needs_nonce_httpx(request, response):
+            logger.debug("the API asked for a DPoP nonce; resending once with it")
+            self._sign_httpx(request, addressed, token)
+            self._watch_departure(request, token, is_async=True)
+            response = yield request
+            token = request.extensions[_DEPARTURE].token
         if response.status_code not in self._retry_statuses:
             if manager.unproven is not None:
                 manager.confirm(token)

@@ -27,9 +27,10 @@ from requests.cookies import extract_cookies_to_jar
 from requests.utils import rewind_body
 
 from .._urls import origin_of
+from ..dpop import DpopKey
 from ..manager import TokenManager
 from ..token import Token
-from ._signing import routed_url, should_renew_after
+from ._signing import is_nonce_challenge, routed_url, should_renew_after
 
 __all__ = ["RequestsSigning"]
 
@@ -52,13 +53,41 @@ class _Signature(str):
     resent: bool = False
     _manager: TokenManager
 
-    def encode(self, encoding: str = "utf-8", errors: str = "strict") -> bytes:
-        """The header as it is written: with the token that is current now."""
+    def leaving(self) -> Token:
+        """The token the request leaves with: the one signed, unless it aged meanwhile."""
         token = self._manager.token_at_departure(self.token)
         if token is not self.token:
             logger.debug("token replaced as the request left: it aged while queued")
             self.token = token
-        return token.authorization.encode(encoding, errors)
+        return token
+
+    def encode(self, encoding: str = "utf-8", errors: str = "strict") -> bytes:
+        """The header as it is written: with the token that is current now."""
+        return self.leaving().authorization.encode(encoding, errors)
+
+
+class _Proof(str):
+    """The `DPoP` header value: a proof for the token of its `_Signature`, made anew when it
+    is written if that token was replaced as the request left (`ath` names the token)."""
+
+    signature: _Signature
+    token: Token
+    method: str
+    key: DpopKey
+
+    def encode(self, encoding: str = "utf-8", errors: str = "strict") -> bytes:
+        token = self.signature.leaving()
+        if token is self.token:
+            return str.encode(self, encoding, errors)
+        proof = self.key.proof(self.method, self.signature.url, access_token=token.access_token)
+        return proof.encode(encoding, errors)
+
+
+def _proof(key: DpopKey, signature: _Signature, method: str) -> _Proof:
+    token = signature.token
+    proof = _Proof(key.proof(method, signature.url, access_token=token.access_token))
+    proof.signature, proof.token, proof.method, proof.key = signature, token, method, key
+    return proof
 
 
 def _signature(
@@ -88,6 +117,7 @@ class RequestsSigning(requests.auth.AuthBase):
     _retry_statuses: Collection[int]
     _api_headers: Mapping[str, str]
     _home_origin: str | None
+    _dpop: DpopKey | None = None
 
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
         token = self._manager.token_for_request()
@@ -116,8 +146,19 @@ class RequestsSigning(requests.auth.AuthBase):
                 request.url = target
         signature = _signature(self._manager, token, request.url or "", addressed, resent=resent)
         request.headers["Authorization"] = signature
+        if self._dpop is not None:
+            request.headers["DPoP"] = _proof(self._dpop, signature, request.method or "GET")
         setattr(request, _STATE, signature)
         return signature
+
+    def _needs_nonce_requests(self, response: requests.Response) -> bool:
+        """DPoP: keep the nonce the API sent; True when it asks for the proof again with it."""
+        dpop = self._dpop
+        nonce = response.headers.get("DPoP-Nonce")
+        if dpop is None or not nonce:
+            return False
+        dpop.remember_nonce(response.request.url or "", nonce)
+        return is_nonce_challenge(response.status_code, response.headers.get("WWW-Authenticate"))
 
     def _drop_api_headers_across_origins(
         self, response: requests.Response, *, also: requests.PreparedRequest | None = None
@@ -126,22 +167,28 @@ class RequestsSigning(requests.auth.AuthBase):
         # take it off the request it is about to copy for the redirect.
         target = urljoin(response.request.url or "", response.headers.get("location", ""))
         if origin_of(target) != origin_of(response.request.url or ""):
+            names = [*self._api_headers, "DPoP"] if self._dpop is not None else self._api_headers
             for request in (response.request, also):
-                for name in self._api_headers:
+                for name in names:
                     if request is not None:
                         request.headers.pop(name, None)
 
     def _on_response(self, response: requests.Response, **send_options: Any) -> requests.Response:
+        if self._dpop is not None and self._needs_nonce_requests(response):
+            signature: _Signature | None = getattr(response.request, _STATE, None)
+            if signature is not None and not signature.resent and _is_replayable(response.request):
+                logger.debug("the API asked for a DPoP nonce; resending once with it")
+                return self._resend(response, signature, signature.token, send_options)
         if response.status_code not in self._retry_statuses:  # the common case, decided first
             if self._manager.unproven is not None:
                 accepted: _Signature | None = getattr(response.request, _STATE, None)
                 if accepted is not None:
                     self._manager.confirm(accepted.token)
-            if self._api_headers and response.is_redirect:
+            if (self._api_headers or self._dpop is not None) and response.is_redirect:
                 self._drop_api_headers_across_origins(response)
             return response
         request = response.request
-        signature: _Signature | None = getattr(request, _STATE, None)
+        signature = getattr(request, _STATE, None)
         if signature is None or not should_renew_after(
             response.status_code,
             self._retry_statuses,
@@ -169,10 +216,21 @@ class RequestsSigning(requests.auth.AuthBase):
             raise
         if token is None:
             return response  # renewing again so soon would not help: the 401 goes back
+        logger.debug("%d from the API; renewed and resending once", response.status_code)
+        return self._resend(response, signature, token, send_options)
+
+    def _resend(
+        self,
+        response: requests.Response,
+        signature: _Signature,
+        token: Token,
+        send_options: Mapping[str, Any],
+    ) -> requests.Response:
+        """Send the request of `response` once more, signed with `token`."""
+        request = response.request
         # Read and release the rejected answer: its connection carries the resend.
         response.content  # noqa: B018
         response.close()
-        logger.debug("%d from the API; renewed and resending once", response.status_code)
         if request.body is not None and not isinstance(request.body, bytes | str):
             rewind_body(request)
 
@@ -189,7 +247,7 @@ class RequestsSigning(requests.auth.AuthBase):
         retried.request = resend
         if retried.status_code not in self._retry_statuses:
             self._manager.confirm(resent.token)
-        if self._api_headers and retried.is_redirect:
+        if (self._api_headers or self._dpop is not None) and retried.is_redirect:
             # That redirect is built from the original request, whose headers hold the key.
             self._drop_api_headers_across_origins(retried, also=request)
         return retried
