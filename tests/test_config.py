@@ -411,7 +411,7 @@ def test_config_never_shows_an_environment_secret(tmp_path: Path) -> None:
     path = write(tmp_path, text + "client_auth = 'digest'\n", name="bad.toml")
 
     with pytest.raises(
-        ConfigurationError, match="client_auth= must be 'body' or 'basic'"
+        ConfigurationError, match="client_auth= must be one of 'body', 'basic'"
     ) as caught:
         load_config(path, environ={"PRICING_SECRET": SECRET})
 

@@ -375,8 +375,14 @@ class OAuth2ClientCredentials(TokenAuth):
         key_id: str | None = None,
         **options: Unpack[AuthOptions],
     ) -> None:
-        if client_auth in ("body", "basic", "client_secret_jwt"):
-            require_text("client_secret", client_secret)
+        if client_auth in ("body", "basic", "client_secret_jwt") and (
+            not isinstance(client_secret, str) or not client_secret
+        ):
+            raise ConfigurationError(
+                f"client_auth={client_auth!r} needs client_secret= as a non-empty string (in a "
+                "configuration file: client_secret = … or client_secret_env = 'VARIABLE'); a "
+                "client without a secret uses client_auth='private_key_jwt' or a TLS method"
+            )
         require_tls_certificate(client_auth, options)
         grant = ClientCredentialsGrant(
             token_url=require_text("token_url", token_url),
