@@ -70,7 +70,9 @@ THINK = (0.2, 0.5)  # seconds each caller waits between two requests
 # the token lived on for up to one lifetime, and the retries of the renewal that failed ran on.
 EXPLAINED_AFTER = TOKEN_LIFETIME + 3.0
 REVOKED_AFTER = 1.0  # a 401 this soon after a revocation (once the request ended) is its echo
-REDIS_OPTIONS = {"lease": 2.0, "socket_timeout": 0.5, "connect_timeout": 0.5}
+# The lease outlasts the longest SIGSTOP: a lease shorter than a Redis pause lets a second
+# process take the lock while the first one's token call runs (README: choose lease= so).
+REDIS_OPTIONS = {"lease": 4.0, "socket_timeout": 0.5, "connect_timeout": 0.5}
 USERNAME, PASSWORD = "alice", "alice-password"
 
 

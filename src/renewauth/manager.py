@@ -374,7 +374,7 @@ class TokenManager:
                 handed_over = True
                 return self._announce(token), True
             if written is None:
-                return self._fenced_out(token, self._read()), True
+                return self._fenced_out(token, self._read_or_nothing()), True
             self._generation = written
         finally:
             if not handed_over:
@@ -520,7 +520,11 @@ class TokenManager:
                 handed_over = True
                 return self._announce(token), True
             if written is None:
-                return self._fenced_out(token, await self._aread()), True
+                try:
+                    latest = await self._aread()
+                except StoreError:
+                    latest = (None, generation)
+                return self._fenced_out(token, latest), True
             self._generation = written
         finally:
             if not handed_over:
@@ -723,6 +727,12 @@ class TokenManager:
                 except Exception as exc:
                     logger.warning("store lock for %s not released (%s)", self.origin, exc)
             return
+
+    def _read_or_nothing(self) -> tuple[Token | None, int]:
+        try:
+            return self._read()
+        except StoreError:
+            return None, self._generation
 
     def _read_generation_quietly(self) -> int:
         try:

@@ -346,11 +346,13 @@ class RedisStore:
         )
 
     def _extend(self, lock_key: str, owner: str, lease_ms: int, stop: threading.Event) -> None:
-        """Keep the lease alive while the renewal runs: every third of its life, and every
-        tenth while Redis does not answer (it may be restarting), until the renewal ends."""
+        """Keep the lease alive while the renewal runs: every third of its life, and again
+        at once while Redis does not answer (it may be restarting), until the renewal ends."""
         interval = self.lease / 3
         failing = False
-        while not stop.wait(self.lease / 10 if failing else interval):
+        # While failing, as often as a waiter polls for the lock: when Redis answers again
+        # (after a pause longer than the lease), this owner must win the lease back first.
+        while not stop.wait(_POLL if failing else interval):
             try:
                 held = self._sync.eval(_EXTEND, 1, lock_key, owner, lease_ms)
             except self._errors as exc:
@@ -480,7 +482,7 @@ class RedisStore:
     ) -> None:
         failing = False
         while True:
-            await asyncio.sleep(self.lease / 10 if failing else self.lease / 3)
+            await asyncio.sleep(_POLL if failing else self.lease / 3)
             try:
                 held = await client.eval(_EXTEND, 1, lock_key, owner, lease_ms)
             except self._errors:
