@@ -178,10 +178,7 @@ def _host_fake(connection: Connection) -> None:
     fake.start()
     proxy = _ResettingProxy(int(fake.base_url.rsplit(":", 1)[1]))
     hold = contextlib.ExitStack()
-    token_url = f"http://127.0.0.1:{proxy.port}/oauth/token"
-    if os.environ.get("SOAK_DIRECT"):
-        token_url = fake.token_url
-    connection.send((token_url, fake.api_url + "items"))
+    connection.send((f"http://127.0.0.1:{proxy.port}/oauth/token", fake.api_url + "items"))
     while True:
         command, argument = connection.recv()
         try:
@@ -444,8 +441,6 @@ def run_pass(store: str, seconds: float, seed: int, directory: Path) -> PassResu
     """One pass: start the fake, the store and the workers, play the schedule, collect."""
     rng = random.Random(f"{seed}:{store}")
     result = PassResult(store, seconds, draw_schedule(rng, store, seconds), [])
-    if os.environ.get("SOAK_NO_FAULTS"):
-        result.faults = []
     fake = FakeControl()
     started_load = os.getloadavg()[0]
     with contextlib.ExitStack() as stack:
