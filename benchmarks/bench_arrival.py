@@ -64,11 +64,16 @@ REQUEST_TIMEOUT_SECONDS = 5.0
 
 @dataclass(frozen=True, slots=True)
 class Run:
-    """What one contender did in one shape: its requests, the fake's counters, the time."""
+    """What one contender did in one shape: its requests, the fake's counters, the time.
+
+    `in_window` counts the successful answers that came before the load's deadline: a request
+    stuck past it (httpcore's pool bug, below) is not allowed to stretch the time.
+    """
 
     tally: Tally
     counters: Counters
     seconds: float
+    in_window: int
 
 
 # --- the contenders, built as a user would ---------------------------------------------------
@@ -180,28 +185,45 @@ ASYNC: dict[str, Build] = {
     ),
 }
 LIBRARIES = ("renewauth", "Authlib", "httpx-auth", "requests-oauth2client", STATIC)
+NOTES = (
+    "Default leeways: renewauth 30 s (a 1 s token renews at half its life), Authlib 60 s (a "
+    "1 s token is always due: it renews on every request), httpx-auth 30 s, "
+    "requests-oauth2client 20 s.",
+    "Token calls per lifetime count renewals in the steady phase, after a first request.",
+    "ReadError and ReadTimeout with httpx sync are httpcore 1.0.9's pool closing a connection "
+    "it has handed to a queued request (encode/httpcore#1110); the static column meets them "
+    "too. They are no 401s and no auth errors.",
+    "successful requests/s counts answers that came before the load's deadline.",
+)
 
 
 # --- the loads -------------------------------------------------------------------------------
 
 
-def _threads(client: Any, url: str, seconds: float) -> tuple[Tally, float]:
+def _in_window(tally: Tally, deadline: float) -> int:
+    """Successes so far, if it is not past `deadline` yet (else the count stays frozen)."""
+    return tally.ok if time.monotonic() <= deadline else -1
+
+
+def _threads(client: Any, url: str, seconds: float) -> tuple[Tally, float, int]:
     tallies = [Tally() for _ in range(THREADS)]
+    in_window = [0] * THREADS
     deadline = [0.0]
-    started = [0.0]
 
     def release() -> None:
-        started[0] = time.monotonic()
-        deadline[0] = started[0] + seconds
+        deadline[0] = time.monotonic() + seconds
 
     barrier = threading.Barrier(THREADS, action=release)
 
-    def work(tally: Tally) -> None:
+    def work(index: int) -> None:
         barrier.wait()
+        tally = tallies[index]
         while time.monotonic() < deadline[0]:
             tally.send(client.get, url)
+            if (ok := _in_window(tally, deadline[0])) >= 0:
+                in_window[index] = ok
 
-    threads = [threading.Thread(target=work, args=(tally,), daemon=True) for tally in tallies]
+    threads = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(THREADS)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -209,33 +231,36 @@ def _threads(client: Any, url: str, seconds: float) -> tuple[Tally, float]:
     total = Tally()
     for tally in tallies:
         total.add(tally)
-    return total, time.monotonic() - started[0]
+    return total, seconds, sum(in_window)
 
 
-async def _tasks(client: httpx.AsyncClient, url: str, seconds: float) -> tuple[Tally, float]:
+async def _tasks(client: httpx.AsyncClient, url: str, seconds: float) -> tuple[Tally, float, int]:
     tallies = [Tally() for _ in range(TASKS)]
+    in_window = [0] * TASKS
     start = asyncio.Event()
     deadline = [0.0]
 
-    async def work(tally: Tally) -> None:
+    async def work(index: int) -> None:
         await start.wait()
+        tally = tallies[index]
         while time.monotonic() < deadline[0]:
             started = time.monotonic()
             try:
                 tally.record(await client.get(url), started)
             except Exception as exc:
                 tally.record_error(exc, started)
+            if (ok := _in_window(tally, deadline[0])) >= 0:
+                in_window[index] = ok
 
-    workers = [asyncio.create_task(work(tally)) for tally in tallies]
+    workers = [asyncio.create_task(work(i)) for i in range(TASKS)]
     await asyncio.sleep(0)
-    began = time.monotonic()
-    deadline[0] = began + seconds
+    deadline[0] = time.monotonic() + seconds
     start.set()
     await asyncio.wait_for(asyncio.gather(*workers), seconds + HANG_LIMIT_SECONDS)
     total = Tally()
     for tally in tallies:
         total.add(tally)
-    return total, time.monotonic() - began
+    return total, seconds, sum(in_window)
 
 
 def run_sync(build: Build, leeway: float | None, fake: RemoteFake, seconds: float) -> Run:
@@ -243,10 +268,10 @@ def run_sync(build: Build, leeway: float | None, fake: RemoteFake, seconds: floa
     try:
         client.get(fake.api_url)  # the first token: steady state from here on
         fake.reset_counters()
-        tally, elapsed = _threads(client, fake.api_url, seconds)
+        tally, elapsed, in_window = _threads(client, fake.api_url, seconds)
     finally:
         client.close()
-    return Run(tally, fake.counters(), elapsed)
+    return Run(tally, fake.counters(), elapsed, in_window)
 
 
 def run_async(build: Build, leeway: float | None, fake: RemoteFake, seconds: float) -> Run:
@@ -255,10 +280,10 @@ def run_async(build: Build, leeway: float | None, fake: RemoteFake, seconds: flo
         try:
             await client.get(fake.api_url)
             fake.reset_counters()
-            tally, elapsed = await _tasks(client, fake.api_url, seconds)
+            tally, elapsed, in_window = await _tasks(client, fake.api_url, seconds)
         finally:
             await client.aclose()
-        return Run(tally, fake.counters(), elapsed)
+        return Run(tally, fake.counters(), elapsed, in_window)
 
     return asyncio.run(main())
 
@@ -280,7 +305,7 @@ def _met_401(library: str, run: Run) -> str:
 
 
 ROWS: Sequence[tuple[str, Callable[[str, Run], str]]] = (
-    ("successful requests/s", lambda library, run: f"{run.tally.ok / run.seconds:.0f}"),
+    ("successful requests/s", lambda library, run: f"{run.in_window / run.seconds:.0f}"),
     ("requests failed", lambda library, run: failures_cell(run.tally)),
     ("requests that met a 401 at the API", _met_401),
     ("token calls per lifetime", _calls_per_lifetime),
@@ -351,7 +376,7 @@ class FakeHostFor:
 def _keycloak(leeway: float | None, fake: RemoteFake) -> httpx.AsyncClient:
     auth = Keycloak.from_token_url(
         fake.token_url,
-        client_id="portal",
+        client_id="portal-client",
         client_secret="portal-secret",
         username="alice",
         password="alice-password",
@@ -398,7 +423,7 @@ def provider_table(seconds: float) -> str:
                 [
                     title,
                     _leeway_name(leeway),
-                    f"{run.tally.ok / run.seconds:.0f}",
+                    f"{run.in_window / run.seconds:.0f}",
                     failures_cell(run.tally),
                     _met_401("renewauth", run),
                     _calls_per_lifetime("renewauth", run),
@@ -427,6 +452,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     print("#### renewauth's provider classes, httpx async, 200 tasks / 10 connections")
     print()
     print(provider_table(seconds))
+    print()
+    for note in NOTES:
+        print(f"- {note}")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import re
 import statistics
@@ -60,8 +61,9 @@ _COLLECTED = re.compile(r"Collected\s*:\s*(\d+)")
 def _requests_oauth2client(setup: Setup) -> requests.Session:
     from requests_oauth2client import OAuth2Client, OAuth2ClientCredentialsAuth
 
+    # testing=True: it refuses a plain-http token endpoint otherwise (the fake is on loopback).
     client = OAuth2Client(token_endpoint=setup.token_url, client_id=CLIENT_ID,
-                          client_secret=CLIENT_SECRET)  # fmt: skip
+                          client_secret=CLIENT_SECRET, testing=True)  # fmt: skip
     session = requests.Session()
     session.auth = OAuth2ClientCredentialsAuth(client, leeway=int(setup.leeway))
     return _pooled(session, setup)
@@ -112,6 +114,14 @@ async def _send_async(client: httpx.AsyncClient, count: int) -> httpx.Response |
     return response
 
 
+def _settle() -> None:
+    # Everything alive after the warm-up (modules, clients, caches) is moved out of the
+    # collector's sight: otherwise a full collection, which walks the whole heap, falls into
+    # one run and not the other and swamps the per-request difference.
+    gc.collect()
+    gc.freeze()
+
+
 def worker(client: str, library: str, count: int, token_url: str, token: str) -> None:
     """Child process (under valgrind): warm up, then send `count` requests."""
     build = _contender(client, library).build
@@ -121,12 +131,14 @@ def worker(client: str, library: str, count: int, token_url: str, token: str) ->
         async def main() -> None:
             async with build(setup) as http:
                 check_signed(await _send_async(http, WARM_UP))
+                _settle()
                 await _send_async(http, count)
 
         asyncio.run(main())
     else:
         http = build(setup)
         check_signed(_send_sync(http, WARM_UP))
+        _settle()
         _send_sync(http, count)
         http.close()
 
@@ -149,7 +161,8 @@ def _instructions(client: str, library: str, count: int, token_url: str, token: 
     done = subprocess.run(command, capture_output=True, text=True, env=environment, check=False)
     found = _COLLECTED.search(done.stderr)
     if done.returncode != 0 or found is None:
-        raise RuntimeError(done.stderr.strip().splitlines()[-1] if done.stderr else "failed")
+        python_lines = [line for line in done.stderr.splitlines() if not line.startswith("==")]
+        raise RuntimeError(f"{library} on {client}: {(python_lines or ['failed'])[-1]}")
     return int(found.group(1))
 
 
