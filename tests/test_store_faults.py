@@ -17,6 +17,7 @@ import pytest
 
 from renewauth import (
     FileStore,
+    InvalidClient,
     OAuth2ClientCredentials,
     OAuth2Password,
     OAuth2RefreshToken,
@@ -276,10 +277,38 @@ def test_closed_event_loop_never_leaves_the_credential_stuck(later: str) -> None
         assert token.access_token
 
 
+def test_flight_of_a_thread_that_died_is_taken_over() -> None:
+    from renewauth import _flight
+
+    with FakeOAuth2Provider() as fake:
+        auth = OAuth2ClientCredentials(fake.token_url, "client-id", "client-secret", timeout=2)
+        # A leader that registered its flight and vanished without ending it (a thread that
+        # died where no `finally` ran): every later caller would wait out the whole bound.
+        leader = threading.Thread(target=_flight.begin, args=(auth._manager._flight_key,))
+        leader.start()
+        leader.join()
+        assert auth.get_token().access_token
+        assert fake.token_calls == 1
+
+
 # --- defect 3: a pause stops token calls, never a read of the store -------------------------
 
 
-def test_paused_credential_adopts_a_valid_token_another_process_stored(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("status", "body", "headers", "error"),
+    [
+        (503, None, {"Retry-After": "30"}, TokenEndpointUnavailable),
+        (401, b'{"error": "invalid_client"}', {"Content-Type": "application/json"}, InvalidClient),
+    ],
+    ids=["retry-after", "invalid-client"],
+)
+def test_paused_credential_adopts_a_valid_token_another_process_stored(
+    tmp_path: Path,
+    status: int,
+    body: bytes | None,
+    headers: dict[str, str],
+    error: type[Exception],
+) -> None:
     clock = ManualClock(START)
     with FakeOAuth2Provider(token_lifetime=LIFETIME, clock=clock) as fake:
 
@@ -298,9 +327,11 @@ def test_paused_credential_adopts_a_valid_token_another_process_stored(tmp_path:
         paused, healthy = process(), process()
         paused.get_token()
         clock.advance(LIFETIME + 1)
-        fake.fail_token_requests(503, headers={"Retry-After": "30"})
-        with pytest.raises(TokenEndpointUnavailable):
-            paused.get_token()  # paused for 30 s now
+        fake.fail_token_requests(status, body=body, headers=headers)
+        with pytest.raises(error):
+            paused.get_token()  # paused now (30 s, or 60 s for refused credentials)
+        with pytest.raises(error):
+            paused.get_token()  # and the pause holds: no call, the same error
         fresh = healthy.get_token()  # another process renews fine
         calls = fake.token_calls
         assert paused.get_token() == fresh  # read from the store inside the pause
