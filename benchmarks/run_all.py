@@ -1,6 +1,6 @@
 """Run every benchmark and write their tables to benchmarks/RESULTS.md.
 
-    python benchmarks/run_all.py            # full runs, ~25 minutes on 2 cores
+    python benchmarks/run_all.py            # full runs, ~28 minutes on 2 cores (3: the soak)
     python benchmarks/run_all.py --quick    # short runs, noisier
 
 Each benchmark runs in its own process, one after the other, so they never share the CPU.
@@ -22,6 +22,7 @@ BENCHMARKS = [
     ("Arrival: saturated connection pools, 1 s tokens", "bench_arrival.py"),
     ("Cost per request in instructions (callgrind) and time", "bench_cost.py"),
     ("Stores: many processes sharing a FileStore or RedisStore", "bench_stores.py"),
+    ("Soak: faults of the store, the lease, the network and the token endpoint", "bench_soak.py"),
     ("DPoP: what a proof adds to each request", "bench_dpop.py"),
 ]
 

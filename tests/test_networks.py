@@ -208,3 +208,38 @@ def test_async_token_call_uses_proxy_and_custom_ca_when_both_are_given(
     auth = auth_for(oidc, verify=oidc.ca, proxy=proxy.url)
     assert asyncio.run(auth.aget_token()).access_token
     assert proxy.tunnels == [oidc.issuer.removeprefix("https://")]
+
+
+def test_pickled_auth_keeps_route_and_trust_store_when_copied(
+    oidc: Oidc, proxy: ConnectProxy, clean_environment: pytest.MonkeyPatch
+) -> None:
+    import pickle
+
+    auth = OAuth2ClientCredentials.from_issuer(
+        oidc.issuer, "post", SECRET, store=MemoryStore(), verify=oidc.ca, proxy=proxy.url
+    )
+    copy = pickle.loads(pickle.dumps(auth))  # noqa: S301 - our own object
+    assert copy.get_token().access_token  # discovered again, through the proxy, same CA
+    assert proxy.tunnels == [oidc.issuer.removeprefix("https://")] * 2
+
+
+def test_pickling_refuses_private_keys_and_ssl_contexts() -> None:
+    import pickle
+
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from .oidc_fixture import pem
+
+    key = pem(ec.generate_private_key(ec.SECP256R1()))
+    holders = [
+        OAuth2ClientCredentials(
+            "https://idp.example.com/t", "app", client_auth="private_key_jwt", private_key=key
+        ),
+        OAuth2ClientCredentials("https://idp.example.com/t", "app", SECRET, dpop=True),
+        OAuth2ClientCredentials(
+            "https://idp.example.com/t", "app", SECRET, verify=ssl.create_default_context()
+        ),
+    ]
+    for auth in holders:
+        with pytest.raises(ConfigurationError, match="cannot be pickled"):
+            pickle.dumps(auth)

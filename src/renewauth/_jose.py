@@ -63,6 +63,14 @@ class Signer:
     def __repr__(self) -> str:
         return f"<Signer {self.algorithm} key_id={self.key_id!r}>"
 
+    def __reduce__(self) -> tuple[object, ...]:
+        # A private key is never written into a pickle (a queue, a cache, a spawn worker).
+        raise ConfigurationError(
+            "an auth object holding a private key or a DPoP key (private_key_jwt, "
+            "client_secret_jwt, OAuth2JwtBearer, dpop=True) cannot be pickled; build it in "
+            "the process that uses it"
+        )
+
     def sign(
         self, claims: Mapping[str, object], headers: Mapping[str, object] | None = None
     ) -> str:

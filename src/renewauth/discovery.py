@@ -146,6 +146,9 @@ class _Found:
         self.metadata: ServerMetadata | None = None
         self.grant: Grant | None = None
 
+    def __reduce__(self) -> tuple[object, ...]:
+        return _Found, ()  # a copy in another process discovers again
+
     def keep(self, metadata: ServerMetadata, grant: Grant) -> None:
         with self._lock:
             self.metadata, self.grant = metadata, grant

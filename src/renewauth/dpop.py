@@ -76,6 +76,9 @@ class DpopKey:
     def __repr__(self) -> str:
         return f"<DpopKey {self.signer.algorithm} jkt={self.thumbprint}>"
 
+    def __reduce__(self) -> tuple[object, ...]:
+        return self.signer.__reduce__()  # refused: the key stays in this process
+
     def remember_nonce(self, url: str, nonce: str | None) -> None:
         """Keep the nonce a server sent (`DPoP-Nonce`) for its next proofs."""
         if nonce:

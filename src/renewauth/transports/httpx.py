@@ -41,7 +41,7 @@ from ..errors import ConfigurationError, InsecureTransportError, TokenEndpointUn
 from ..flows import TokenRequest
 from ..manager import HttpReply, TokenManager
 from ..token import Token
-from ._signing import is_nonce_challenge, routed_url, should_renew_after
+from ._signing import is_https_upgrade, is_nonce_challenge, routed_url, should_renew_after
 
 __all__ = ["CertOption", "HttpxSender", "HttpxSigning", "TokenClients", "VerifyOption"]
 
@@ -195,6 +195,14 @@ class HttpxSender:
             )
         self._proxy = proxy
 
+    def __reduce__(self) -> tuple[object, ...]:
+        if self._context is not None:
+            raise ConfigurationError(
+                "an auth object with verify=ssl.SSLContext(...) cannot be pickled; pass "
+                "verify= the CA bundle's path instead"
+            )
+        return _sender, (self._verify, self._cert, self._proxy)
+
     @property
     def verifies(self) -> bool:
         """False when certificate checks are off (`verify=False`, loopback only)."""
@@ -246,6 +254,15 @@ class HttpxSender:
         raise _unreachable(request, failure)
 
 
+def _sender(
+    verify: bool | str, cert: tuple[str, str | None] | None, proxy: str | None
+) -> HttpxSender:
+    files: CertOption | None = None
+    if cert is not None:
+        files = cert[0] if cert[1] is None else (cert[0], cert[1])
+    return HttpxSender(verify=verify, cert=files, proxy=proxy)
+
+
 def _cert_files(cert: CertOption | None) -> tuple[str, str | None] | None:
     if cert is None:
         return None
@@ -263,9 +280,8 @@ def _cert_files(cert: CertOption | None) -> tuple[str, str | None] | None:
 
 
 _DEPARTURE = "renewauth.departure"  # the request extension that holds a `_Departure`
-_HEADER_EVENTS = frozenset(
-    {"http11.send_request_headers.started", "http2.send_request_headers.started"}
-)
+_H2_HEADERS = "http2.send_request_headers.started"
+_HEADER_EVENTS = frozenset({"http11.send_request_headers.started", _H2_HEADERS})
 
 Trace = Callable[[str, Mapping[str, Any]], None]
 AsyncTrace = Callable[[str, Mapping[str, Any]], Awaitable[None]]
@@ -305,15 +321,36 @@ def _chain_async(first: AsyncTrace, then: AsyncTrace) -> AsyncTrace:
 
 def _goes_elsewhere(hop: Any, signed: httpx.URL) -> bool | None:
     """Whether httpcore's request `hop` goes to another origin than `signed` was signed for;
-    `None` for a proxy's CONNECT, which carries no request headers of ours."""
+    `None` when that cannot be told: a proxy's CONNECT (no headers of ours), or a target
+    httpcore wrote in a form it cannot parse back (an IPv6 host through a proxy)."""
     url = hop.url
     target = url.target
     if not target.startswith(b"/"):
         if b"://" not in target:
             return None  # CONNECT host:port, through a proxy
-        url = httpcore.URL(target)  # a forwarding proxy: the request names its origin
-    same = url.host == signed.raw_host and url.scheme == signed.raw_scheme
-    return not (same and url.port == signed.port)
+        try:
+            url = httpcore.URL(target)  # a forwarding proxy: the request names its origin
+        except ValueError:
+            return None
+    if url.host != signed.raw_host:
+        return True
+    if url.scheme == signed.raw_scheme:
+        return bool(url.port != signed.port)
+    # http -> https on the same host and default ports: requests and httpx both keep the
+    # token on that upgrade, and so does renewauth (it already went there in clear text).
+    return not is_https_upgrade(signed.raw_scheme, signed.port, url.scheme, url.port)
+
+
+def _accepted(response: httpx.Response, departure: _Departure) -> bool:
+    """Whether the API the token went to took it: the answer is no server error, and came
+    from that origin (not from the target of a redirect elsewhere)."""
+    answered, signed = response.request.url, departure.url
+    same_origin = (answered.raw_scheme, answered.raw_host, answered.port) == (
+        signed.raw_scheme,
+        signed.raw_host,
+        signed.port,
+    )
+    return response.status_code < 500 and same_origin
 
 
 class HttpxSigning(httpx.Auth):
@@ -411,11 +448,15 @@ class HttpxSigning(httpx.Auth):
                     departure.headers["DPoP"] = proof
                 return
 
+    # On HTTP/2 the stream id is taken before this event and claimed only once the headers
+    # go: a request waiting here would let another take the same id. So it never waits.
+
     def _depart(self, event: str, info: Mapping[str, Any]) -> None:
         departing = self._departing(event, info)
         if departing is not None:
             hop, departure = departing
-            token = self._manager.token_at_departure(departure.token)
+            may_wait = event != _H2_HEADERS
+            token = self._manager.token_at_departure(departure.token, may_wait=may_wait)
             if token is not departure.token:
                 self._leave_with(hop, departure, token)
 
@@ -423,7 +464,8 @@ class HttpxSigning(httpx.Auth):
         departing = self._departing(event, info)
         if departing is not None:
             hop, departure = departing
-            token = await self._manager.atoken_at_departure(departure.token)
+            may_wait = event != _H2_HEADERS
+            token = await self._manager.atoken_at_departure(departure.token, may_wait=may_wait)
             if token is not departure.token:
                 self._leave_with(hop, departure, token)
 
@@ -463,15 +505,17 @@ class HttpxSigning(httpx.Auth):
         self._sign_httpx(request, addressed, token)
         self._watch_departure(request, token, is_async=False)
         response = yield request
-        token = request.extensions[_DEPARTURE].token  # the token that left
+        departure = request.extensions[_DEPARTURE]
+        token = departure.token  # the token that left
         if self._dpop is not None and self._needs_nonce_httpx(request, response):
             logger.debug("the API asked for a DPoP nonce; resending once with it")
             self._sign_httpx(request, addressed, token)
             self._watch_departure(request, token, is_async=False)
             response = yield request
-            token = request.extensions[_DEPARTURE].token
+            departure = request.extensions[_DEPARTURE]
+            token = departure.token
         if response.status_code not in self._retry_statuses:
-            if manager.unproven is not None:
+            if manager.unproven is not None and _accepted(response, departure):
                 manager.confirm(token)
             return
         if self._should_resend(request, response, token):
@@ -481,8 +525,10 @@ class HttpxSigning(httpx.Auth):
                 self._sign_httpx(request, addressed, renewed)
                 self._watch_departure(request, renewed, is_async=False)
                 response = yield request
-                if response.status_code not in self._retry_statuses:
-                    manager.confirm(request.extensions[_DEPARTURE].token)
+                if response.status_code not in self._retry_statuses and _accepted(
+                    response, departure
+                ):
+                    manager.confirm(departure.token)
 
     async def async_auth_flow(
         self, request: httpx.Request
@@ -493,15 +539,17 @@ class HttpxSigning(httpx.Auth):
         self._sign_httpx(request, addressed, token)
         self._watch_departure(request, token, is_async=True)
         response = yield request
-        token = request.extensions[_DEPARTURE].token
+        departure = request.extensions[_DEPARTURE]
+        token = departure.token  # the token that left
         if self._dpop is not None and self._needs_nonce_httpx(request, response):
             logger.debug("the API asked for a DPoP nonce; resending once with it")
             self._sign_httpx(request, addressed, token)
             self._watch_departure(request, token, is_async=True)
             response = yield request
-            token = request.extensions[_DEPARTURE].token
+            departure = request.extensions[_DEPARTURE]
+            token = departure.token
         if response.status_code not in self._retry_statuses:
-            if manager.unproven is not None:
+            if manager.unproven is not None and _accepted(response, departure):
                 manager.confirm(token)
             return
         if self._should_resend(request, response, token):
@@ -511,5 +559,7 @@ class HttpxSigning(httpx.Auth):
                 self._sign_httpx(request, addressed, renewed)
                 self._watch_departure(request, renewed, is_async=True)
                 response = yield request
-                if response.status_code not in self._retry_statuses:
-                    manager.confirm(request.extensions[_DEPARTURE].token)
+                if response.status_code not in self._retry_statuses and _accepted(
+                    response, departure
+                ):
+                    manager.confirm(departure.token)
