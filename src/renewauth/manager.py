@@ -10,7 +10,14 @@ The rules (DESIGN.md, "When a token is renewed"):
 - **Hard** (expired, or no token): callers wait for the one renewal in flight and share its
   token or its error.
 - **Rejected** (the API answered 401): renew only if the rejected token is still the current
-  one; otherwise another caller already renewed, and its token is returned.
+  one; otherwise another caller already renewed, and its token is returned. A token that a
+  401 renewal produced and that no API answer has accepted yet is not renewed again for
+  `REJECTION_INTERVAL` seconds: an API that rejects every token (a wrong audience, a missing
+  role) costs one token call per interval, not one per request.
+- **Departure**: a request is checked again when its headers are written (the transports
+  hook the connection), so a token that aged while the request queued for a connection is
+  replaced before it leaves. A token is sent only while more than `_ARRIVAL_MARGIN` seconds
+  (a tenth of a short token's life) are left: that is when the soft window ends.
 
 Single flight has three rings. In this process, `_flight` elects one leader per store and
 credential key among all threads and tasks. Across processes, the leader holds the store's
@@ -59,6 +66,10 @@ OnToken = Callable[[Token], None]
 _SOFT_RETRY_CAP = 30.0  # seconds between failed renewals in the soft window, at most
 _WAIT_MARGIN = 10.0  # seconds a waiter adds to the longest a renewal can take
 _CREDENTIAL_PAUSE = 60.0  # seconds refused credentials are not sent again
+_ARRIVAL_MARGIN = 0.5  # seconds a token must have left when a request leaves (at most)
+REJECTION_INTERVAL = 10.0
+"""Seconds during which a token that a 401 renewal produced, and that the API has not yet
+accepted, is not renewed again when the API rejects it too."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +104,24 @@ class _Cached(NamedTuple):
     renew_at: float
 
 
+def _spent_at(token: Token) -> float:
+    """When a token stops being sent: its expiry, less the time a request needs to arrive.
+
+    A request that leaves with a token whose last milliseconds are running reaches the API
+    with an expired one. The margin is `_ARRIVAL_MARGIN`, or a tenth of a short token's life.
+    """
+    if token.expires_at is None:
+        return math.inf
+    lifetime = token.lifetime
+    margin = _ARRIVAL_MARGIN if lifetime is None else min(_ARRIVAL_MARGIN, lifetime / 10)
+    return token.expires_at - margin
+
+
+def _is_spent(token: Token, now: float) -> bool:
+    """Whether `token` is too close to its expiry to be sent at `now`."""
+    return now >= _spent_at(token)
+
+
 def _needs_renewal(current: Token | None, stale: Token | None, now: float) -> bool:
     """Whether the leader must call the token endpoint, given what the store holds now.
 
@@ -100,7 +129,7 @@ def _needs_renewal(current: Token | None, stale: Token | None, now: float) -> bo
     by the API). If the store holds anything else that is still valid, someone renewed while
     the caller queued for the lock: adopt that instead of renewing twice.
     """
-    if current is None or current.is_expired(now):
+    if current is None or _is_spent(current, now):
         return True
     return stale is not None and current.is_same_grant(stale)
 
@@ -157,6 +186,10 @@ class TokenManager:
         # never hammered, and a wrong password is not sent until the account locks.
         self._paused_until = -math.inf
         self._pause_error: TokenRequestError | None = None
+        # The token the last 401 renewal produced, until an API answer accepts it (see
+        # `confirm`), and when that renewal was made: a bound on renewals after 401s.
+        self.unproven: Token | None = None
+        self._rejection_renewed_at = -math.inf
 
     @property
     def token(self) -> Token | None:
@@ -182,17 +215,48 @@ class TokenManager:
             return cached.token
         return await self._arenew(cached.token if cached else None, now, rejected=False)
 
-    def renew_rejected(self, rejected: Token) -> Token:
-        """A token to resend with after the API rejected `rejected` (a 401).
+    def token_at_departure(self, signed: Token) -> Token:
+        """The token a request signed with `signed` should leave with, now that it leaves.
+
+        A request may wait for a pooled connection long after it was signed. If `signed` is
+        still the current, fresh token it goes as it is (the common case: one clock call);
+        else the request takes whatever `token_for_request` gives now (a newer token, or a
+        renewal in flight). A token assigned to another server (`api_origin`) than the one
+        the request was routed to is not swapped in: the request keeps `signed`.
+        """
+        cached = self._cached
+        if cached is not None and cached.token is signed and self._clock() < cached.renew_at:
+            return signed
+        token = self.token_for_request()
+        return token if token.api_origin == signed.api_origin else signed
+
+    async def atoken_at_departure(self, signed: Token) -> Token:
+        """`token_at_departure` for asyncio."""
+        cached = self._cached
+        if cached is not None and cached.token is signed and self._clock() < cached.renew_at:
+            return signed
+        token = await self.atoken_for_request()
+        return token if token.api_origin == signed.api_origin else signed
+
+    def confirm(self, token: Token) -> None:
+        """Record that an API accepted `token` (called by transports only while `unproven`)."""
+        if token.is_same_grant(self.unproven):
+            self.unproven = None
+
+    def renew_rejected(self, rejected: Token) -> Token | None:
+        """A token to resend with after the API rejected `rejected` (a 401), or `None`.
 
         If another caller already renewed, the resend is signed like any new request (so a
         newer token that is itself near its expiry starts its soft-window renewal); else
-        `rejected` is renewed.
+        `rejected` is renewed — unless `_declines_renewal` says that would be one renewal too
+        many, and then `None` says "give the 401 back".
         """
         now = self._clock()
         newer = self._newer_than(rejected)
         if newer is None:
-            return self._renew(rejected, now, rejected=True)
+            if self._declines_renewal(rejected, now):
+                return None
+            return self._renewed_after_rejection(self._renew(rejected, now, rejected=True), now)
         cached = self._cached
         if cached is not None and now < cached.renew_at:
             return cached.token
@@ -201,12 +265,15 @@ class TokenManager:
         # when it refreshes may already have revoked this one. Wait for (or lead) its renewal.
         return self._renew(newer, now, rejected=True)
 
-    async def arenew_rejected(self, rejected: Token) -> Token:
+    async def arenew_rejected(self, rejected: Token) -> Token | None:
         """`renew_rejected` for asyncio."""
         now = self._clock()
         newer = self._newer_than(rejected)
         if newer is None:
-            return await self._arenew(rejected, now, rejected=True)
+            if self._declines_renewal(rejected, now):
+                return None
+            token = await self._arenew(rejected, now, rejected=True)
+            return self._renewed_after_rejection(token, now)
         cached = self._cached
         if cached is not None and now < cached.renew_at:
             return cached.token
@@ -240,18 +307,47 @@ class TokenManager:
         cached = self._cached
         if cached is None or cached.token.is_same_grant(rejected):
             return None
-        if cached.token.is_expired(self._clock()):
+        if _is_spent(cached.token, self._clock()):
             return None
         return cached.token  # another caller renewed since this request was signed
 
+    def _renewed_after_rejection(self, token: Token, now: float) -> Token:
+        # Every caller that waited for this renewal records the same token and time.
+        self.unproven, self._rejection_renewed_at = token, now
+        return token
+
+    def _declines_renewal(self, rejected: Token, now: float) -> bool:
+        """Whether a 401 for the current token `rejected` must not renew it.
+
+        So when the token came from a 401 renewal less than `REJECTION_INTERVAL` ago and
+        no API answer has accepted it since: the API rejects fresh tokens too, and renewing
+        on every request would turn each of them into a token call. A token that has worked
+        once (revoked later, say) is renewed at once, however soon.
+        """
+        unproven = self.unproven
+        if (
+            unproven is not None
+            and unproven.is_same_grant(rejected)
+            and now - self._rejection_renewed_at < REJECTION_INTERVAL
+        ):
+            logger.debug(
+                "%s rejected a token renewed %.1f s ago after another rejection; not renewing "
+                "again before %.0f s have passed",
+                self.origin,
+                now - self._rejection_renewed_at,
+                REJECTION_INTERVAL,
+            )
+            return True
+        return False
+
     def _adopt(self, token: Token) -> Token:
-        self._cached = _Cached(token, token.renew_at(self.leeway))
+        self._cached = _Cached(token, min(token.renew_at(self.leeway), _spent_at(token)))
         return token
 
     # --- renewal, sync ------------------------------------------------------------------
 
     def _renew(self, stale: Token | None, now: float, *, rejected: bool) -> Token:
-        soft = not rejected and stale is not None and not stale.is_expired(now)
+        soft = not rejected and stale is not None and not _is_spent(stale, now)
         if soft and now < self._soft_retry_at:
             return cast(Token, stale)  # a soft renewal failed recently: wait before retrying
         while True:
@@ -338,7 +434,7 @@ class TokenManager:
     # --- renewal, async: the same decisions, awaited ------------------------------------
 
     async def _arenew(self, stale: Token | None, now: float, *, rejected: bool) -> Token:
-        soft = not rejected and stale is not None and not stale.is_expired(now)
+        soft = not rejected and stale is not None and not _is_spent(stale, now)
         if soft and now < self._soft_retry_at:
             return cast(Token, stale)
         loop = asyncio.get_running_loop()
@@ -484,7 +580,7 @@ class TokenManager:
         if (
             cached is not None
             and not cached.token.is_same_grant(stale)
-            and not cached.token.is_expired(self._clock())
+            and not _is_spent(cached.token, self._clock())
         ):
             # Someone has replaced the token this waiter started from: this flight's leader,
             # or a later renewal. A waiter that resumes late must not put an older token

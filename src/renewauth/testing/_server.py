@@ -520,8 +520,10 @@ class _BaseFake:
         """Answer a bearer-protected API call under ``prefix``.
 
         ``{prefix}always-401`` always answers 401, ``{prefix}forbidden`` 403 with a valid
-        token, ``{prefix}redirect?to=URL`` 307; any other path echoes the request. The reason
-        passed to ``unauthorized`` is "missing", "unknown", "expired" or "always".
+        token, ``{prefix}insufficient-scope`` 401 with a valid token and a challenge naming
+        ``error="insufficient_scope"`` (RFC 6750 §3.1), ``{prefix}redirect?to=URL`` 307; any
+        other path echoes the request. The reason passed to ``unauthorized`` is "missing",
+        "unknown", "expired" or "always".
         """
         with self._lock:
             grant, reason = self._check_bearer_locked(request, same_host=same_host)
@@ -533,6 +535,13 @@ class _BaseFake:
             if request.path == prefix + "forbidden":
                 self._api_forbidden += 1
                 return forbidden()
+            if request.path == prefix + "insufficient-scope":
+                self._api_unauthorized += 1
+                return json_reply(
+                    401,
+                    {"error": "insufficient_scope"},
+                    {"WWW-Authenticate": 'Bearer error="insufficient_scope", scope="admin"'},
+                )
             if request.path == prefix + "redirect":
                 return redirect_reply(request.query)
             self._api_ok += 1

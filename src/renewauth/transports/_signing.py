@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection
 from urllib.parse import urlsplit, urlunsplit
 
 from .._urls import origin_of
 
-__all__ = ["routed_url", "should_renew_after"]
+__all__ = ["challenge_error", "routed_url", "should_renew_after"]
+
+# One auth-param (RFC 9110 §11.2): a token, "=", then a token or a quoted string. Scanning
+# them in order consumes each quoted string whole, so text inside one is never a parameter.
+_AUTH_PARAM = re.compile(r'([!#$%&\'*+.^_`|~0-9A-Za-z-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^\s,"]*)')
 
 
 def routed_url(url: str, home_origin: str | None, api_origin: str | None) -> str | None:
@@ -24,6 +29,23 @@ def routed_url(url: str, home_origin: str | None, api_origin: str | None) -> str
     return urlunsplit((target.scheme, target.netloc, parts.path, parts.query, parts.fragment))
 
 
+def challenge_error(www_authenticate: str | None) -> str | None:
+    """The `error` an API's `WWW-Authenticate` challenge names, or `None` when it names none.
+
+    `Bearer realm="api", error="insufficient_scope"` gives `"insufficient_scope"`. Only the
+    parameter is read; the scheme and the other parameters do not matter here.
+    """
+    if not www_authenticate:
+        return None
+    for match in _AUTH_PARAM.finditer(www_authenticate):
+        name, value = match.groups()
+        if name.lower() == "error":
+            if value.startswith('"'):
+                return re.sub(r"\\(.)", r"\1", value[1:-1])
+            return value or None
+    return None
+
+
 def should_renew_after(
     status: int,
     retry_statuses: Collection[int],
@@ -32,14 +54,22 @@ def should_renew_after(
     answered_url: str,
     carried_token: bool,
     already_resent: bool,
+    challenge: str | None = None,
 ) -> bool:
     """Whether an API answer means "token rejected": renew and resend once.
 
     Only a status the user listed counts (401 by default; 403 means a missing permission,
     never an expired token), only once per request, and only when the answer came from the
     origin the token was sent to: a 401 from a redirect target elsewhere never triggers a
-    renewal, and never receives a token.
+    renewal, and never receives a token. A 401 whose `WWW-Authenticate` `challenge` names
+    an error other than `invalid_token` (RFC 6750 §3.1: `insufficient_scope`,
+    `invalid_request`) says the token is not the problem: a new one would be refused alike.
+    Another status the user listed renews whatever its challenge says.
     """
     if already_resent or not carried_token or status not in retry_statuses:
         return False
+    if status == 401:
+        error = challenge_error(challenge)
+        if error is not None and error.lower() != "invalid_token":
+            return False
     return origin_of(answered_url) == origin_of(signed_url)

@@ -9,6 +9,14 @@ Signing follows httpx's own `Auth` protocol: `sync_auth_flow` and `async_auth_fl
 header, look at the answer, and yield the request once more after a renewal. The request body
 is never read by the auth object (`requires_request_body` stays False, so uploads stream);
 a body that is not a `ByteStream` cannot be replayed and is never resent.
+
+httpx signs a request before it waits for a pooled connection, and under load that wait can
+outlast a short token. So the request also carries httpcore's `trace` extension, which
+httpcore calls when it holds a connection and is about to write the request headers
+(HTTP/1.1 and HTTP/2 alike). There the token is checked once more and, if it is no longer
+fresh, replaced in the headers about to be written: the token leaves when the request leaves.
+The same hook sees every hop of a redirect and takes renewauth's headers off a hop to another
+origin. A transport that is not httpcore's never calls the hook; the token signed stays.
 """
 
 from __future__ import annotations
@@ -17,9 +25,11 @@ import asyncio
 import functools
 import logging
 import ssl
-from collections.abc import AsyncGenerator, Collection, Generator, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Collection, Generator, Mapping
 from types import MappingProxyType
+from typing import Any
 
+import httpcore
 import httpx
 
 from .._urls import origin_of
@@ -95,6 +105,55 @@ class HttpxSender:
         raise _unreachable(request, failure)
 
 
+_DEPARTURE = "renewauth.departure"  # the request extension that holds a `_Departure`
+_HEADER_EVENTS = frozenset(
+    {"http11.send_request_headers.started", "http2.send_request_headers.started"}
+)
+
+Trace = Callable[[str, Mapping[str, Any]], None]
+AsyncTrace = Callable[[str, Mapping[str, Any]], Awaitable[None]]
+
+
+class _Departure:
+    """What a signed request carries until it leaves: the token in its `Authorization`
+    header (replaced when it leaves, if it must) and the request as it was signed."""
+
+    __slots__ = ("request", "token")
+
+    def __init__(self, token: Token, request: httpx.Request) -> None:
+        self.token = token
+        self.request = request
+
+
+def _chain_sync(first: Trace, then: Trace) -> Trace:
+    def trace(event: str, info: Mapping[str, Any]) -> None:
+        first(event, info)
+        then(event, info)
+
+    return trace
+
+
+def _chain_async(first: AsyncTrace, then: AsyncTrace) -> AsyncTrace:
+    async def trace(event: str, info: Mapping[str, Any]) -> None:
+        await first(event, info)
+        await then(event, info)
+
+    return trace
+
+
+def _goes_elsewhere(hop: Any, signed: httpx.URL) -> bool | None:
+    """Whether httpcore's request `hop` goes to another origin than `signed` was signed for;
+    `None` for a proxy's CONNECT, which carries no request headers of ours."""
+    url = hop.url
+    target = url.target
+    if not target.startswith(b"/"):
+        if b"://" not in target:
+            return None  # CONNECT host:port, through a proxy
+        url = httpcore.URL(target)  # a forwarding proxy: the request names its origin
+    same = url.host == signed.raw_host and url.scheme == signed.raw_scheme
+    return not (same and url.port == signed.port)
+
+
 class HttpxSigning(httpx.Auth):
     """The `httpx.Auth` side of every renewauth auth object."""
 
@@ -113,16 +172,84 @@ class HttpxSigning(httpx.Auth):
                 request.url = httpx.URL(target)
                 request.headers["Host"] = request.url.netloc.decode("ascii")
 
+    def _watch_departure(self, request: httpx.Request, token: Token, *, is_async: bool) -> None:
+        extensions = request.extensions
+        departure = extensions.get(_DEPARTURE)
+        if isinstance(departure, _Departure) and departure.request is request:
+            departure.token = token  # the resend of a request already watched
+            return
+        extensions[_DEPARTURE] = _Departure(token, request)
+        ours: Any = self._adepart if is_async else self._depart
+        trace = extensions.get("trace")
+        if trace is None:
+            extensions["trace"] = ours
+        elif trace != ours:  # the caller's own trace: ours runs first, theirs sees the result
+            extensions["trace"] = (_chain_async if is_async else _chain_sync)(ours, trace)
+
+    # --- when the request leaves: the hook httpcore calls -----------------------------------
+
+    def _departing(self, event: str, info: Mapping[str, Any]) -> tuple[Any, _Departure] | None:
+        """The httpcore request and its `_Departure` when this event is "headers go now" for
+        a request renewauth signed, else `None`; a hop to another origin is cleaned here."""
+        if event not in _HEADER_EVENTS:
+            return None
+        hop = info["request"]
+        departure = hop.extensions.get(_DEPARTURE)
+        if not isinstance(departure, _Departure):
+            return None
+        elsewhere = _goes_elsewhere(hop, departure.request.url)
+        if elsewhere is None:
+            return None
+        if elsewhere:
+            # A redirect to another origin: httpx took the Authorization header off (unless
+            # it only upgraded to https); the API key and any token go too.
+            dropped = {b"authorization", *(name.lower().encode() for name in self._api_headers)}
+            hop.headers[:] = [(k, v) for k, v in hop.headers if k.lower() not in dropped]
+            return None
+        return hop, departure
+
+    def _leave_with(self, hop: Any, departure: _Departure, token: Token) -> None:
+        """Put `token` in the headers about to be written, in place of the one signed."""
+        signed = departure.token.authorization.encode()
+        for index, (name, value) in enumerate(hop.headers):
+            if value == signed and name.lower() == b"authorization":
+                hop.headers[index] = (name, token.authorization.encode())
+                departure.token = token
+                departure.request.headers["Authorization"] = token.authorization
+                logger.debug("token replaced as the request left: it aged while queued")
+                return
+
+    def _depart(self, event: str, info: Mapping[str, Any]) -> None:
+        departing = self._departing(event, info)
+        if departing is not None:
+            hop, departure = departing
+            token = self._manager.token_at_departure(departure.token)
+            if token is not departure.token:
+                self._leave_with(hop, departure, token)
+
+    async def _adepart(self, event: str, info: Mapping[str, Any]) -> None:
+        departing = self._departing(event, info)
+        if departing is not None:
+            hop, departure = departing
+            token = await self._manager.atoken_at_departure(departure.token)
+            if token is not departure.token:
+                self._leave_with(hop, departure, token)
+
+    # --- the answer -----------------------------------------------------------------------
+
     def _should_resend(
         self, request: httpx.Request, response: httpx.Response, token: Token
     ) -> bool:
+        """For an answer whose status is in `retry_statuses`: renew and resend?"""
+        answered = response.request
         if not self._manager.grant.can_renew or not should_renew_after(
             response.status_code,
             self._retry_statuses,
             signed_url=str(request.url),
-            answered_url=str(response.request.url),
-            carried_token=response.request.headers.get("Authorization") == token.authorization,
+            answered_url=str(answered.url),
+            carried_token=answered.headers.get("Authorization") == token.authorization,
             already_resent=False,
+            challenge=response.headers.get("WWW-Authenticate"),
         ):
             return False
         if not isinstance(request.stream, httpx.ByteStream):
@@ -139,24 +266,46 @@ class HttpxSigning(httpx.Auth):
         self, request: httpx.Request
     ) -> Generator[httpx.Request, httpx.Response, None]:
         addressed = request.url
-        token = self._manager.token_for_request()
+        manager = self._manager
+        token = manager.token_for_request()
         self._sign_httpx(request, addressed, token)
+        self._watch_departure(request, token, is_async=False)
         response = yield request
+        token = request.extensions[_DEPARTURE].token  # the token that left
+        if response.status_code not in self._retry_statuses:
+            if manager.unproven is not None:
+                manager.confirm(token)
+            return
         if self._should_resend(request, response, token):
-            logger.debug("%d from the API; renewing and resending once", response.status_code)
-            token = self._manager.renew_rejected(token)
-            self._sign_httpx(request, addressed, token)
-            yield request
+            renewed = manager.renew_rejected(token)
+            if renewed is not None:
+                logger.debug("%d from the API; renewed, resending once", response.status_code)
+                self._sign_httpx(request, addressed, renewed)
+                self._watch_departure(request, renewed, is_async=False)
+                response = yield request
+                if response.status_code not in self._retry_statuses:
+                    manager.confirm(request.extensions[_DEPARTURE].token)
 
     async def async_auth_flow(
         self, request: httpx.Request
     ) -> AsyncGenerator[httpx.Request, httpx.Response]:
         addressed = request.url
-        token = await self._manager.atoken_for_request()
+        manager = self._manager
+        token = await manager.atoken_for_request()
         self._sign_httpx(request, addressed, token)
+        self._watch_departure(request, token, is_async=True)
         response = yield request
+        token = request.extensions[_DEPARTURE].token
+        if response.status_code not in self._retry_statuses:
+            if manager.unproven is not None:
+                manager.confirm(token)
+            return
         if self._should_resend(request, response, token):
-            logger.debug("%d from the API; renewing and resending once", response.status_code)
-            token = await self._manager.arenew_rejected(token)
-            self._sign_httpx(request, addressed, token)
-            yield request
+            renewed = await manager.arenew_rejected(token)
+            if renewed is not None:
+                logger.debug("%d from the API; renewed, resending once", response.status_code)
+                self._sign_httpx(request, addressed, renewed)
+                self._watch_departure(request, renewed, is_async=True)
+                response = yield request
+                if response.status_code not in self._retry_statuses:
+                    manager.confirm(request.extensions[_DEPARTURE].token)

@@ -6,13 +6,20 @@ same adapter, appending the rejected answer to `history`. Per-request state (whi
 sent, whether this is the resend) lives on the prepared request, never on the shared auth
 object. A redirect creates a new prepared request without that state, so an answer from a
 redirect target never triggers a renewal.
+
+The header value is a `_Signature`, a `str` that also remembers its token. A request signed
+now may wait in urllib3's pool (`pool_block=True`) longer than a short token lives, so the
+token is checked again when the header is written: http.client calls `encode()` on every
+header value as it writes the request, after urllib3 handed it a connection, and
+`_Signature.encode` writes the token that is current then. An adapter that never writes
+through http.client (a mock, a canned answer) reads the value as the plain string it is.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Collection, Mapping
-from typing import Any, NamedTuple
+from typing import Any
 from urllib.parse import urljoin
 
 import requests
@@ -31,14 +38,38 @@ logger = logging.getLogger(__name__)
 _STATE = "_renewauth_signature"
 
 
-class _Signature(NamedTuple):
-    """Which token a prepared request carries, to what URL (after routing), the URL the caller
-    addressed, and whether it is the resend."""
+class _Signature(str):
+    """The `Authorization` value renewauth sets, and what the request carries with it.
+
+    Attributes: `token`, the token the header holds (replaced when it is written, if it
+    aged meanwhile); `url`, where the request goes after routing; `addressed`, the URL the
+    caller addressed; `resent`, whether this is the one resend.
+    """
 
     token: Token
     url: str
     addressed: str
     resent: bool = False
+    _manager: TokenManager
+
+    def encode(self, encoding: str = "utf-8", errors: str = "strict") -> bytes:
+        """The header as it is written: with the token that is current now."""
+        token = self._manager.token_at_departure(self.token)
+        if token is not self.token:
+            logger.debug("token replaced as the request left: it aged while queued")
+            self.token = token
+        return token.authorization.encode(encoding, errors)
+
+
+def _signature(
+    manager: TokenManager, token: Token, url: str, addressed: str, *, resent: bool = False
+) -> _Signature:
+    signature = _Signature(token.authorization)
+    signature._manager, signature.token, signature.url = manager, token, url
+    signature.addressed = addressed
+    if resent:
+        signature.resent = True
+    return signature
 
 
 def _is_replayable(request: requests.PreparedRequest) -> bool:
@@ -62,35 +93,53 @@ class RequestsSigning(requests.auth.AuthBase):
         token = self._manager.token_for_request()
         addressed = request.url or ""
         self._sign_prepared(request, addressed, token)
-        setattr(request, _STATE, _Signature(token, request.url or "", addressed))
-        # Appended directly: `register_hook` checks against an ABC on every request.
-        request.hooks["response"].append(self._on_response)
+        # Appended directly (`register_hook` checks against an ABC on every request), and
+        # once: a prepared request sent again is signed again, not hooked twice.
+        hooks = request.hooks["response"]
+        if self._on_response not in hooks:
+            hooks.append(self._on_response)
         return request
 
     def _sign_prepared(
-        self, request: requests.PreparedRequest, addressed: str, token: Token
-    ) -> None:
-        request.headers["Authorization"] = token.authorization
+        self,
+        request: requests.PreparedRequest,
+        addressed: str,
+        token: Token,
+        *,
+        resent: bool = False,
+    ) -> _Signature:
         if self._api_headers:
             request.headers.update(self._api_headers)
         if token.api_origin is not None:
             target = routed_url(addressed, self._home_origin, token.api_origin)
             if target is not None:
                 request.url = target
+        signature = _signature(self._manager, token, request.url or "", addressed, resent=resent)
+        request.headers["Authorization"] = signature
+        setattr(request, _STATE, signature)
+        return signature
 
-    def _drop_api_headers_across_origins(self, response: requests.Response) -> None:
+    def _drop_api_headers_across_origins(
+        self, response: requests.Response, *, also: requests.PreparedRequest | None = None
+    ) -> None:
         # requests drops Authorization on a redirect to another origin, but not an API key:
         # take it off the request it is about to copy for the redirect.
         target = urljoin(response.request.url or "", response.headers.get("location", ""))
         if origin_of(target) != origin_of(response.request.url or ""):
-            for name in self._api_headers:
-                response.request.headers.pop(name, None)
+            for request in (response.request, also):
+                for name in self._api_headers:
+                    if request is not None:
+                        request.headers.pop(name, None)
 
     def _on_response(self, response: requests.Response, **send_options: Any) -> requests.Response:
-        if response.status_code not in self._retry_statuses:
+        if response.status_code not in self._retry_statuses:  # the common case, decided first
+            if self._manager.unproven is not None:
+                accepted: _Signature | None = getattr(response.request, _STATE, None)
+                if accepted is not None:
+                    self._manager.confirm(accepted.token)
             if self._api_headers and response.is_redirect:
                 self._drop_api_headers_across_origins(response)
-            return response  # the common case, decided first
+            return response
         request = response.request
         signature: _Signature | None = getattr(request, _STATE, None)
         if signature is None or not should_renew_after(
@@ -98,8 +147,9 @@ class RequestsSigning(requests.auth.AuthBase):
             self._retry_statuses,
             signed_url=signature.url,
             answered_url=request.url or "",
-            carried_token=request.headers.get("Authorization") == signature.token.authorization,
+            carried_token=request.headers.get("Authorization") is signature,
             already_resent=signature.resent,
+            challenge=response.headers.get("WWW-Authenticate"),
         ):
             return response
         if not self._manager.grant.can_renew:
@@ -114,10 +164,14 @@ class RequestsSigning(requests.auth.AuthBase):
             return response
         try:
             token = self._manager.renew_rejected(signature.token)
-        finally:
-            # Read and release the rejected answer, whether the renewal worked or raised.
-            response.content  # noqa: B018
-            response.close()
+        except BaseException:
+            response.close()  # release the rejected answer's connection
+            raise
+        if token is None:
+            return response  # renewing again so soon would not help: the 401 goes back
+        # Read and release the rejected answer: its connection carries the resend.
+        response.content  # noqa: B018
+        response.close()
         logger.debug("%d from the API; renewed and resending once", response.status_code)
         if request.body is not None and not isinstance(request.body, bytes | str):
             rewind_body(request)
@@ -126,14 +180,16 @@ class RequestsSigning(requests.auth.AuthBase):
         jar = resend._cookies  # type: ignore[attr-defined]  # requests keeps the jar private
         extract_cookies_to_jar(jar, request, response.raw)  # type: ignore[no-untyped-call]
         resend.prepare_cookies(jar)  # as HTTPDigestAuth does
-        self._sign_prepared(resend, signature.addressed, token)
+        resent = self._sign_prepared(resend, signature.addressed, token, resent=True)
         # requests follows a redirect of the resend from the *original* prepared request:
         # give it the new token too, or a same-origin redirect would carry the rejected one.
-        request.headers["Authorization"] = token.authorization
-        setattr(
-            resend, _STATE, _Signature(token, resend.url or "", signature.addressed, resent=True)
-        )
+        request.headers["Authorization"] = resent
         retried: requests.Response = response.connection.send(resend, **send_options)
         retried.history.append(response)
         retried.request = resend
+        if retried.status_code not in self._retry_statuses:
+            self._manager.confirm(resent.token)
+        if self._api_headers and retried.is_redirect:
+            # That redirect is built from the original request, whose headers hold the key.
+            self._drop_api_headers_across_origins(retried, also=request)
         return retried

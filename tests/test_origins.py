@@ -1,0 +1,95 @@
+"""No header renewauth adds reaches an origin the caller did not address, on any path.
+
+Van Marcke's API key is the header at risk: requests and httpx drop `Authorization` on a
+redirect to another origin, but not a header they do not know. The fake API redirects to a
+second server that echoes the headers it received.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from urllib.parse import quote
+
+import pytest
+
+from renewauth import MemoryStore
+from renewauth.providers import VanMarcke
+from renewauth.testing import FakeOrderCloud, FakeVanMarcke
+
+from .helpers import KINDS, ManualClock, send
+
+API_KEY = "test-api-key"
+
+
+@pytest.fixture(params=KINDS)
+def kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+def vanmarcke(clock: ManualClock) -> Iterator[FakeVanMarcke]:
+    with FakeVanMarcke(clock=clock) as fake:
+        yield fake
+
+
+@pytest.fixture
+def elsewhere() -> Iterator[FakeOrderCloud]:
+    with FakeOrderCloud() as fake:
+        yield fake
+
+
+def _auth(fake: FakeVanMarcke, clock: ManualClock) -> VanMarcke:
+    return VanMarcke(
+        "API-APP1-P123456",
+        "service-password",
+        client_id="vm-client",
+        client_secret="vm-secret",
+        api_key=API_KEY,
+        token_url=fake.token_url,
+        store=MemoryStore(),
+        clock=clock,
+    )
+
+
+def _echoed_headers(body: bytes) -> dict[str, str]:
+    return {name.lower(): value for name, value in json.loads(body).items()}
+
+
+def test_api_key_and_token_never_follow_a_redirect_to_another_origin(
+    kind: str, vanmarcke: FakeVanMarcke, elsewhere: FakeOrderCloud, clock: ManualClock
+) -> None:
+    target = quote(f"{elsewhere.base_url}/echo-headers", safe="")
+    reply = send(kind, _auth(vanmarcke, clock), f"{vanmarcke.api_url}redirect?to={target}")
+    assert reply.status == 200
+    received = _echoed_headers(reply.body)
+    assert "x-api-key" not in received
+    assert "authorization" not in received
+
+
+def test_api_key_never_follows_the_redirect_of_a_resend_after_401(
+    kind: str, vanmarcke: FakeVanMarcke, elsewhere: FakeOrderCloud, clock: ManualClock
+) -> None:
+    auth = _auth(vanmarcke, clock)
+    auth.get_token()
+    vanmarcke.revoke_access_tokens()  # the first answer is a 401, the resend's a redirect
+    target = quote(f"{elsewhere.base_url}/echo-headers", safe="")
+    reply = send(kind, auth, f"{vanmarcke.api_url}redirect?to={target}")
+    assert reply.status == 200
+    assert reply.history >= 1  # the 401 (and, with httpx, the resend's 307)
+    received = _echoed_headers(reply.body)
+    assert "x-api-key" not in received
+    assert "authorization" not in received
+
+
+def test_api_key_still_reaches_the_addressed_origin(
+    kind: str, vanmarcke: FakeVanMarcke, clock: ManualClock
+) -> None:
+    reply = send(kind, _auth(vanmarcke, clock), vanmarcke.api_url + "items")
+    assert reply.status == 200
+    assert vanmarcke.api_ok == 1  # the fake's API answers 401 without the key
