@@ -43,15 +43,17 @@ def describe(exc: BaseException) -> str:
 
 def _host_fakes(connection: Connection) -> None:
     """Child process: start, count and stop `FakeOAuth2Provider`s on the parent's command."""
-    from renewauth.testing import FakeOAuth2Provider
+    from renewauth.testing import FakeKeycloak, FakeOAuth2Provider, FakeVanMarcke
 
-    providers: dict[int, FakeOAuth2Provider] = {}
+    kinds = {"oauth2": FakeOAuth2Provider, "keycloak": FakeKeycloak, "vanmarcke": FakeVanMarcke}
+    providers: dict[int, Any] = {}
     while True:
         command, argument = connection.recv()
         reply: object = None
         try:
             if command == "start":
-                provider = FakeOAuth2Provider(**argument)
+                settings = dict(argument)
+                provider = kinds[settings.pop("kind", "oauth2")](**settings)
                 provider.start()
                 providers[id(provider)] = provider
                 reply = (id(provider), provider.token_url, provider.api_url)
@@ -90,7 +92,8 @@ class Counters:
 class FakeHost:
     """Runs fake providers in one spawned child process; use it as a context manager.
 
-    `settings` go to every `FakeOAuth2Provider` it starts (with the `token_lifetime` of each
+    `settings` go to every fake it starts (`kind="keycloak"` or `"vanmarcke"` picks a vendor
+    fake instead of `FakeOAuth2Provider`) (with the `token_lifetime` of each
     `provider()` call); `api_path` is appended to each provider's API URL.
     """
 

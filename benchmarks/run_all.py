@@ -1,6 +1,6 @@
 """Run every benchmark, write their tables to benchmarks/RESULTS.md and draw the plots.
 
-    python benchmarks/run_all.py                       # full runs, ~5 minutes on 2 cores
+    python benchmarks/run_all.py                       # full runs, ~25 minutes on 2 cores
     python benchmarks/run_all.py --quick               # short runs, noisier
     python benchmarks/run_all.py --plots-only          # draw the plots from RESULTS.md again
     python benchmarks/run_all.py --plots-only --check  # fail if the plots do not show it
@@ -23,6 +23,8 @@ import sys
 HERE = pathlib.Path(__file__).parent
 BENCHMARKS = [
     ("Core: cost per request, single flight, event loop", "bench_core.py"),
+    ("Arrival: saturated connection pools, 1 s tokens", "bench_arrival.py"),
+    ("Cost per request in instructions (callgrind) and time", "bench_cost.py"),
     ("Stores: many processes sharing a FileStore or RedisStore", "bench_stores.py"),
 ]
 

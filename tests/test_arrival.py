@@ -9,6 +9,8 @@ and for real, with saturated pools of real threads and tasks against the loopbac
 from __future__ import annotations
 
 import asyncio
+import copy
+import pickle
 import threading
 import time
 from collections.abc import Iterator
@@ -357,3 +359,15 @@ def test_saturated_pool_gives_no_401_to_the_caller(
     assert live_fake.api_unauthorized <= max(2, 0.02 * len(statuses))
     lifetimes = _RUN_SECONDS + 2.0  # the run, its cold start and its last slow requests
     assert live_fake.token_calls <= 2.5 * lifetimes + 1
+
+
+def test_signed_headers_pickle_and_copy_as_plain_strings(
+    fake: FakeOAuth2Provider, clock: ManualClock
+) -> None:
+    auth = credentials(fake, clock)
+    headers = requests.Request("GET", fake.api_url, auth=auth).prepare().headers
+    sent = headers["Authorization"]
+    for copied in (pickle.loads(pickle.dumps(headers)), copy.deepcopy(headers)):  # noqa: S301
+        header = copied["Authorization"]
+        assert type(header) is str
+        assert header == sent

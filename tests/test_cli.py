@@ -5,12 +5,16 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import re
+import shutil
 import subprocess
 import sys
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from renewauth.cli import main
+from renewauth.cli import _bootstrap_skipped_by, main
 from renewauth.testing import FakeOAuth2Provider
 
 _EXAMPLES_DIR = pathlib.Path(__file__).parent.parent / "examples"
@@ -274,3 +278,295 @@ def test_run_imports_nothing_into_a_program_that_uses_no_http(tmp_path: pathlib.
             env={**os.environ, "P": "alice-password", "S": "client-secret"},
         )
         assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- `renewauth run` on the SDKs people run: each row of issue 12's table, as a stand-in ------
+
+SDK_SCRIPT = """
+import asyncio, json, sys, time
+
+mode, url, token_url = sys.argv[1:4]
+
+
+own = {"token": None, "renew_at": 0.0, "calls": 0}
+
+
+def own_token():
+    # An SDK that manages its own token (its own token calls, outside every prefix).
+    import requests
+
+    if time.monotonic() >= own["renew_at"]:
+        reply = requests.post(token_url, data={"grant_type": "password", "username": "bob",
+            "password": "bob-password", "client_id": "client-id",
+            "client_secret": "client-secret"}).json()
+        own.update(token=reply["access_token"], calls=own["calls"] + 1,
+                   renew_at=time.monotonic() + reply["expires_in"] / 2)
+    return own["token"]
+
+
+if mode == "httpx2":
+    import httpx2  # a renamed copy of httpx: none of httpx's classes, httpx never imported
+
+    async def async_call():
+        async with httpx2.AsyncClient() as client:
+            return (await client.get(url)).json()
+
+    calls = [lambda: httpx2.get(url).json(), lambda: asyncio.run(async_call())]
+else:
+    import requests
+
+    if mode == "keycloak":
+        session = requests.Session()
+        session.auth = lambda request: request
+    elif mode == "github":
+        class NoOpAuth(requests.auth.AuthBase):
+            def __call__(self, request):
+                return request
+
+        session = requests.Session()
+        session.auth = NoOpAuth()
+    elif mode == "jira":
+        class ResilientSession(requests.Session):
+            def request(self, method, url, **kwargs):
+                return super().request(method, url, **kwargs)
+
+        session = ResilientSession()
+    else:
+        session = requests.Session()
+        session.headers["Authorization"] = "Bearer pasted-in-last-month"
+    if mode == "ordercloud":
+        calls = [lambda: session.get(url, timeout=10,
+                                     headers={"Authorization": "Bearer " + own_token()}).json()]
+    else:
+        calls = [lambda: session.get(url, timeout=10).json()]
+
+answers = []
+started = time.monotonic()
+while time.monotonic() - started < 2.5:
+    answers += [call() for call in calls]
+print(json.dumps({
+    "subjects": sorted({str(answer.get("subject")) for answer in answers}),
+    "errors": sorted({str(answer.get("error")) for answer in answers if "error" in answer}),
+    "calls": len(answers),
+    "own_token_calls": own["calls"],
+    "seconds": time.monotonic() - started,
+}))
+"""
+
+# mode → (the principal the API sees, how the explain line goes on after "signed by [auth.orders]"
+# or None when it is not signed)
+SDK_ROWS = {
+    "keycloak": ("alice", ": its own auth (<lambda>) added no Authorization header"),
+    "github": ("alice", ": its own auth (NoOpAuth) added no Authorization header"),
+    "jira": ("alice", ""),
+    "httpx2": ("alice", ""),
+    "ordercloud": ("bob", None),
+    "stale-pasted-token": ("alice", ", replacing a Bearer token the API rejected"),
+}
+
+
+def _two_user_fake() -> FakeOAuth2Provider:
+    return FakeOAuth2Provider(
+        token_lifetime=1.0, users={"alice": "alice-password", "bob": "bob-password"}
+    )
+
+
+@pytest.mark.parametrize("mode", SDK_ROWS)
+def test_run_gives_each_sdk_pattern_live_tokens_and_says_what_it_did(
+    mode: str, tmp_path: pathlib.Path
+) -> None:
+    principal, reason = SDK_ROWS[mode]
+    script = tmp_path / "sdk.py"
+    script.write_text(SDK_SCRIPT)
+    environment = {**os.environ, "P": "alice-password", "S": "client-secret"}
+    if mode == "httpx2":
+        import httpx
+
+        shutil.copytree(pathlib.Path(httpx.__file__).parent, tmp_path / "site" / "httpx2")
+        environment["PYTHONPATH"] = str(tmp_path / "site")
+    with _two_user_fake() as fake:
+        config = _config(tmp_path, fake)
+        command = [sys.executable, str(script), mode, fake.api_url + "orders", fake.token_url]
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "renewauth.cli",
+                "run",
+                "--explain",
+                "--config",
+                str(config),
+                "--",
+                *command,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            env=environment,
+        )
+        assert result.returncode == 0, result.stderr
+        outcome = json.loads(result.stdout)
+        assert outcome["subjects"] == [principal], result.stderr
+        assert outcome["errors"] == []
+        # One renewal per (lifetime - leeway) = 0.8 s of calls, the first token, at most one
+        # more in flight at the end; an SDK that keeps its own token makes its own call.
+        renewauth_calls = fake.token_calls - outcome["own_token_calls"]
+        if principal == "alice":
+            assert 2 <= renewauth_calls <= outcome["seconds"] / 0.8 + 2
+        else:
+            assert renewauth_calls == 0
+        assert fake.api_unauthorized == (1 if mode == "stale-pasted-token" else 0)
+    marker = " INFO renewauth.retrofit: "
+    explained = [line.split(marker)[1] for line in result.stderr.splitlines() if marker in line]
+    assert len(explained) == len(set(explained))  # once per origin and reason
+    expected = f"{fake.base_url}: " + (
+        f"signed by [auth.orders]{reason}"
+        if reason is not None
+        else "its own Bearer token kept until the API rejects it"
+    )
+    assert any(line.startswith(expected) for line in explained), result.stderr
+    warnings = [line for line in result.stderr.splitlines() if " WARNING " in line]
+    if mode in ("ordercloud", "stale-pasted-token"):
+        assert f"requests to {fake.base_url} carry their own Bearer token" in warnings[0]
+        assert "existing_bearer = 'keep' in [auth.orders]" in warnings[0]
+        assert "existing_bearer = 'replace' in [auth.orders]" in warnings[0]
+        assert len(warnings) == (2 if mode == "stale-pasted-token" else 1), warnings
+    else:
+        assert warnings == []
+
+
+def test_run_replaces_an_sdks_bearer_when_the_entry_says_replace(tmp_path: pathlib.Path) -> None:
+    script = tmp_path / "sdk.py"
+    script.write_text(SDK_SCRIPT)
+    with _two_user_fake() as fake:
+        config = _config(tmp_path, fake)
+        config.write_text(config.read_text() + 'existing_bearer = "replace"\n')
+        result = _renewauth_run(
+            config,
+            sys.executable,
+            str(script),
+            "ordercloud",
+            fake.api_url + "orders",
+            fake.token_url,
+            env={**os.environ, "P": "alice-password", "S": "client-secret"},
+        )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["subjects"] == ["alice"]
+    [warning] = [line for line in result.stderr.splitlines() if " WARNING " in line]
+    assert "the API sees that principal instead of the program's" in warning
+    assert "existing_bearer = 'keep' in [auth.orders]" in warning
+
+
+def test_verbose_run_shows_debug_renewal_lines_from_the_child(tmp_path: pathlib.Path) -> None:
+    with FakeOAuth2Provider() as fake:
+        config = _config(tmp_path, fake)
+        code = f"import requests; print(requests.get({fake.api_url!r}, timeout=10).status_code)"
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "renewauth.cli",
+                "-v",
+                "run",
+                "--config",
+                str(config),
+                "--",
+                sys.executable,
+                "-c",
+                code,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            env={**os.environ, "P": "alice-password", "S": "client-secret"},
+        )
+    assert (result.returncode, result.stdout.strip()) == (0, "200"), result.stderr
+    # The bootstrap's format ("renewauth[PID] LEVEL logger: …"): the line comes from the child.
+    assert re.search(
+        rf"renewauth\[\d+\] DEBUG renewauth\.manager: token for {re.escape(fake.base_url)} "
+        r"renewed; expires in \d",
+        result.stderr,
+    ), result.stderr
+    assert "alice-password" not in result.stderr
+    assert "eyJ" not in result.stderr
+
+
+@pytest.mark.parametrize("option", ["-I", "-E", "-S"])
+def test_run_warns_when_the_python_it_starts_skips_sitecustomize(
+    option: str, tmp_path: pathlib.Path
+) -> None:
+    with FakeOAuth2Provider() as fake:
+        result = _renewauth_run(
+            _config(tmp_path, fake),
+            sys.executable,
+            option,
+            "-c",
+            "print('ran')",
+            env={**os.environ, "P": "alice-password", "S": "client-secret"},
+        )
+    assert (result.returncode, result.stdout.strip()) == (0, "ran")
+    assert f"renewauth run: WARNING: {pathlib.Path(sys.executable).name} {option} skips" in (
+        result.stderr
+    )
+
+
+def test_run_does_not_warn_about_a_scripts_own_arguments(tmp_path: pathlib.Path) -> None:
+    with FakeOAuth2Provider() as fake:
+        result = _renewauth_run(
+            _config(tmp_path, fake),
+            sys.executable,
+            "-c",
+            "print('ran')",
+            "-I",
+            env={**os.environ, "P": "alice-password", "S": "client-secret"},
+        )
+    assert (result.returncode, result.stderr) == (0, "")
+
+
+def test_check_hints_at_a_prefix_on_another_name_for_the_token_servers_machine(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("P", "alice-password")
+    monkeypatch.setenv("S", "client-secret")
+    with FakeOAuth2Provider() as fake:
+        config = _config(tmp_path, fake)
+        aliased = fake.api_url.replace("127.0.0.1", "localhost")
+        config.write_text(config.read_text().replace(fake.api_url, aliased))
+        assert main(["check", "--config", str(config)]) == 0  # a hint is not a failure
+    output = capsys.readouterr().out
+    assert "ok     orders" in output
+    assert (
+        f"hint   orders: prefix {aliased} and token_url {fake.base_url}: two names for this "
+        "machine; a program that calls 127.0.0.1 matches no prefix"
+    ) in output
+
+
+@given(arguments=st.lists(st.text(max_size=12), max_size=6))
+def test_the_python_option_check_never_fails_and_ignores_what_follows_the_script(
+    arguments: list[str],
+) -> None:
+    found = _bootstrap_skipped_by(["python3", *arguments])
+    assert found in (None, "-I", "-E", "-S")
+    assert _bootstrap_skipped_by(["python3", "script.py", *arguments]) is None
+    assert _bootstrap_skipped_by(["node", *arguments]) is None
+
+
+def test_the_bootstrap_waits_for_every_httpx_fork_that_retrofit_patches() -> None:
+    """The bootstrap cannot import renewauth to read the list: the two must agree."""
+    import ast
+
+    from renewauth.retrofit import HTTPX_FORKS
+
+    source = pathlib.Path(main.__code__.co_filename).parent / "_bootstrap" / "sitecustomize.py"
+    tree = ast.parse(source.read_text())
+    [watched] = [
+        node.value
+        for node in tree.body
+        if isinstance(node, ast.Assign)
+        and any(isinstance(target, ast.Name) and target.id == "_WATCHED" for target in node.targets)
+    ]
+    assert isinstance(watched, ast.Call)
+    names = {element.value for element in ast.walk(watched) if isinstance(element, ast.Constant)}
+    assert names == {"requests", "httpx", *HTTPX_FORKS}

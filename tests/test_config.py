@@ -25,7 +25,7 @@ from renewauth import (
     RedisStore,
     TokenAuth,
 )
-from renewauth.config import Entry, load_config
+from renewauth.config import Entry, load_config, prefix_hints
 from renewauth.providers import Keycloak, OrderCloud, Shopware, VanMarcke, Vendorlink
 from renewauth.stores import default_store
 
@@ -130,6 +130,49 @@ def test_config_keeps_prefixes_and_the_common_options(tmp_path: Path) -> None:
 
     assert entry == Entry("pricing", entry.auth, ("https://api.example.com/v1/",))
     assert entry.auth._retry_statuses == frozenset({401, 403})
+
+
+@pytest.mark.parametrize("mode", ["keep", "replace", "keep-until-401"])
+def test_config_reads_existing_bearer_per_entry(tmp_path: Path, mode: str) -> None:
+    path = write(tmp_path, PRICING + f"existing_bearer = '{mode}'\n")
+
+    assert load_config(path)["pricing"].existing_bearer == mode
+
+
+def test_config_existing_bearer_defaults_to_keep_until_401(tmp_path: Path) -> None:
+    """The default never changes the principal an API sees while it accepts the program's
+    own token, and still replaces a stale one after the API rejects it."""
+    assert load_config(write(tmp_path, PRICING))["pricing"].existing_bearer == "keep-until-401"
+
+
+def _entry(token_url: str, *prefixes: str) -> Entry:
+    return Entry("e", OAuth2ClientCredentials(token_url, "c", "s"), prefixes)
+
+
+@pytest.mark.parametrize(
+    ("token_url", "prefix", "hint"),
+    [
+        ("http://127.0.0.1:8080/token", "http://localhost:8080/api/", "two names for this"),
+        ("http://127.0.0.1:8080/token", "https://127.0.0.1:8080/api/", "another scheme"),
+        ("http://127.0.0.1:8080/token", "https://api.example.com/", "only token_url is on"),
+        ("https://idp.example.com/token", "http://localhost:9000/", "only the prefix is on"),
+        ("https://idp.example.com/token", "https://api.example.org/", "another domain"),
+        ("https://idp.example.com/token", "https://api.example.com/v1/", None),
+        ("http://127.0.0.1:8080/token", "http://127.0.0.1:8080/api/", None),
+        ("http://127.0.0.1:8080/token", "http://127.0.0.1:9090/api/", None),
+    ],
+)
+def test_prefix_hints_flag_prefixes_unlikely_to_match_the_token_servers_family(
+    token_url: str, prefix: str, hint: str | None
+) -> None:
+    hints = prefix_hints(_entry(token_url, prefix))
+
+    if hint is None:
+        assert hints == []
+    else:
+        [only] = hints
+        assert only.startswith(f"prefix {prefix} and token_url ")
+        assert hint in only
 
 
 def test_config_uses_the_process_store_when_the_default_is_memory(tmp_path: Path) -> None:
@@ -293,6 +336,8 @@ INVALID = [
     (PRICING.replace("https://idp", "http://idp"), "allow_insecure_http"),
     (PRICING.replace("[auth.pricing]", "[auth.pricing]\nauth_url = 'x'"), "valid keys: provider"),
     (PRICING + "scope = [1]\n", "scope must be a string or an array of strings"),
+    (PRICING + "existing_bearer = 'drop'\n", "existing_bearer must be 'keep-until-401' .*'keep'"),
+    (PRICING + "existing_bearer = true\n", "existing_bearer must be 'keep-until-401'"),
     (PRICING.replace("[auth.pricing]", "surprise = 1\n[auth.pricing]"), "unknown top-level key"),
     (PRICING + "[auth.other]\nprovider = 'keycloak'\nclient_id = 'c'\n", "or token_url = …"),
     (
@@ -325,7 +370,11 @@ def test_config_error_names_the_file_the_entry_and_the_fix(
         ("[auth.a\n", r"invalid TOML: .*line 2.*; fix the syntax"),
         ("", r"no \[auth.NAME\] entries; an entry looks like"),
         ("auth = 5\n", r"no \[auth.NAME\] entries"),
-        ("[auth]\na = 1\n", r"\[auth.a\]: must be a table"),
+        ("[auth]\na = 1\n", r"\[auth\] holds 'a' itself; .* under \[auth.NAME\]"),
+        (
+            '[auth]\nprovider = "keycloak"\n',
+            r"\[auth\] holds 'provider' itself; give the entry a name .*\[auth.orders\]",
+        ),
     ],
 )
 def test_config_error_for_a_file_without_usable_entries(

@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
+import pathlib
+import shutil
+import sys
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
 import requests
+from hypothesis import given
+from hypothesis import strategies as st
 
 import renewauth
 from renewauth import BearerToken, ConfigurationError, MemoryStore, OAuth2Password
+from renewauth.retrofit import _KNOWN_SCHEMES, _scheme_of
 from renewauth.testing import FakeOAuth2Provider
 
-from .helpers import ManualClock
+from .helpers import KINDS, ManualClock
 
 ORIGINALS = {
     "requests.Session.send": requests.Session.send,
@@ -237,3 +245,435 @@ def test_patch_refuses_bad_routes_naming_the_fix(routes: dict[str, object], matc
     with pytest.raises(ConfigurationError, match=match):
         renewauth.patch(routes)  # type: ignore[arg-type]
     assert requests.Session.send is ORIGINALS["requests.Session.send"]
+
+
+# --- the SDKs people run: each row of issue 12's table, as a stand-in -----------------------
+
+USERS = {"alice": "alice-password", "bob": "bob-password"}
+
+
+@pytest.fixture
+def two_users(clock: ManualClock) -> Iterator[FakeOAuth2Provider]:
+    """An API that demands a live token; alice is renewauth's principal, bob the SDK's own."""
+    with FakeOAuth2Provider(token_lifetime=1.0, users=USERS, clock=clock) as provider:
+        yield provider
+
+
+def _sdk_token(fake: FakeOAuth2Provider, user: str = "bob") -> str:
+    """The token an SDK fetches for itself (its own token call, outside every prefix)."""
+    reply = requests.post(
+        fake.token_url,
+        data={
+            "grant_type": "password",
+            "username": user,
+            "password": USERS[user],
+            "client_id": "client-id",
+            "client_secret": "client-secret",
+        },
+        timeout=10,
+    )
+    reply.raise_for_status()
+    return str(reply.json()["access_token"])
+
+
+class _NoOpAuth(requests.auth.AuthBase):
+    """PyGithub's pattern: an auth object that returns the request unchanged."""
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        return request
+
+
+class _ResilientSession(requests.Session):
+    """jira's pattern: a `requests.Session` subclass that overrides `request`."""
+
+    def request(self, method: str | bytes, url: str | bytes, **kwargs: Any) -> Any:  # type: ignore[override]
+        kwargs.setdefault("timeout", 10)
+        return super().request(method, url, **kwargs)
+
+
+def _keycloak_session() -> requests.Session:
+    session = requests.Session()
+    session.auth = lambda request: request  # python-keycloak sync: only to skip ~/.netrc
+    return session
+
+
+def _github_session() -> requests.Session:
+    session = requests.Session()
+    session.auth = _NoOpAuth()
+    return session
+
+
+SDK_SESSIONS = {
+    "python-keycloak-lambda": (_keycloak_session, "_keycloak_session.<locals>.<lambda>"),
+    "pygithub-authbase": (_github_session, "_NoOpAuth"),
+    "jira-session-subclass": (_ResilientSession, None),
+}
+
+
+def _explained(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        record.getMessage()
+        for record in caplog.records
+        if record.name == "renewauth.retrofit" and record.levelname == "INFO"
+    ]
+
+
+def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        record.getMessage()
+        for record in caplog.records
+        if record.name == "renewauth.retrofit" and record.levelname == "WARNING"
+    ]
+
+
+@pytest.mark.parametrize("sdk", SDK_SESSIONS, ids=list(SDK_SESSIONS))
+def test_patch_signs_sdk_sessions_whose_own_auth_adds_no_header(
+    sdk: str,
+    two_users: FakeOAuth2Provider,
+    clock: ManualClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A no-op `session.auth` (set only to skip ~/.netrc) no longer switches retrofit off."""
+    make_session, own_auth = SDK_SESSIONS[sdk]
+    session = make_session()
+    renewauth.patch({two_users.api_url: _auth(two_users, clock)}, explain=True)
+    statuses = []
+    for _ in range(30):  # 3 token lifetimes
+        reply = session.get(two_users.api_url + "realms", timeout=10)
+        statuses.append((reply.status_code, reply.json().get("subject")))
+        clock.advance(0.1)
+    assert statuses == [(200, "alice")] * 30
+    assert two_users.api_unauthorized == 0
+    assert 3 <= two_users.token_calls <= 5
+    expected = f"prefix '{two_users.api_url}'"
+    if own_auth is not None:
+        expected += f": its own auth ({own_auth}) added no Authorization header"
+    assert _explained(caplog) == [f"{two_users.base_url}: signed by {expected}"]
+
+
+def test_patch_leaves_an_auth_that_answers_challenges_alone(
+    two_users: FakeOAuth2Provider, clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Digest adds its header only after a 401: its first request carries none, yet it is
+    the caller's own auth, not a no-op."""
+    renewauth.patch({two_users.api_url: _auth(two_users, clock)}, explain=True)
+    digest = requests.auth.HTTPDigestAuth("user", "pass")
+    assert requests.get(two_users.api_url, auth=digest, timeout=10).status_code == 401
+    assert two_users.token_calls == 0
+    assert _explained(caplog) == [
+        f"{two_users.base_url}: left alone: brings its own auth (HTTPDigestAuth)"
+    ]
+
+
+def _get(kind: str, url: str, headers: dict[str, str]) -> tuple[int, object, int]:
+    """One legacy call with `headers`: (status, the principal the API saw, answers before)."""
+    if kind == "requests":
+        reply = requests.get(url, headers=headers, timeout=10)
+        return reply.status_code, reply.json().get("subject"), len(reply.history)
+    if kind == "httpx":
+        answer = httpx.get(url, headers=headers)
+        return answer.status_code, answer.json().get("subject"), len(answer.history)
+
+    async def call() -> tuple[int, object, int]:
+        async with httpx.AsyncClient() as client:
+            answer = await client.get(url, headers=headers)
+            return answer.status_code, answer.json().get("subject"), len(answer.history)
+
+    return asyncio.run(call())
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_default_keeps_an_sdk_bearer_token_the_api_accepts_and_says_so_once(
+    kind: str,
+    two_users: FakeOAuth2Provider,
+    clock: ManualClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """ordercloud-python's pattern: the SDK's own valid token keeps the SDK's principal."""
+    own = {"Authorization": f"Bearer {_sdk_token(two_users)}"}
+    renewauth.patch({two_users.api_url: _auth(two_users, clock)})
+    replies = [_get(kind, two_users.api_url + "me", own) for _ in range(20)]
+    assert replies == [(200, "bob", 0)] * 20
+    assert two_users.token_calls == 1  # the SDK's own; renewauth fetched none
+    [warning] = _warnings(caplog)
+    assert f"requests to {two_users.base_url} carry their own Bearer token" in warning
+    assert "existing_bearer='keep-until-401'" in warning
+    assert "patch(…, existing_bearer='keep')" in warning
+    assert "patch(…, existing_bearer='replace')" in warning
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_default_replaces_a_stale_pasted_bearer_token_once_the_api_rejects_it(
+    kind: str,
+    two_users: FakeOAuth2Provider,
+    clock: ManualClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A legacy script with a token pasted last month: one 401, then renewauth's token."""
+    stale = {"Authorization": "Bearer pasted-in-last-month"}
+    renewauth.patch({two_users.api_url: _auth(two_users, clock)})
+    replies = [_get(kind, two_users.api_url + "orders", stale) for _ in range(10)]
+    assert replies == [(200, "alice", 1)] + [(200, "alice", 0)] * 9
+    assert two_users.api_unauthorized == 1
+    assert two_users.token_calls == 1
+    existing, rejected = _warnings(caplog)
+    assert "existing_bearer='keep-until-401'" in existing
+    assert f"{two_users.base_url} rejected the program's own Bearer token" in rejected
+    assert f"prefix '{two_users.api_url}'" in rejected
+    assert "patch(…, existing_bearer='keep')" in rejected
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_existing_bearer_keep_never_replaces_the_programs_token(
+    kind: str,
+    two_users: FakeOAuth2Provider,
+    clock: ManualClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    stale = {"Authorization": "Bearer pasted-in-last-month"}
+    renewauth.patch({two_users.api_url: _auth(two_users, clock)}, existing_bearer="keep")
+    replies = [_get(kind, two_users.api_url + "orders", stale) for _ in range(5)]
+    assert replies == [(401, None, 0)] * 5
+    assert two_users.token_calls == 0
+    [warning] = _warnings(caplog)
+    assert "renewauth leaves it and never sends the token" in warning
+    assert "existing_bearer='keep-until-401'" in warning
+    assert "existing_bearer='replace'" in warning
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_existing_bearer_replace_sends_renewauths_token_and_names_the_principal_change(
+    kind: str,
+    two_users: FakeOAuth2Provider,
+    clock: ManualClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    own = {"Authorization": f"Bearer {_sdk_token(two_users)}"}
+    renewauth.patch({two_users.api_url: _auth(two_users, clock)}, existing_bearer="replace")
+    replies = [_get(kind, two_users.api_url + "me", own) for _ in range(5)]
+    assert replies == [(200, "alice", 0)] * 5
+    assert two_users.token_calls == 2  # the SDK's, then renewauth's
+    [warning] = _warnings(caplog)
+    assert "the API sees that principal instead of the program's" in warning
+    assert "existing_bearer='keep'" in warning
+
+
+def test_patch_refuses_an_unknown_existing_bearer() -> None:
+    with pytest.raises(ConfigurationError, match=r"'keep-until-401' .*'keep' or 'replace'"):
+        renewauth.patch({"https://api.example.com/": BearerToken("x")}, existing_bearer="drop")  # type: ignore[arg-type]
+    assert requests.Session.send is ORIGINALS["requests.Session.send"]
+
+
+def test_a_callable_given_to_an_httpx_client_runs_once_and_adds_nothing(
+    two_users: FakeOAuth2Provider, clock: ManualClock
+) -> None:
+    calls: list[str] = []
+
+    def no_op(request: httpx.Request) -> httpx.Request:
+        calls.append(str(request.url))
+        return request
+
+    renewauth.patch({two_users.api_url: _auth(two_users, clock)})
+    with httpx.Client(auth=no_op) as client:
+        assert client.get(two_users.api_url + "x").json()["subject"] == "alice"
+    assert calls == [two_users.api_url + "x"]
+
+
+# --- httpx forks -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def httpx2(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A renamed copy of httpx, as shopware-api-client imports it: its own classes, none of
+    them httpx's. Yields the directory to put on the path."""
+    shutil.copytree(pathlib.Path(httpx.__file__).parent, tmp_path / "httpx2")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield str(tmp_path)
+    for name in [name for name in sys.modules if name == "httpx2" or name.startswith("httpx2.")]:
+        del sys.modules[name]
+
+
+@pytest.mark.parametrize("imported", ["before", "after"])
+def test_an_httpx_fork_is_patched_as_httpx_is(
+    imported: str, httpx2: str, two_users: FakeOAuth2Provider, clock: ManualClock
+) -> None:
+    if imported == "before":
+        fork: Any = importlib.import_module("httpx2")
+    renewauth.patch({two_users.api_url: _auth(two_users, clock)})
+    if imported == "after":
+        fork = importlib.import_module("httpx2")
+    assert fork.Client is not httpx.Client
+
+    async def async_call() -> int:
+        async with fork.AsyncClient() as client:
+            return int((await client.get(two_users.api_url + "x")).status_code)
+
+    statuses = []
+    for _ in range(15):
+        statuses += [fork.get(two_users.api_url + "x").status_code, asyncio.run(async_call())]
+        clock.advance(0.1)
+    two_users.revoke_access_tokens()  # a 401 through the fork: renewed and resent once
+    reply = fork.post(two_users.api_url + "x", content=b"body")
+    assert (reply.status_code, len(reply.history), reply.json()["body_length"]) == (200, 1, 4)
+    assert statuses == [200] * 30
+    assert 2 <= two_users.token_calls <= 4
+    renewauth.unpatch()
+    assert fork.get(two_users.api_url + "x").status_code == 401
+
+
+# --- diagnostics -----------------------------------------------------------------------------
+
+
+def test_explain_names_the_nearest_prefix_when_only_a_loopback_alias_differs(
+    two_users: FakeOAuth2Provider, clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    renewauth.patch({two_users.api_url: _auth(two_users, clock)}, explain=True)
+    aliased = two_users.api_url.replace("127.0.0.1", "localhost")
+    assert requests.get(aliased + "x", timeout=10).status_code == 401
+    assert requests.get(aliased + "y", timeout=10).status_code == 401  # explained once
+    assert requests.get(two_users.base_url + "/other", timeout=10).status_code == 404
+    assert _explained(caplog) == [
+        f"{two_users.base_url.replace('127.0.0.1', 'localhost')}: left alone: matches no "
+        f"prefix; nearest: prefix '{two_users.api_url}', which differs in host (another name "
+        "for loopback)",
+        f"{two_users.base_url}: left alone: matches no prefix; nearest: prefix "
+        f"'{two_users.api_url}', which covers other paths on this origin",
+    ]
+
+
+def test_explain_says_when_requests_added_basic_from_netrc(
+    two_users: FakeOAuth2Provider,
+    clock: ManualClock,
+    caplog: pytest.LogCaptureFixture,
+    tmp_path: pathlib.Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1 login someone password netrc-pass\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    renewauth.patch({two_users.api_url: _auth(two_users, clock)}, explain=True)
+    assert requests.get(two_users.api_url, timeout=10).status_code == 401
+    assert two_users.token_calls == 0
+    [line] = _explained(caplog)
+    assert line.startswith(
+        f"{two_users.base_url}: left alone: carries an Authorization (Basic) that requests took"
+    )
+    assert "~/.netrc" in line
+    assert "netrc-pass" not in caplog.text
+
+
+def test_explain_lines_are_debug_without_explain(
+    two_users: FakeOAuth2Provider, clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    renewauth.patch({two_users.api_url: _auth(two_users, clock)})
+    requests.get(two_users.api_url, timeout=10)
+    assert _explained(caplog) == []
+    assert any(
+        record.levelname == "DEBUG" and "signed by prefix" in record.getMessage()
+        for record in caplog.records
+    )
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_token_failure_in_legacy_code_is_logged_at_error_once_with_the_fix(
+    kind: str, two_users: FakeOAuth2Provider, clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Legacy code wraps the exception in its own ("Can't connect to server"): the log says
+    what really failed, once per failure in a row."""
+    auth = OAuth2Password(
+        two_users.token_url,
+        "client-id",
+        "alice",
+        "wrong-password",
+        client_secret="client-secret",
+        store=MemoryStore(),
+        clock=clock,
+    )
+    renewauth.patch({two_users.api_url: auth})
+    for _ in range(3):
+        with pytest.raises(renewauth.InvalidGrant):
+            _get(kind, two_users.api_url, {})
+    errors = [record for record in caplog.records if record.levelname == "ERROR"]
+    assert [record.name for record in errors] == ["renewauth.retrofit"]
+    message = errors[0].getMessage()
+    assert f"no token for requests under prefix '{two_users.api_url}': " in message
+    assert "InvalidGrant" in message
+    assert "password" in message  # the fix the error names
+    assert "wrong-password" not in caplog.text
+
+
+def test_a_token_failure_is_logged_again_after_a_recovery(
+    two_users: FakeOAuth2Provider, clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    auth = OAuth2Password(
+        two_users.token_url,
+        "client-id",
+        "alice",
+        "alice-password",
+        client_secret="client-secret",
+        store=MemoryStore(),
+        clock=clock,
+        retries=0,
+        leeway=0.1,
+    )
+    renewauth.patch({two_users.api_url: auth})
+
+    def errors() -> int:
+        return sum(record.levelname == "ERROR" for record in caplog.records)
+
+    two_users.fail_token_requests(503, times=-1)
+    for _ in range(3):
+        with pytest.raises(renewauth.TokenEndpointUnavailable):
+            requests.get(two_users.api_url, timeout=10)
+    assert errors() == 1
+    two_users.clear_failures()
+    assert requests.get(two_users.api_url, timeout=10).status_code == 200
+    clock.advance(1.5)  # past the token's life: the next call must renew
+    two_users.fail_token_requests(503, times=-1)
+    with pytest.raises(renewauth.TokenEndpointUnavailable):
+        requests.get(two_users.api_url, timeout=10)
+    assert errors() == 2
+
+
+def test_a_prepared_request_sent_again_keeps_one_hook_and_is_never_taken_for_a_programs_own(
+    fake: FakeOAuth2Provider, clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its header is renewauth's from the last send: not a Bearer of the program's own, even
+    after the token it holds was renewed."""
+    session = requests.Session()
+    prepared = session.prepare_request(requests.Request("GET", fake.api_url + "x"))
+    renewauth.patch({fake.api_url: _auth(fake, clock)})
+    statuses = []
+    for _ in range(25):  # 5 token lifetimes
+        statuses.append(session.send(prepared, timeout=10).status_code)
+        clock.advance(0.2)
+        # Another call renews first: the prepared request still holds the older token.
+        statuses.append(requests.get(fake.api_url + "y", timeout=10).status_code)
+    assert statuses == [200] * 50
+    assert len(prepared.hooks["response"]) == 1
+    assert fake.api_unauthorized == 0
+    assert 5 <= fake.token_calls <= 7
+    assert _warnings(caplog) == []
+
+
+def test_a_same_origin_redirect_keeps_the_token_and_a_cross_origin_one_drops_it(
+    fake: FakeOAuth2Provider, clock: ManualClock
+) -> None:
+    renewauth.patch({fake.api_url: _auth(fake, clock)})
+    same = requests.get(fake.api_url + f"redirect?to={fake.api_url}x", timeout=10)
+    assert (same.status_code, len(same.history)) == (200, 1)
+    with FakeOAuth2Provider() as elsewhere:
+        target = f"{elsewhere.base_url}/echo-headers"
+        away = requests.get(fake.api_url + f"redirect?to={target}", timeout=10)
+    assert away.status_code == 200
+    assert "authorization" not in away.json()
+
+
+@given(authorization=st.text(max_size=60))
+def test_the_scheme_named_in_a_log_line_is_a_known_scheme_or_a_fixed_phrase(
+    authorization: str,
+) -> None:
+    """The first word of a header without a scheme may be a secret: it is never echoed."""
+    named = _scheme_of(authorization)
+    assert named in {*_KNOWN_SCHEMES.values(), "a value without a scheme", "a scheme of its own"}

@@ -37,6 +37,7 @@ store_path = "{work}/tokens"
             "-m",
             "renewauth.cli",
             "run",
+            "--explain",  # why each call was signed or left alone, once per reason
             "--config",
             str(config),
             "--",

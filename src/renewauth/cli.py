@@ -12,6 +12,7 @@ import getpass
 import json
 import logging
 import os
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -53,6 +54,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--config", required=True, metavar="FILE", help="the TOML configuration")
     run.add_argument(
+        "--explain",
+        action="store_true",
+        help="log, once per origin and reason, why a request was signed or left alone",
+    )
+    run.add_argument(
         "command_line", nargs=argparse.REMAINDER, metavar="-- COMMAND …", help="what to run"
     )
     token = commands.add_parser("token", help="print a current access token of one entry")
@@ -64,7 +70,34 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _run(config: str, command: list[str]) -> int:
+# Python options that skip the bootstrap: -E and -I ignore PYTHONPATH, -S skips `site`.
+_SKIPPING = {"E": "-E", "I": "-I", "S": "-S"}
+_PYTHON = re.compile(r"(python|pypy)[0-9.]*(\.exe)?")
+
+
+def _bootstrap_skipped_by(command: Sequence[str]) -> str | None:
+    """The option of a `python …` command line that would skip renewauth's bootstrap."""
+    if not command or not _PYTHON.fullmatch(os.path.basename(command[0])):
+        return None
+    arguments = iter(command[1:])
+    for argument in arguments:
+        if argument in {"--", "-"} or not argument.startswith("-"):
+            return None  # the script: the rest is its own
+        if argument.startswith("--"):
+            continue
+        for index, letter in enumerate(argument[1:], start=1):
+            if letter in _SKIPPING:
+                return _SKIPPING[letter]
+            if letter in "cm":
+                return None  # the rest is the code or the module and its arguments
+            if letter in "WX":  # an option with a value: here or the next argument
+                if index == len(argument) - 1:
+                    next(arguments, None)
+                break
+    return None
+
+
+def _run(config: str, command: list[str], *, verbose: bool, explain: bool) -> int:
     from .config import load_config
 
     if command[:1] == ["--"]:
@@ -73,9 +106,23 @@ def _run(config: str, command: list[str]) -> int:
         raise ConfigurationError("nothing to run: renewauth run --config FILE -- COMMAND …")
     path = os.path.abspath(config)
     load_config(path)  # a broken file fails here, once, not in every child
+    skipped_by = _bootstrap_skipped_by(command)
+    if skipped_by is not None:
+        print(
+            f"renewauth run: WARNING: {os.path.basename(command[0])} {skipped_by} skips "
+            "sitecustomize, so this process gets no tokens (its children may); drop "
+            f"{skipped_by}, or call renewauth.retrofit.patch_from_config() in the program",
+            file=sys.stderr,
+        )
     bootstrap = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_bootstrap")
     environment = dict(os.environ)
     environment["RENEWAUTH_CONFIG"] = path
+    # The parent's logging is lost at the exec: the bootstrap sets it up in every child.
+    environment["RENEWAUTH_LOG_LEVEL"] = "DEBUG" if verbose else "INFO" if explain else "WARNING"
+    if explain:
+        environment["RENEWAUTH_EXPLAIN"] = "1"
+    else:
+        environment.pop("RENEWAUTH_EXPLAIN", None)
     environment["PYTHONPATH"] = os.pathsep.join(
         [bootstrap, *filter(None, [environment.get("PYTHONPATH")])]
     )
@@ -98,10 +145,11 @@ def _token(config: str, name: str) -> int:
 
 
 def _check(config: str) -> int:
-    from .config import load_config
+    from .config import load_config, prefix_hints
 
     failures = 0
-    for name, entry in load_config(config).items():
+    entries = load_config(config)
+    for name, entry in entries.items():
         try:
             token = entry.auth.get_token()
         except AuthError as exc:
@@ -114,6 +162,9 @@ def _check(config: str) -> int:
             else f", expires in {token.expires_at - time.time():.0f} s"
         )
         print(f"ok     {name}: {entry.auth!r}{left}")
+    for name, entry in entries.items():
+        for hint in prefix_hints(entry):
+            print(f"hint   {name}: {hint}")
     return 1 if failures else 0
 
 
@@ -235,7 +286,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if arguments.command == "vanmarcke":
             return _run_vanmarcke(arguments)
         if arguments.command == "run":
-            return _run(arguments.config, arguments.command_line)
+            return _run(
+                arguments.config,
+                arguments.command_line,
+                verbose=arguments.verbose,
+                explain=arguments.explain,
+            )
         if arguments.command == "token":
             return _token(arguments.config, arguments.name)
         if arguments.command == "check":

@@ -18,14 +18,17 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 from urllib.parse import urlsplit
 
+from ._urls import is_loopback_host, origin_of
 from .auth import OAuth2ClientCredentials, OAuth2Password, OAuth2RefreshToken, TokenAuth
 from .errors import ConfigurationError, InsecureTransportError
 from .providers import Keycloak, OrderCloud, Shopware, VanMarcke, Vendorlink
+from .retrofit import DEFAULT_EXISTING_BEARER, EXISTING_BEARER_CHOICES, ExistingBearer
 from .stores import FileStore, RedisStore, TokenStore
 
-__all__ = ["Entry", "load_config"]
+__all__ = ["Entry", "load_config", "prefix_hints"]
 
 _PROVIDERS: dict[str, Callable[..., TokenAuth]] = {
     "oauth2-client-credentials": OAuth2ClientCredentials,
@@ -39,7 +42,7 @@ _PROVIDERS: dict[str, Callable[..., TokenAuth]] = {
 }
 _SECRETS = ("password", "client_secret", "refresh_token", "api_key")
 _OPTIONS = ("leeway", "timeout", "retries", "retry_statuses", "allow_insecure_http")
-_ENTRY_KEYS = ("provider", "prefixes", "store", "store_path")
+_ENTRY_KEYS = ("provider", "prefixes", "store", "store_path", "existing_bearer")
 # Constructor parameters the loader supplies itself, never read from the file.
 _NOT_FROM_FILE = frozenset({"self", "store", "on_token", "clock"})
 _EXAMPLE = (
@@ -97,11 +100,14 @@ class Entry:
         name: the entry's name, as `renewauth token NAME` takes it.
         auth: the constructed auth object.
         prefixes: the URL prefixes it serves; empty for an entry used only by `token`.
+        existing_bearer: what retrofit does with a `Bearer` token the program sends itself
+            under these prefixes: `"keep-until-401"` (the default), `"keep"` or `"replace"`.
     """
 
     name: str
     auth: TokenAuth
     prefixes: tuple[str, ...]
+    existing_bearer: ExistingBearer = DEFAULT_EXISTING_BEARER
 
 
 def load_config(
@@ -140,9 +146,14 @@ def load_config(
     tables = document.get("auth")
     if not isinstance(tables, dict) or not tables:
         raise ConfigurationError(f"{where}: no [auth.NAME] entries; {_EXAMPLE}")
+    flat = [key for key, value in tables.items() if not isinstance(value, dict)]
+    if flat:
+        # `[auth]` with `provider = …` straight under it: the keys belong to a named entry.
+        raise ConfigurationError(
+            f"{where}: [auth] holds {flat[0]!r} itself; give the entry a name and put its keys "
+            "under [auth.NAME] (for example [auth.orders]), one table per auth object"
+        )
     for name, table in tables.items():
-        if not isinstance(table, dict):
-            raise ConfigurationError(f"{where} [auth.{name}]: must be a table; {_EXAMPLE}")
         _refuse_open_secrets(where, name, table, mode)
     stores: dict[tuple[object, str], TokenStore] = {}
     return {
@@ -240,7 +251,7 @@ def _build(  # noqa: PLR0917 - one private call site
             )
     arguments: dict[str, object] = {}
     for key, value in table.items():
-        if key in ("provider", "store", "store_path", "prefixes"):
+        if key in _ENTRY_KEYS:
             continue
         if key.endswith("_env"):
             secret = key.removesuffix("_env")
@@ -267,7 +278,12 @@ def _build(  # noqa: PLR0917 - one private call site
         auth = factory(**arguments, store=store)
     except (ConfigurationError, InsecureTransportError) as exc:
         raise fail(str(exc)) from exc
-    return Entry(name=name, auth=auth, prefixes=prefixes)
+    return Entry(
+        name=name,
+        auth=auth,
+        prefixes=prefixes,
+        existing_bearer=_existing_bearer(fail, table),
+    )
 
 
 def _from_environment(
@@ -285,6 +301,18 @@ def _from_environment(
             f"export {variable} before running"
         )
     return value
+
+
+def _existing_bearer(
+    fail: Callable[[str], ConfigurationError], table: dict[str, object]
+) -> ExistingBearer:
+    value = table.get("existing_bearer", DEFAULT_EXISTING_BEARER)
+    if value not in EXISTING_BEARER_CHOICES:
+        raise fail(
+            "existing_bearer must be 'keep-until-401' (the default: send the program's own "
+            "Bearer token until the API rejects it), 'keep' or 'replace'"
+        )
+    return cast(ExistingBearer, value)
 
 
 def _prefixes(fail: Callable[[str], ConfigurationError], value: object) -> tuple[str, ...]:
@@ -343,3 +371,47 @@ def _store(  # noqa: PLR0917 - one private call site
         except ConfigurationError as exc:
             raise fail(str(exc)) from exc
     return stores[build, spec]
+
+
+def _domain(host: str) -> str:
+    """The last two labels of a host name (an address stays whole): a rough "site"."""
+    host = host.lower().strip("[]").rstrip(".")
+    if host.replace(".", "").isdigit() or ":" in host:
+        return host
+    return ".".join(host.split(".")[-2:])
+
+
+def prefix_hints(entry: Entry) -> list[str]:
+    """Hints, not errors, about prefixes that look unreachable from the entry's token server.
+
+    A prefix on a loopback alias or scheme other than the token URL's (`localhost` against
+    `127.0.0.1`), a prefix on loopback with a token server elsewhere or the other way round,
+    or one under another domain: each may be right (an identity provider of its own), so
+    `renewauth check` only says so.
+    """
+    token_url = entry.auth._manager.grant.token_url
+    token = urlsplit(token_url)
+    token_host = (token.hostname or "").lower()
+    token_loopback = is_loopback_host(token_host)
+    hints = []
+    for prefix in entry.prefixes:
+        parts = urlsplit(prefix)
+        host = (parts.hostname or "").lower()
+        shown = origin_of(prefix) + parts.path  # never a user:password the URL may hold
+        where = f"prefix {shown} and token_url {origin_of(token_url)}"
+        if is_loopback_host(host) != token_loopback:
+            side = "only the prefix" if is_loopback_host(host) else "only token_url"
+            hints.append(f"{where}: {side} is on this machine; is one of them left from a test?")
+        elif token_loopback and host != token_host:
+            hints.append(
+                f"{where}: two names for this machine; a program that calls {token_host} "
+                "matches no prefix (write the host as the program does)"
+            )
+        elif token_loopback and parts.scheme != token.scheme and parts.port == token.port:
+            hints.append(f"{where}: the same port with another scheme; check http against https")
+        elif not token_loopback and _domain(host) != _domain(token_host):
+            hints.append(
+                f"{where}: another domain than the token server's; fine for a separate "
+                "identity provider, otherwise check the prefix"
+            )
+    return hints

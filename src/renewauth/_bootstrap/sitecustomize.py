@@ -1,10 +1,12 @@
 """Run by every Python process that `renewauth run` starts (this directory leads PYTHONPATH).
 
 It runs the `sitecustomize` that would have run without renewauth, if there is one, then
-waits: only when the program imports `requests` or `httpx` does it load renewauth and patch
-them from the configuration named by RENEWAUTH_CONFIG. A program that never imports either
-gets nothing but this file. A broken configuration stops the program with one line on
-stderr rather than let it run without tokens.
+waits: only when the program imports `requests`, `httpx` or an httpx fork (`httpx2`) does it
+load renewauth, send renewauth's log to stderr (WARNING and up; `renewauth -v run` adds
+DEBUG, `--explain` the INFO lines that say why each origin was signed or left alone) and
+patch them from the configuration named by RENEWAUTH_CONFIG. A program that never imports
+any of them gets nothing but this file. A broken configuration stops the program with one
+line on stderr rather than let it run without tokens.
 """
 
 import importlib.abc
@@ -15,7 +17,8 @@ import sys
 from types import ModuleType
 from typing import Any
 
-_WATCHED = frozenset({"requests", "httpx"})
+# renewauth.retrofit.HTTPX_FORKS names the same forks; it cannot be imported here this early.
+_WATCHED = frozenset({"requests", "httpx", "httpx2"})
 
 
 def _run_users_sitecustomize() -> None:
@@ -28,6 +31,21 @@ def _run_users_sitecustomize() -> None:
     spec.loader.exec_module(module)
 
 
+def _log_to_stderr() -> None:
+    """renewauth's records on stderr, tagged with the process id: a legacy program has
+    usually configured no logging, and a NullHandler would swallow every WARNING."""
+    import logging
+
+    level = os.environ.get("RENEWAUTH_LOG_LEVEL", "WARNING")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s renewauth[%(process)d] %(levelname)s %(name)s: %(message)s")
+    )
+    package = logging.getLogger("renewauth")
+    package.addHandler(handler)
+    package.setLevel(level if level in ("DEBUG", "INFO", "WARNING") else "WARNING")
+
+
 def _patch_from_config() -> None:
     try:
         from renewauth.retrofit import patch_from_config
@@ -38,20 +56,23 @@ def _patch_from_config() -> None:
         ) from None
     from renewauth.errors import AuthError
 
+    _log_to_stderr()
     try:
-        patch_from_config(os.environ["RENEWAUTH_CONFIG"])
+        patch_from_config(
+            os.environ["RENEWAUTH_CONFIG"], explain=os.environ.get("RENEWAUTH_EXPLAIN") == "1"
+        )
     except AuthError as exc:
         raise SystemExit(f"renewauth run: {exc}") from None
 
 
 class _PatchOnImport(importlib.abc.MetaPathFinder):
-    """Finds nothing itself: it wraps the loader of `requests` and `httpx` so that the patch
-    is applied once the first of them has been imported."""
+    """Finds nothing itself: it wraps the loader of the first watched module imported, so
+    that the patch is applied once that module has run."""
 
     def find_spec(self, name: str, path: Any, target: Any = None) -> Any:
         if name not in _WATCHED:
             return None
-        sys.meta_path.remove(self)  # once: renewauth imports both libraries itself
+        sys.meta_path.remove(self)  # once: renewauth patches the others itself
         spec = importlib.util.find_spec(name)
         if spec is None or spec.loader is None:
             return spec

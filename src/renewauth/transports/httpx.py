@@ -116,13 +116,18 @@ AsyncTrace = Callable[[str, Mapping[str, Any]], Awaitable[None]]
 
 class _Departure:
     """What a signed request carries until it leaves: the token in its `Authorization`
-    header (replaced when it leaves, if it must) and the request as it was signed."""
+    header (replaced when it leaves, if it must), the URL it was signed for and its headers.
 
-    __slots__ = ("request", "token")
+    It holds no reference to the request itself: the request holds it (in its extensions),
+    and a cycle would leave every request to the garbage collector.
+    """
 
-    def __init__(self, token: Token, request: httpx.Request) -> None:
+    __slots__ = ("headers", "token", "url")
+
+    def __init__(self, token: Token, url: httpx.URL, headers: httpx.Headers) -> None:
         self.token = token
-        self.request = request
+        self.url = url
+        self.headers = headers
 
 
 def _chain_sync(first: Trace, then: Trace) -> Trace:
@@ -175,10 +180,11 @@ class HttpxSigning(httpx.Auth):
     def _watch_departure(self, request: httpx.Request, token: Token, *, is_async: bool) -> None:
         extensions = request.extensions
         departure = extensions.get(_DEPARTURE)
-        if isinstance(departure, _Departure) and departure.request is request:
-            departure.token = token  # the resend of a request already watched
+        if isinstance(departure, _Departure) and departure.headers is request.headers:
+            # The resend of a request already watched (the renewal may have routed it anew).
+            departure.token, departure.url = token, request.url
             return
-        extensions[_DEPARTURE] = _Departure(token, request)
+        extensions[_DEPARTURE] = _Departure(token, request.url, request.headers)
         ours: Any = self._adepart if is_async else self._depart
         trace = extensions.get("trace")
         if trace is None:
@@ -197,7 +203,7 @@ class HttpxSigning(httpx.Auth):
         departure = hop.extensions.get(_DEPARTURE)
         if not isinstance(departure, _Departure):
             return None
-        elsewhere = _goes_elsewhere(hop, departure.request.url)
+        elsewhere = _goes_elsewhere(hop, departure.url)
         if elsewhere is None:
             return None
         if elsewhere:
@@ -215,7 +221,7 @@ class HttpxSigning(httpx.Auth):
             if value == signed and name.lower() == b"authorization":
                 hop.headers[index] = (name, token.authorization.encode())
                 departure.token = token
-                departure.request.headers["Authorization"] = token.authorization
+                departure.headers["Authorization"] = token.authorization
                 logger.debug("token replaced as the request left: it aged while queued")
                 return
 

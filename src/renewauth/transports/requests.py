@@ -52,6 +52,11 @@ class _Signature(str):
     resent: bool = False
     _manager: TokenManager
 
+    def __reduce__(self) -> tuple[type[str], tuple[str]]:
+        # A pickled or deep-copied request (a cache, a recorder) carries the plain header
+        # value: the manager behind it, with its locks, stays in this process.
+        return str, (str(self),)
+
     def encode(self, encoding: str = "utf-8", errors: str = "strict") -> bytes:
         """The header as it is written: with the token that is current now."""
         token = self._manager.token_at_departure(self.token)
