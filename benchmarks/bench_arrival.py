@@ -376,7 +376,7 @@ class FakeHostFor:
 def _keycloak(leeway: float | None, fake: RemoteFake) -> httpx.AsyncClient:
     auth = Keycloak.from_token_url(
         fake.token_url,
-        client_id="portal",
+        client_id="portal-client",
         client_secret="portal-secret",
         username="alice",
         password="alice-password",

@@ -61,8 +61,9 @@ _COLLECTED = re.compile(r"Collected\s*:\s*(\d+)")
 def _requests_oauth2client(setup: Setup) -> requests.Session:
     from requests_oauth2client import OAuth2Client, OAuth2ClientCredentialsAuth
 
+    # testing=True: it refuses a plain-http token endpoint otherwise (the fake is on loopback).
     client = OAuth2Client(token_endpoint=setup.token_url, client_id=CLIENT_ID,
-                          client_secret=CLIENT_SECRET)  # fmt: skip
+                          client_secret=CLIENT_SECRET, testing=True)  # fmt: skip
     session = requests.Session()
     session.auth = OAuth2ClientCredentialsAuth(client, leeway=int(setup.leeway))
     return _pooled(session, setup)
@@ -160,7 +161,8 @@ def _instructions(client: str, library: str, count: int, token_url: str, token: 
     done = subprocess.run(command, capture_output=True, text=True, env=environment, check=False)
     found = _COLLECTED.search(done.stderr)
     if done.returncode != 0 or found is None:
-        raise RuntimeError(done.stderr.strip().splitlines()[-1] if done.stderr else "failed")
+        python_lines = [line for line in done.stderr.splitlines() if not line.startswith("==")]
+        raise RuntimeError(f"{library} on {client}: {(python_lines or ['failed'])[-1]}")
     return int(found.group(1))
 
 

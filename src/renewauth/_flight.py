@@ -43,10 +43,20 @@ class Flight:
     interrupted (`abandoned`): then waiters start a renewal of their own.
     """
 
-    __slots__ = ("_async_waiters", "_done", "_key", "abandoned", "error", "leader_loop", "token")
+    __slots__ = (
+        "_async_waiters",
+        "_done",
+        "_key",
+        "_leader_thread",
+        "abandoned",
+        "error",
+        "leader_loop",
+        "token",
+    )
 
     def __init__(self, key: Hashable, leader_loop: asyncio.AbstractEventLoop | None) -> None:
         self._key = key
+        self._leader_thread = threading.current_thread()
         self._done = threading.Event()
         self._async_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         self.leader_loop = leader_loop
@@ -74,6 +84,22 @@ class Flight:
             # RuntimeError: nobody is waiting there any more.
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(_wake_gradually, loop, futures)
+
+    def abandon_if_leader_gone(self) -> bool:
+        """End the flight as abandoned if its leader can no longer finish it: its event loop
+        is closed or stopped (its task will never run again), or its thread has died.
+
+        Returns:
+            Whether it did; a waiter then starts a renewal of its own.
+        """
+        loop = self.leader_loop
+        if loop is not None:
+            gone = loop.is_closed() or not loop.is_running()
+        else:
+            gone = not self._leader_thread.is_alive()
+        if gone and not self._done.is_set():
+            self.finish(abandoned=True)
+        return gone
 
     def wait(self, timeout: float) -> bool:
         """Block this thread until the flight ends; `False` if `timeout` seconds pass first."""

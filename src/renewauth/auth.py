@@ -8,10 +8,12 @@ first token is fetched by the first request or `get_token()`.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
-from typing import TypedDict, Unpack
+from types import MappingProxyType
+from typing import TypedDict, Unpack, cast
 
 from ._urls import origin_of, require_secure_url
 from .errors import ConfigurationError
@@ -198,6 +200,27 @@ class TokenAuth(RequestsSigning, HttpxSigning):
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self._describe()}>"
 
+    def __reduce__(self) -> tuple[object, ...]:
+        """Pickled by configuration (grant, options, store), never by its cached token.
+
+        The copy rebuilds its own manager on the other side (a spawn worker, a
+        `ProcessPoolExecutor`) around the same store, so a `FileStore` or `RedisStore` shares
+        tokens and renewals with this object; a `MemoryStore` cannot cross processes and
+        arrives as the default (or a new) store there. Callables given as options
+        (`on_token=`, `clock=`) must be picklable themselves.
+        """
+        manager = self._manager
+        state = {name: value for name, value in self.__dict__.items() if name != "_manager"}
+        options = {
+            "store": manager.store,
+            "leeway": manager.leeway,
+            "retries": manager.retries,
+            "timeout": manager.timeout,
+            "on_token": manager.on_token,
+            "clock": manager._clock,
+        }
+        return (_rebuild_auth, (type(self), _portable(manager.grant), options, state))
+
     def _describe(self) -> str:
         """What `repr` shows: the token endpoint's origin and public identifiers only."""
         return origin_of(self._manager.grant.token_url)
@@ -226,6 +249,46 @@ class TokenAuth(RequestsSigning, HttpxSigning):
     def invalidate(self) -> None:
         """Drop the access token (keeping its refresh token): the next request renews."""
         self._manager.invalidate()
+
+
+def _portable(value: object) -> object:
+    """`value` in a picklable form: frozen dataclasses as their fields, read-only mappings
+    (which pickle refuses) as dicts; `_restored` turns it back."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        fields = {
+            field.name: _portable(getattr(value, field.name))
+            for field in dataclasses.fields(value)
+            if field.init
+        }
+        return _Portable(type(value), fields)
+    if isinstance(value, MappingProxyType):
+        return _Portable(None, dict(value))
+    return value
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Portable:
+    kind: type | None  # None: a read-only mapping
+    fields: dict[str, object]
+
+
+def _restored(value: object) -> object:
+    if not isinstance(value, _Portable):
+        return value
+    if value.kind is None:
+        return MappingProxyType(dict(value.fields))
+    return value.kind(**{name: _restored(item) for name, item in value.fields.items()})
+
+
+def _rebuild_auth(
+    cls: type[TokenAuth], grant: object, options: dict[str, object], state: dict[str, object]
+) -> TokenAuth:
+    """The other half of `TokenAuth.__reduce__`: a new manager around the same store."""
+    auth = cls.__new__(cls)
+    auth.__dict__.update(state)
+    rebuilt = cast(Grant, _restored(grant))
+    auth._manager = TokenManager(rebuilt, sender=_SENDER, **options)  # type: ignore[arg-type]
+    return auth
 
 
 class OAuth2ClientCredentials(TokenAuth):

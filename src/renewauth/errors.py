@@ -39,8 +39,9 @@ class ConfigurationError(AuthError, ValueError):
 
 
 class StoreError(AuthError):
-    """Raised when a token store (file, Redis) cannot be read or written; a renewal whose
-    token cannot be stored fails with it, so no rotated refresh token is lost."""
+    """Raised when a token store (file, Redis) cannot be read or written. A renewed token
+    whose write fails is not lost: it is kept in memory and written once the store is back;
+    this error reaches the caller only when no token could be had without the store."""
 
 
 class InsecureTransportError(AuthError, ValueError):

@@ -32,10 +32,12 @@ requests nor httpx, and its clock, sleeps and randomness are injected.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import logging
 import math
 import random
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
@@ -49,11 +51,12 @@ from .errors import (
     ConfigurationError,
     InvalidClient,
     InvalidGrant,
+    StoreError,
     TokenEndpointUnavailable,
     TokenRequestError,
 )
 from .flows import Flow, Grant, RetryHint, TokenRequest, TokenResponse
-from .stores import TokenStore, credential_key
+from .stores import FencedStore, TokenStore, credential_key
 from .token import Token
 
 __all__ = ["HttpReply", "OnToken", "TokenManager", "TokenSender"]
@@ -66,6 +69,8 @@ OnToken = Callable[[Token], None]
 _SOFT_RETRY_CAP = 30.0  # seconds between failed renewals in the soft window, at most
 _WAIT_MARGIN = 10.0  # seconds a waiter adds to the longest a renewal can take
 _CREDENTIAL_PAUSE = 60.0  # seconds refused credentials are not sent again
+_TAKEOVER_CHECK = 0.25  # seconds between a waiter's checks that its flight's leader still lives
+_FLUSH_FIRST, _FLUSH_MAX = 0.02, 1.0  # seconds between tries of writing a kept token
 _ARRIVAL_MARGIN = 0.5  # seconds a token must have left when a request leaves (at most)
 REJECTION_INTERVAL = 10.0
 """Seconds during which a token that a 401 renewal produced, and that the API has not yet
@@ -102,6 +107,30 @@ class _Cached(NamedTuple):
 
     token: Token
     renew_at: float
+
+
+class _StoreDown(Exception):
+    """The store failed before any token call was made: nothing can have been lost yet."""
+
+    def __init__(self, error: StoreError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+@dataclass(slots=True)
+class _Kept:
+    """A renewed token the store has not taken yet (a failed write), kept in memory.
+
+    `generation` is the store's generation it is to be written over; `release` lets go of the
+    store lock that keeps other processes from the old token until it is written (None when
+    no lock could be taken); `busy` while a renewal runs from it (then it is not written).
+    """
+
+    token: Token
+    generation: int
+    release: Callable[[], None] | None
+    loop: asyncio.AbstractEventLoop | None
+    busy: bool = False
 
 
 def _spent_at(token: Token) -> float:
@@ -186,6 +215,14 @@ class TokenManager:
         # never hammered, and a wrong password is not sent until the account locks.
         self._paused_until = -math.inf
         self._pause_error: TokenRequestError | None = None
+        # Fenced writes: the store's generation of the cached token, and a renewed token that
+        # the store could not take (kept here and written by a background thread).
+        self._fenced = isinstance(store, FencedStore)
+        self._generation = 0
+        self._kept: _Kept | None = None
+        self._kept_lock = threading.Lock()  # guards `_kept` for a few instructions, no I/O
+        self._local_renewal: bool | None = None
+        self._warned_local = False
         # The token the last 401 renewal produced, until an API answer accepts it (see
         # `confirm`), and when that renewal was made: a bound on renewals after 401s.
         self.unproven: Token | None = None
@@ -369,8 +406,12 @@ class TokenManager:
                 "use httpx.AsyncClient or await aget_token() in coroutines, or run the "
                 "blocking call in a thread with asyncio.to_thread()"
             )
-        if not flight.wait(self._wait_bound):
-            raise self._stuck()
+        deadline = time.monotonic() + self._wait_bound
+        while not flight.wait(_TAKEOVER_CHECK):
+            if flight.abandon_if_leader_gone():
+                return  # its leader can no longer finish (a closed loop): take it over
+            if time.monotonic() >= deadline:
+                raise self._stuck()
 
     def _lead(self, flight: _flight.Flight, stale: Token | None, *, soft: bool) -> Token:
         # Re-checked as leader: a soft renewal may have failed since this caller looked.
@@ -378,7 +419,6 @@ class TokenManager:
             flight.finish(abandoned=True)
             return cast(Token, stale)
         try:
-            self._check_pause()
             token, renewed = self._renew_as_leader(stale)
         except Exception as exc:
             return self._fail(flight, stale, exc, soft=soft)
@@ -392,16 +432,70 @@ class TokenManager:
 
     def _renew_as_leader(self, stale: Token | None) -> tuple[Token, bool]:
         """The new token, and whether it came from the token endpoint (else the store)."""
-        with self.store.lock(self.key):
+        kept = self._claim_kept()
+        if kept is not None:
+            return self._renew_kept(kept, stale)
+        try:
+            return self._renew_under_lock(stale)
+        except _StoreDown as down:
+            return self._renew_locally(down.error)
+
+    def _renew_under_lock(self, stale: Token | None) -> tuple[Token, bool]:
+        try:
+            held = self.store.lock(self.key)
+            held.__enter__()
+        except StoreError as exc:
+            raise _StoreDown(exc) from None
+        handed_over = False
+        try:
+            try:
+                stored, generation = self._read()
+            except StoreError as exc:
+                raise _StoreDown(exc) from None
             # Another process, or a leader that finished just before us, may have renewed.
-            current = self.store.get(self.key) or self.token
+            current = self._current(stored, generation)
             if not _needs_renewal(current, stale, self._clock()):
                 logger.debug("token for %s taken from the store", self.origin)
+                self._generation = generation
                 return self._adopt(cast(Token, current)), False
+            self._check_pause()  # a pause stops token calls, never a read of the store
             token = self._run_flow(self.grant.fetch(current))
-            # The rotated refresh token is stored before the new access token is used; if
-            # that write fails, the renewal fails with it.
-            self.store.set(self.key, token)
+            # The rotated refresh token is stored before the new access token is used. If
+            # the store refuses it, it is kept in memory (and written by a thread that holds
+            # the lock until then): the old refresh token is spent, this one must survive.
+            try:
+                written = self._write(token, generation)
+            except StoreError as exc:
+                self._keep(token, generation, _exiter(held), None, exc)
+                handed_over = True
+                return self._announce(token), True
+            if written is None:
+                return self._fenced_out(token, self._read_or_nothing()), True
+            self._generation = written
+        finally:
+            if not handed_over:
+                held.__exit__(None, None, None)
+        return self._announce(token), True
+
+    def _renew_kept(self, kept: _Kept, stale: Token | None) -> tuple[Token, bool]:
+        """Renew from the kept token, which only this process holds (the store is behind)."""
+        try:
+            if not _needs_renewal(kept.token, stale, self._clock()):
+                return self._adopt(kept.token), False
+            self._check_pause()
+            token = self._run_flow(self.grant.fetch(kept.token))
+            kept.token = token  # the writer thread writes this one now
+            return self._announce(token), True
+        finally:
+            with self._kept_lock:
+                kept.busy = False
+
+    def _renew_locally(self, error: StoreError) -> tuple[Token, bool]:
+        """Renew without the store, where that spends nothing another process needs."""
+        self._require_local_renewal(error)
+        self._check_pause()
+        token = self._run_flow(self.grant.fetch(None))
+        self._keep(token, self._generation, None, None, error)
         return self._announce(token), True
 
     def _run_flow(self, flow: Flow) -> Token:
@@ -449,22 +543,30 @@ class TokenManager:
                 return await asyncio.shield(renewal)
             if soft:
                 return cast(Token, stale)
-            try:
-                # asyncio.timeout, not wait_for: no extra task per waiter (there may be 200).
-                async with asyncio.timeout(self._wait_bound):
-                    await flight.wait_async()
-            except TimeoutError:
-                raise self._stuck() from None
+            await self._wait_async(flight, loop)
             token = self._outcome(flight, stale, rejected=rejected)
             if token is not None:
                 return token
+
+    async def _wait_async(self, flight: _flight.Flight, loop: asyncio.AbstractEventLoop) -> None:
+        deadline = loop.time() + self._wait_bound
+        while True:
+            try:
+                # asyncio.timeout, not wait_for: no extra task per waiter (there may be 200).
+                async with asyncio.timeout(_TAKEOVER_CHECK):
+                    await flight.wait_async()
+                return
+            except TimeoutError:
+                if flight.abandon_if_leader_gone():
+                    return
+                if loop.time() >= deadline:
+                    raise self._stuck() from None
 
     async def _alead(self, flight: _flight.Flight, stale: Token | None, *, soft: bool) -> Token:
         if soft and self._clock() < self._soft_retry_at:
             flight.finish(abandoned=True)
             return cast(Token, stale)
         try:
-            self._check_pause()
             token, renewed = await self._arenew_as_leader(stale)
         except Exception as exc:
             return self._fail(flight, stale, exc, soft=soft)
@@ -477,14 +579,83 @@ class TokenManager:
         return token
 
     async def _arenew_as_leader(self, stale: Token | None) -> tuple[Token, bool]:
-        async with self.store.alock(self.key):
-            current = await self.store.aget(self.key) or self.token
+        kept = self._claim_kept()
+        if kept is not None:
+            return await self._arenew_kept(kept, stale)
+        try:
+            return await self._arenew_under_lock(stale)
+        except _StoreDown as down:
+            self._require_local_renewal(down.error)
+            self._check_pause()
+            token = await self._arun_flow(self.grant.fetch(None))
+            self._keep(token, self._generation, None, asyncio.get_running_loop(), down.error)
+            return self._announce(token), True
+
+    async def _arenew_under_lock(self, stale: Token | None) -> tuple[Token, bool]:
+        try:
+            release, handover = await self._atake_lock()
+        except StoreError as exc:
+            raise _StoreDown(exc) from None
+        handed_over = False
+        try:
+            try:
+                stored, generation = await self._aread()
+            except StoreError as exc:
+                raise _StoreDown(exc) from None
+            current = self._current(stored, generation)
             if not _needs_renewal(current, stale, self._clock()):
                 logger.debug("token for %s taken from the store", self.origin)
+                self._generation = generation
                 return self._adopt(cast(Token, current)), False
+            self._check_pause()
             token = await self._arun_flow(self.grant.fetch(current))
-            await self.store.aset(self.key, token)
+            try:
+                written = await self._awrite(token, generation)
+            except StoreError as exc:
+                self._keep(token, generation, handover, asyncio.get_running_loop(), exc)
+                handed_over = True
+                return self._announce(token), True
+            if written is None:
+                try:
+                    latest = await self._aread()
+                except StoreError:
+                    latest = (None, generation)
+                return self._fenced_out(token, latest), True
+            self._generation = written
+        finally:
+            if not handed_over:
+                await release()
         return self._announce(token), True
+
+    async def _atake_lock(self) -> tuple[Callable[[], Awaitable[object]], Callable[[], None]]:
+        """Take the store lock from a task: how to release it there, and from the writer thread.
+
+        The sync lock, waited for in a worker thread, where the store has one: it can be
+        handed to the writer thread and outlives this event loop (an async context manager
+        would be closed with its loop's async generators). Else the store's async lock.
+        """
+        try:
+            held = self.store.lock(self.key)
+            await asyncio.to_thread(held.__enter__)
+        except ConfigurationError:  # an asyncio-only store (a redis.asyncio client)
+            aheld = self.store.alock(self.key)
+            await aheld.__aenter__()
+            return (lambda: aheld.__aexit__(None, None, None)), _releaser(
+                aheld, asyncio.get_running_loop()
+            )
+        return (lambda: asyncio.to_thread(held.__exit__, None, None, None)), _exiter(held)
+
+    async def _arenew_kept(self, kept: _Kept, stale: Token | None) -> tuple[Token, bool]:
+        try:
+            if not _needs_renewal(kept.token, stale, self._clock()):
+                return self._adopt(kept.token), False
+            self._check_pause()
+            token = await self._arun_flow(self.grant.fetch(kept.token))
+            kept.token = token
+            return self._announce(token), True
+        finally:
+            with self._kept_lock:
+                kept.busy = False
 
     async def _arun_flow(self, flow: Flow) -> Token:
         try:
@@ -514,6 +685,183 @@ class TokenManager:
             attempt += 1
 
     # --- shared by both drivers ---------------------------------------------------------
+
+    def _read(self) -> tuple[Token | None, int]:
+        if self._fenced:
+            return cast(FencedStore, self.store).get_with_generation(self.key)
+        return self.store.get(self.key), 0
+
+    async def _aread(self) -> tuple[Token | None, int]:
+        if self._fenced:
+            return await cast(FencedStore, self.store).aget_with_generation(self.key)
+        return await self.store.aget(self.key), 0
+
+    def _write(self, token: Token, generation: int) -> int | None:
+        """Write `token` over `generation`: the new generation, or `None` if fenced out."""
+        if self._fenced:
+            return cast(FencedStore, self.store).set_if_generation(self.key, token, generation)
+        self.store.set(self.key, token)
+        return generation + 1
+
+    async def _awrite(self, token: Token, generation: int) -> int | None:
+        if self._fenced:
+            store = cast(FencedStore, self.store)
+            return await store.aset_if_generation(self.key, token, generation)
+        await self.store.aset(self.key, token)
+        return generation + 1
+
+    def _current(self, stored: Token | None, generation: int) -> Token | None:
+        """What to renew from: the store's token, unless the store lost what we wrote."""
+        own = self.token
+        if stored is None or (self._fenced and own is not None and generation < self._generation):
+            # Nothing stored, or an older generation than we saw (a Redis restarted without
+            # persistence): our own token is the newest there is.
+            return stored if own is None else own
+        return stored
+
+    def _fenced_out(self, token: Token, latest: tuple[Token | None, int]) -> Token:
+        """Our write was refused: another leader wrote after our lock ran out. Its token is
+        the store's; ours stays valid for this process alone."""
+        stored, generation = latest
+        logger.warning(
+            "the renewed token for %s was not written: another process renewed after this "
+            "one's store lock ran out (the store keeps the newer token)",
+            self.origin,
+        )
+        if stored is not None and not _is_spent(stored, self._clock()):
+            self._generation = generation
+            return self._announce(stored)
+        return self._announce(token)
+
+    def _require_local_renewal(self, error: StoreError) -> None:
+        """Raise `error` unless this grant can renew without spending a shared refresh token."""
+        if self._local_renewal is None:
+            flow = self.grant.fetch(None)
+            try:
+                first = next(flow)
+            except StopIteration:
+                self._local_renewal = False
+            else:
+                self._local_renewal = first.grant != "refresh_token"
+            finally:
+                flow.close()
+        if not self._local_renewal:
+            raise error  # a refresh token must never be spent twice: wait for the store
+        if not self._warned_local:
+            self._warned_local = True
+            logger.warning(
+                "the token store is unreachable (%s); renewing the token for %s in this "
+                "process until it is back, then sharing it again",
+                error,
+                self.origin,
+            )
+
+    def _claim_kept(self) -> _Kept | None:
+        with self._kept_lock:
+            kept = self._kept
+            if kept is not None:
+                kept.busy = True
+            return kept
+
+    def _keep(
+        self,
+        token: Token,
+        generation: int,
+        release: Callable[[], None] | None,
+        loop: asyncio.AbstractEventLoop | None,
+        error: StoreError,
+    ) -> None:
+        """Keep a renewed token the store refused, and write it as soon as the store can."""
+        with self._kept_lock:
+            self._kept = _Kept(token, generation, release, loop)
+        if release is not None:
+            logger.warning(
+                "the renewed token for %s could not be stored (%s); it is kept in memory "
+                "and written as soon as the store takes writes again",
+                self.origin,
+                error,
+            )
+        threading.Thread(
+            target=self._write_kept, name="renewauth-store-writer", daemon=True
+        ).start()
+
+    def _write_kept(self) -> None:
+        """The writer thread: retries until the store has the kept token (or a newer one)."""
+        delay = _FLUSH_FIRST
+        pause = threading.Event()
+        while True:
+            with self._kept_lock:
+                kept = self._kept
+                if kept is None:
+                    return
+                token, generation, busy = kept.token, kept.generation, kept.busy
+            if busy:  # a renewal runs from it: write its result instead
+                pause.wait(_FLUSH_FIRST)
+                continue
+            try:
+                written = self._write_from_thread(kept, token, generation)
+                lost = written is None and self._read()[1] < generation
+            except Exception:  # the store is still down: try again, a little later each time
+                pause.wait(delay)
+                delay = min(delay * 2, _FLUSH_MAX)
+                continue
+            if lost:  # the store lost writes (emptied, restarted without persistence)
+                stored_generation = self._read_generation_quietly()
+                with self._kept_lock:
+                    kept.generation = stored_generation
+                continue
+            with self._kept_lock:
+                if kept.busy or kept.token is not token:
+                    if written is not None:
+                        kept.generation = written  # renewed meanwhile: write the newer one
+                    continue
+                self._kept = None
+            self._kept_written(token, written)
+            if kept.release is not None:
+                try:
+                    kept.release()
+                except Exception as exc:
+                    logger.warning("store lock for %s not released (%s)", self.origin, exc)
+            return
+
+    def _read_or_nothing(self) -> tuple[Token | None, int]:
+        try:
+            return self._read()
+        except StoreError:
+            return None, self._generation
+
+    def _read_generation_quietly(self) -> int:
+        try:
+            return self._read()[1]
+        except Exception:
+            return 0
+
+    def _write_from_thread(self, kept: _Kept, token: Token, generation: int) -> int | None:
+        try:
+            return self._write(token, generation)
+        except ConfigurationError:  # an asyncio-only store: write on its loop
+            loop = kept.loop
+            if loop is None or not loop.is_running():
+                raise
+            future = asyncio.run_coroutine_threadsafe(self._awrite(token, generation), loop)
+            return future.result(timeout=self.timeout + _WAIT_MARGIN)
+
+    def _kept_written(self, token: Token, written: int | None) -> None:
+        if written is not None:
+            self._generation = written
+            self._warned_local = False
+            logger.info("the kept token for %s is in the store now", self.origin)
+            return
+        # Another process wrote meanwhile (it renewed while this one could not reach the
+        # store): the store's token is the shared one again when it is valid.
+        try:
+            stored, generation = self._read()
+        except Exception:
+            return
+        if stored is not None and not _is_spent(stored, self._clock()):
+            self._generation = generation
+            self._adopt(stored)
+        self._warned_local = False
 
     def _response(self, request: TokenRequest, reply: HttpReply, sent_at: float) -> TokenResponse:
         return TokenResponse(
@@ -656,6 +1004,31 @@ class TokenManager:
             "renewing event loop is blocked by this very call",
             origin=self.origin,
         )
+
+
+def _exiter(held: contextlib.AbstractContextManager[object]) -> Callable[[], None]:
+    """Release a store lock from the writer thread."""
+
+    def release() -> None:
+        held.__exit__(None, None, None)
+
+    return release
+
+
+def _releaser(
+    held: contextlib.AbstractAsyncContextManager[object], loop: asyncio.AbstractEventLoop
+) -> Callable[[], None]:
+    """Release an async store lock from the writer thread: on its loop while that runs,
+    else in a loop of the thread's own."""
+
+    def release() -> None:
+        exit_ = held.__aexit__(None, None, None)
+        if loop.is_running():
+            asyncio.run_coroutine_threadsafe(exit_, loop).result(timeout=60)
+        else:
+            asyncio.run(exit_)
+
+    return release
 
 
 def _copy_of(error: Exception) -> Exception:

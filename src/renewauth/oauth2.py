@@ -204,9 +204,13 @@ def _seconds(value: object) -> float | None:
             value = float(value.strip())
         except ValueError:
             return None
-    if isinstance(value, int | float) and math.isfinite(value) and value > 0:
-        return float(value)
-    return None
+    if not isinstance(value, int | float):
+        return None
+    try:
+        number = float(value)  # an integer past float's range (10**400) raises
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) and number > 0 else None
 
 
 def read_jwt_expiry(access_token: str) -> float | None:
@@ -226,9 +230,13 @@ def read_jwt_expiry(access_token: str) -> float | None:
     if not isinstance(claims, dict):
         return None
     exp = claims.get("exp")
-    if isinstance(exp, bool) or not isinstance(exp, int | float) or not math.isfinite(exp):
+    if isinstance(exp, bool) or not isinstance(exp, int | float):
         return None
-    return float(exp)
+    try:
+        number = float(exp)  # an integer past float's range (10**400) raises
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _server_clock_offset(response: TokenResponse) -> float:

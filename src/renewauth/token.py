@@ -134,7 +134,13 @@ class Token:
                 return None
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise ValueError(f"stored token field {name!r} is not a number")
-            return float(value)
+            try:
+                number = float(value)
+            except OverflowError:
+                raise ValueError(f"stored token field {name!r} is out of range") from None
+            if not math.isfinite(number):
+                raise ValueError(f"stored token field {name!r} is not finite")
+            return number
 
         return cls(
             access_token=text("access_token", required=True) or "",

@@ -55,3 +55,13 @@ async def async_use(auth: OAuth2ClientCredentials) -> Token:
     async with httpx.AsyncClient(auth=auth) as client:
         await client.get("https://api.example.com/")
     return await auth.aget_token()
+
+
+def shared_stores_take_bounded_redis_options() -> None:
+    from renewauth import FileStore, RedisStore
+
+    stores: list[TokenStore] = [
+        FileStore("~/.cache/renewauth"),
+        RedisStore("redis://127.0.0.1:6379/0", lease=10.0, socket_timeout=2.0, connect_timeout=2.0),
+    ]
+    print(stores)

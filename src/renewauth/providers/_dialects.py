@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 from ..flows import TokenResponse
@@ -73,6 +74,15 @@ def shopware_throttle_seconds(response: TokenResponse) -> float | None:
     parameters = meta.get("parameters") if isinstance(meta, dict) else None
     seconds = parameters.get("seconds") if isinstance(parameters, dict) else None
     if isinstance(seconds, int | float) and not isinstance(seconds, bool) and seconds >= 0:
-        return float(seconds)
+        return _finite(seconds)
     match = _THROTTLED.search(_text(first, "detail") or "")
-    return float(match.group(1)) if match else None
+    return _finite(match.group(1)) if match else None
+
+
+def _finite(value: float | str) -> float | None:
+    """`value` as finite seconds, or `None` (an integer such as 10**400 overflows a float)."""
+    try:
+        seconds = float(value)
+    except (OverflowError, ValueError):
+        return None
+    return seconds if math.isfinite(seconds) else None

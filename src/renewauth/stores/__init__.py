@@ -21,6 +21,7 @@ from .memory import MemoryStore, default_store
 from .redis import RedisStore
 
 __all__ = [
+    "FencedStore",
     "FileStore",
     "MemoryStore",
     "RedisStore",
@@ -72,6 +73,33 @@ class TokenStore(Protocol):
 
     def alock(self, key: str) -> AbstractAsyncContextManager[object]:
         """`lock` without blocking the event loop while waiting for it."""
+        ...
+
+
+@runtime_checkable
+class FencedStore(Protocol):
+    """The optional part of a store that several processes share: fenced writes.
+
+    Every write bumps a generation; `set_if_generation` writes only if the generation is
+    still the one its caller read under the lock, so a renewing process whose lock ran out
+    (a Redis lease lost in an outage) never overwrites a newer token. `FileStore` and
+    `RedisStore` have it; a store without it is written with plain `set`.
+    """
+
+    def get_with_generation(self, key: str) -> tuple[Token | None, int]:
+        """The stored token (or `None`) and its generation (0 when never written)."""
+        ...
+
+    def set_if_generation(self, key: str, token: Token, generation: int) -> int | None:
+        """Write `token` if the generation is still `generation`: the new one, else `None`."""
+        ...
+
+    async def aget_with_generation(self, key: str) -> tuple[Token | None, int]:
+        """`get_with_generation` without blocking the event loop."""
+        ...
+
+    async def aset_if_generation(self, key: str, token: Token, generation: int) -> int | None:
+        """`set_if_generation` without blocking the event loop."""
         ...
 
 

@@ -73,31 +73,65 @@ class FileStore:
     def __repr__(self) -> str:
         return f"<FileStore {str(self.path)!r}>"
 
+    def __reduce__(self) -> tuple[object, ...]:
+        """Pickled by its path, so another process on this machine shares the same files."""
+        return (FileStore, (str(self.path),))
+
     def _file(self, key: str) -> Path:
         if not key.isalnum():
             raise ValueError("store keys are credential fingerprints (hex digits)")
         return self.path / f"{key}.json"
 
     def get(self, key: str) -> Token | None:
+        return self.get_with_generation(key)[0]
+
+    def get_with_generation(self, key: str) -> tuple[Token | None, int]:
+        """The stored token (or `None`) and the generation it was written at (0: never)."""
         file = self._file(key)
         try:
             data = json.loads(file.read_bytes())
             if isinstance(data, dict):
-                return Token.from_dict(data)
+                generation = data.get("generation", 0)
+                if isinstance(generation, bool) or not isinstance(generation, int):
+                    generation = 0
+                return Token.from_dict(data), generation
         except FileNotFoundError:
-            return None
-        except (ValueError, TypeError):
+            return None, 0
+        except (ValueError, TypeError, RecursionError):
             pass
         except OSError as exc:
             raise StoreError(
-                f"cannot read the token file {file}: {exc.strerror}; check its permissions"
+                f"the token store cannot read the token file {file}: {exc.strerror}; check "
+                "its permissions"
             ) from None
         logger.warning("token file %s is corrupt or truncated; treating it as empty", file)
-        return None
+        return None, 0
 
     def set(self, key: str, token: Token) -> None:
+        self._write(key, token, self._generation_of(key) + 1)
+
+    def set_if_generation(self, key: str, token: Token, generation: int) -> int | None:
+        """Write `token` only if the stored generation is still `generation`.
+
+        Call it under `lock(key)`: the lock makes the compare and the write one step.
+
+        Returns:
+            The new generation, or `None` when another writer moved it on (nothing written).
+        """
+        if self._generation_of(key) != generation:
+            return None
+        self._write(key, token, generation + 1)
+        return generation + 1
+
+    def _generation_of(self, key: str) -> int:
+        try:
+            return self.get_with_generation(key)[1]
+        except StoreError:
+            return 0
+
+    def _write(self, key: str, token: Token, generation: int) -> None:
         file = self._file(key)
-        payload = json.dumps(token.to_dict()).encode()
+        payload = json.dumps({**token.to_dict(), "generation": generation}).encode()
         try:
             descriptor, temporary = tempfile.mkstemp(dir=self.path, prefix=".", suffix=".tmp")
             try:
@@ -112,11 +146,10 @@ class FileStore:
                 raise
             _fsync_directory(self.path)
         except OSError as exc:
-            # The renewal fails with it: a rotated refresh token that was not stored would be
-            # lost at the next start.
+            # The renewing process keeps the token in memory and writes it again as soon as
+            # the disk takes it (the manager's rule: no refresh token is ever lost).
             raise StoreError(
-                f"cannot write the token file {file}: {exc.strerror}; the renewal is abandoned "
-                "so that no refresh token is lost"
+                f"the token store cannot write the token file {file}: {exc.strerror}"
             ) from None
 
     def delete(self, key: str) -> None:
@@ -155,6 +188,14 @@ class FileStore:
 
     async def aset(self, key: str, token: Token) -> None:
         await asyncio.to_thread(self.set, key, token)
+
+    async def aget_with_generation(self, key: str) -> tuple[Token | None, int]:
+        """`get_with_generation` without blocking the event loop."""
+        return await asyncio.to_thread(self.get_with_generation, key)
+
+    async def aset_if_generation(self, key: str, token: Token, generation: int) -> int | None:
+        """`set_if_generation` without blocking the event loop."""
+        return await asyncio.to_thread(self.set_if_generation, key, token, generation)
 
     async def adelete(self, key: str) -> None:
         await asyncio.to_thread(self.delete, key)

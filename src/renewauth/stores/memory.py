@@ -38,6 +38,13 @@ class MemoryStore:
     def __repr__(self) -> str:
         return f"<MemoryStore {len(self._tokens)} token(s)>"
 
+    def __reduce__(self) -> tuple[object, ...]:
+        """Pickled as what it can be in another process: the default store there, or a new
+        empty store (memory is not shared across processes; use FileStore or RedisStore)."""
+        if self is _DEFAULT:
+            return (default_store, ())
+        return (_new_store, (self._tokens.maxsize,))
+
     def get(self, key: str) -> Token | None:
         with self._lock:
             return self._tokens.get(key)
@@ -78,6 +85,10 @@ def _unlock_in_child() -> None:
 os.register_at_fork(after_in_child=_unlock_in_child)
 
 _DEFAULT = MemoryStore()
+
+
+def _new_store(maxsize: int) -> MemoryStore:
+    return MemoryStore(maxsize=int(maxsize))
 
 
 def default_store() -> MemoryStore:

@@ -1,10 +1,19 @@
 """`RedisStore`: tokens in Redis, shared by every process on every machine that reaches it.
 
-Each credential key has one value (`{prefix}token:{key}`, the token as JSON) and one lock
-(`{prefix}lock:{key}`). The lock is redis-py's `Lock`: a lease with an owner token, released
-only by its owner (an atomic compare-and-delete). A watchdog extends the lease while the
-renewal runs, so a slow renewal keeps it; a process that dies holding it loses it when the
-lease runs out. Waiters poll for it at short, bounded intervals.
+Each credential key has one value (`{prefix}token:{key}`, the token as JSON), one generation
+counter (`{prefix}generation:{key}`) and one lock (`{prefix}lock:{key}`). The lock is a lease
+with an owner token, taken with `SET NX PX` and released only by its owner (an atomic
+compare-and-delete). A watchdog extends the lease while the renewal runs and keeps trying
+when Redis does not answer (a restart, a pause), retaking a lease that a restart without
+persistence has wiped; a process that dies holding it loses it when the lease runs out.
+
+Every write of a renewed token is fenced: it lands only if the generation is still the one the
+renewing process read under its lock (a compare-and-set in one Lua script). A leader whose
+lease ran out while Redis was unreachable can therefore never overwrite a newer token.
+
+Every operation is bounded: connecting by `connect_timeout=`, every command by
+`socket_timeout=` (one reconnection is tried), so a Redis that hangs (`SIGSTOP`, a network
+black hole) costs seconds, not minutes, and its failure is a `StoreError` that names Redis.
 
 Given a URL or a `redis.Redis` client, the async methods run the same calls in a worker
 thread; given a `redis.asyncio.Redis` client, they await it directly (and the store serves
@@ -18,10 +27,13 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
+import os
 import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 from ..errors import ConfigurationError, StoreError
@@ -39,13 +51,55 @@ _T = TypeVar("_T")
 _LOCK_WAIT = 300.0  # seconds a process waits for another's renewal before giving up
 _POLL = 0.02  # seconds between tries of a held lock
 
+# Write the token only if the generation is still the one read under the lock; return the
+# new generation, or -1 when another writer has moved it on.
+_SET_IF_GENERATION = """
+local current = tonumber(redis.call('GET', KEYS[2]) or '0')
+if current ~= tonumber(ARGV[2]) then return -1 end
+redis.call('SET', KEYS[1], ARGV[1])
+return redis.call('INCR', KEYS[2])
+"""
+# Extend the lease if this owner holds it, retake it if it vanished (a restart without
+# persistence); 0 when another owner has it.
+_EXTEND = """
+local owner = redis.call('GET', KEYS[1])
+if owner == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end
+if not owner then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 2 end
+return 0
+"""
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
 
 def _safe_url(url: str) -> str:
-    """The URL without its password or user: fit for messages."""
+    """The URL without its user or password: fit for messages and `repr`.
+
+    The password is cut at the last `@` of the authority however it is written, so a `/` or
+    `#` in it (which `urlsplit` would take for a path or a fragment) never shows.
+    """
+    scheme, _, rest = url.partition("://")
+    if "@" in rest:
+        rest = rest.rpartition("@")[2]
+    host = rest.split("/", 1)[0].split("?", 1)[0].split("#", 1)[0]
+    database = ""
+    path = rest[len(host) :].split("?", 1)[0].split("#", 1)[0]
+    if path.strip("/").isdigit():
+        database = "/" + path.strip("/")
+    return f"{scheme}://{host}{database}"
+
+
+def _check_url(url: str, where: str) -> None:
+    """Refuse a URL whose password would be misread (a raw `/`, `#`, `?` or `@` in it)."""
     parts = urlsplit(url)
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{host}{port}{parts.path}"
+    rest = url.partition("://")[2]
+    if ("@" in rest and "@" not in parts.netloc) or parts.netloc.count("@") > 1:
+        raise ConfigurationError(
+            f"the Redis URL for {where} has a user or password with a character that ends "
+            "the host part ('/', '#', '?' or '@'); percent-encode them (/ as %2F, # as %23, "
+            "? as %3F, @ as %40)"
+        )
 
 
 class RedisStore:
@@ -53,10 +107,14 @@ class RedisStore:
 
     Args:
         url_or_client: a URL (`redis://host:6379/0`, `rediss://…` for TLS), a `redis.Redis`
-            client, or a `redis.asyncio.Redis` client (then for asyncio code only).
+            client, or a `redis.asyncio.Redis` client (then for asyncio code only). A
+            password in the URL must be percent-encoded.
         prefix: the prefix of every key renewauth writes.
         lease: seconds a renewal lock lives without being extended; a process that dies
             holding it blocks others for at most this long.
+        socket_timeout: seconds each Redis command may take (URL only; a client brings its
+            own settings).
+        connect_timeout: seconds connecting to Redis may take (URL only).
 
     Raises:
         ConfigurationError: `redis` is not installed, or the arguments are unusable.
@@ -68,26 +126,48 @@ class RedisStore:
         *,
         prefix: str = "renewauth:",
         lease: float = 10.0,
+        socket_timeout: float = 2.0,
+        connect_timeout: float = 2.0,
     ) -> None:
         try:
             import redis
             import redis.asyncio
+            from redis.backoff import NoBackoff
+            from redis.retry import Retry
         except ImportError:
             raise ConfigurationError(
                 "RedisStore needs the redis client: pip install 'renewauth[redis]'"
             ) from None
         self._errors: tuple[type[Exception], ...] = (redis.exceptions.RedisError, OSError)
-        self._lock_errors = redis.exceptions.LockError
-        self._extend_errors = (*self._errors, redis.exceptions.LockError)
+        for name, value in (
+            ("lease", lease),
+            ("socket_timeout", socket_timeout),
+            ("connect_timeout", connect_timeout),
+        ):
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not math.isfinite(value)
+                or not value > 0
+            ):
+                raise ConfigurationError(f"{name}= must be a number of seconds > 0, such as 2")
+        self._url: str | None = None
         if isinstance(url_or_client, str):
             self._where = _safe_url(url_or_client)
+            _check_url(url_or_client, self._where)
             try:
-                self._client: redis.Redis = redis.Redis.from_url(url_or_client)
-            except ValueError:
+                self._client: redis.Redis = redis.Redis.from_url(
+                    url_or_client,
+                    socket_timeout=float(socket_timeout),
+                    socket_connect_timeout=float(connect_timeout),
+                    retry=Retry(NoBackoff(), 1),
+                )
+            except (ValueError, TypeError):
                 raise ConfigurationError(
                     f"RedisStore needs a URL such as 'redis://localhost:6379/0', got "
-                    f"{self._where!r}"
+                    f"{self._where!r} (percent-encode special characters in a password)"
                 ) from None
+            self._url = url_or_client
         elif isinstance(url_or_client, redis.Redis | redis.asyncio.Redis):
             options = url_or_client.connection_pool.connection_kwargs
             self._where = f"redis://{options.get('host', '?')}:{options.get('port', '?')}"
@@ -100,12 +180,27 @@ class RedisStore:
                 "RedisStore takes a redis:// URL or a redis.Redis client, got "
                 f"{type(url_or_client).__name__}"
             )
-        if not lease > 0:
-            raise ConfigurationError("lease= must be a number of seconds > 0, such as 10")
         self.prefix = prefix
         self.lease = float(lease)
+        self.socket_timeout = float(socket_timeout)
+        self.connect_timeout = float(connect_timeout)
 
     _async_client: redis.asyncio.Redis | None = None
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled by its configuration (a URL), so another process shares the same Redis."""
+        if self._url is None:
+            raise TypeError(
+                f"a RedisStore built from a client ({self._where}) cannot be pickled; build it "
+                "from a URL to send it (or an auth object using it) to another process"
+            )
+        options = {
+            "prefix": self.prefix,
+            "lease": self.lease,
+            "socket_timeout": self.socket_timeout,
+            "connect_timeout": self.connect_timeout,
+        }
+        return (_rebuild, (self._url, options))
 
     @property
     def _sync(self) -> redis.Redis:
@@ -121,56 +216,109 @@ class RedisStore:
     def __repr__(self) -> str:
         return f"<RedisStore {self._where} prefix={self.prefix!r}>"
 
+    def _failure(self, what: str, exc: Exception) -> StoreError:
+        return StoreError(
+            f"the token store, Redis at {self._where}, could not {what} "
+            f"({type(exc).__name__}); check that it runs and is reachable (this is not the "
+            "token endpoint)"
+        )
+
     def _call(self, what: str, operation: Callable[[], _T]) -> _T:
         try:
             return operation()
         except self._errors as exc:
-            raise StoreError(
-                f"Redis at {self._where} could not {what} ({type(exc).__name__}); check that "
-                "it runs and is reachable"
-            ) from None
+            raise self._failure(what, exc) from None
+
+    def _keys(self, key: str) -> tuple[str, str, str]:
+        return (
+            f"{self.prefix}token:{key}",
+            f"{self.prefix}generation:{key}",
+            f"{self.prefix}lock:{key}",
+        )
 
     def get(self, key: str) -> Token | None:
-        raw = self._call("read a token", lambda: self._sync.get(f"{self.prefix}token:{key}"))
-        return None if raw is None else self._parse(key, raw)
+        return self.get_with_generation(key)[0]
+
+    def get_with_generation(self, key: str) -> tuple[Token | None, int]:
+        """The stored token (or `None`) and the generation it was written at (0: never)."""
+        token_key, generation_key, _ = self._keys(key)
+        raw, generation = self._call(
+            "read a token", lambda: self._sync.mget([token_key, generation_key])
+        )
+        return self._parsed(key, raw, generation)
+
+    def _parsed(self, key: str, raw: Any, generation: Any) -> tuple[Token | None, int]:
+        try:
+            number = int(generation or 0)
+        except ValueError:
+            number = 0
+        return (None if raw is None else self._parse(key, raw)), number
 
     def _parse(self, key: str, raw: bytes | str) -> Token | None:
         try:
             data = json.loads(raw)
             if isinstance(data, dict):
                 return Token.from_dict(data)
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, RecursionError):
             pass
         logger.warning("token %s in %s is corrupt; treating it as empty", key[:8], self._where)
         return None
 
     def set(self, key: str, token: Token) -> None:
+        token_key, generation_key, _ = self._keys(key)
         payload = json.dumps(token.to_dict())
-        self._call("store a token", lambda: self._sync.set(f"{self.prefix}token:{key}", payload))
+
+        def write() -> None:
+            with self._sync.pipeline(transaction=True) as pipe:
+                pipe.set(token_key, payload)
+                pipe.incr(generation_key)
+                pipe.execute()
+
+        self._call("store a token", write)
+
+    def set_if_generation(self, key: str, token: Token, generation: int) -> int | None:
+        """Write `token` only if the stored generation is still `generation`.
+
+        Returns:
+            The new generation, or `None` when another writer moved it on (nothing written).
+        """
+        token_key, generation_key, _ = self._keys(key)
+        payload = json.dumps(token.to_dict())
+        result = self._call(
+            "store a token",
+            lambda: self._sync.eval(
+                _SET_IF_GENERATION, 2, token_key, generation_key, payload, generation
+            ),
+        )
+        number = int(result)
+        return None if number < 0 else number
 
     def delete(self, key: str) -> None:
-        self._call("delete a token", lambda: self._sync.delete(f"{self.prefix}token:{key}"))
+        token_key = self._keys(key)[0]
+        self._call("delete a token", lambda: self._sync.delete(token_key))
 
     def lock(self, key: str) -> AbstractContextManager[object]:
         return self._locked(key)
 
     @contextlib.contextmanager
     def _locked(self, key: str) -> Iterator[None]:
-        lock = self._sync.lock(
-            f"{self.prefix}lock:{key}",
-            timeout=self.lease,
-            sleep=_POLL,
-            blocking_timeout=_LOCK_WAIT,
-            thread_local=False,  # the async path takes and releases it in worker threads
-        )
-        if not self._call("take the renewal lock", lock.acquire):
-            raise StoreError(
-                f"another process has held the renewal lock in {self._where} for "
-                f"{_LOCK_WAIT:.0f} s; it may be stuck"
-            )
+        lock_key = self._keys(key)[2]
+        owner = os.urandom(16).hex()
+        lease_ms = max(1, int(self.lease * 1000))
+        deadline = time.monotonic() + _LOCK_WAIT
+        client = self._sync
+        while not self._call(
+            "take the renewal lock", lambda: client.set(lock_key, owner, nx=True, px=lease_ms)
+        ):
+            if time.monotonic() >= deadline:
+                raise self._stuck()
+            time.sleep(_POLL)
         stop = threading.Event()
         watchdog = threading.Thread(
-            target=self._extend, args=(lock, stop), name="renewauth-redis-lease", daemon=True
+            target=self._extend,
+            args=(lock_key, owner, lease_ms, stop),
+            name="renewauth-redis-lease",
+            daemon=True,
         )
         watchdog.start()
         try:
@@ -179,11 +327,7 @@ class RedisStore:
             stop.set()
             watchdog.join()
             try:
-                lock.release()
-            except self._lock_errors:
-                # The lease ran out (the watchdog could not reach Redis): another process may
-                # hold it now, and only its owner may release it.
-                logger.warning("renewal lock in %s expired before release", self._where)
+                released = client.eval(_RELEASE, 1, lock_key, owner)
             except self._errors as exc:
                 logger.warning(
                     "renewal lock in %s not released (%s); it expires in %.0f s",
@@ -191,48 +335,105 @@ class RedisStore:
                     type(exc).__name__,
                     self.lease,
                 )
+            else:
+                if not released:
+                    logger.warning("renewal lock in %s expired before release", self._where)
 
-    def _extend(self, lock: redis.lock.Lock, stop: threading.Event) -> None:
-        """Keep the lease alive while the renewal runs: renew it every third of its life."""
-        while not stop.wait(self.lease / 3):
+    def _stuck(self) -> StoreError:
+        return StoreError(
+            f"another process has held the renewal lock in {self._where} for "
+            f"{_LOCK_WAIT:.0f} s; it may be stuck"
+        )
+
+    def _extend(self, lock_key: str, owner: str, lease_ms: int, stop: threading.Event) -> None:
+        """Keep the lease alive while the renewal runs: every third of its life, and again
+        at once while Redis does not answer (it may be restarting), until the renewal ends."""
+        interval = self.lease / 3
+        failing = False
+        # While failing, as often as a waiter polls for the lock: when Redis answers again
+        # (after a pause longer than the lease), this owner must win the lease back first.
+        while not stop.wait(_POLL if failing else interval):
             try:
-                lock.reacquire()
-            except self._extend_errors as exc:
+                held = self._sync.eval(_EXTEND, 1, lock_key, owner, lease_ms)
+            except self._errors as exc:
+                if not failing:
+                    logger.warning(
+                        "could not extend the renewal lock in %s (%s); trying again",
+                        self._where,
+                        type(exc).__name__,
+                    )
+                failing = True
+                continue
+            failing = False
+            if not held:
                 logger.warning(
-                    "could not extend the renewal lock in %s (%s)", self._where, type(exc).__name__
+                    "the renewal lock in %s passed to another process; the token write is "
+                    "fenced, so this renewal cannot overwrite a newer token",
+                    self._where,
                 )
                 return
+
+    # --- async ----------------------------------------------------------------------------
 
     async def _acall(self, what: str, operation: Callable[[], Awaitable[_T]]) -> _T:
         try:
             return await operation()
         except self._errors as exc:
-            raise StoreError(
-                f"Redis at {self._where} could not {what} ({type(exc).__name__}); check that "
-                "it runs and is reachable"
-            ) from None
+            raise self._failure(what, exc) from None
 
     async def aget(self, key: str) -> Token | None:
+        return (await self.aget_with_generation(key))[0]
+
+    async def aget_with_generation(self, key: str) -> tuple[Token | None, int]:
+        """`get_with_generation` without blocking the event loop."""
         client = self._async_client
         if client is None:
-            return await asyncio.to_thread(self.get, key)
-        raw = await self._acall("read a token", lambda: client.get(f"{self.prefix}token:{key}"))
-        return None if raw is None else self._parse(key, raw)
+            return await asyncio.to_thread(self.get_with_generation, key)
+        token_key, generation_key, _ = self._keys(key)
+        raw, generation = await self._acall(
+            "read a token", lambda: client.mget([token_key, generation_key])
+        )
+        return self._parsed(key, raw, generation)
 
     async def aset(self, key: str, token: Token) -> None:
         client = self._async_client
         if client is None:
             await asyncio.to_thread(self.set, key, token)
             return
+        token_key, generation_key, _ = self._keys(key)
         payload = json.dumps(token.to_dict())
-        await self._acall("store a token", lambda: client.set(f"{self.prefix}token:{key}", payload))
+
+        async def write() -> None:
+            async with client.pipeline(transaction=True) as pipe:
+                pipe.set(token_key, payload)
+                pipe.incr(generation_key)
+                await pipe.execute()
+
+        await self._acall("store a token", write)
+
+    async def aset_if_generation(self, key: str, token: Token, generation: int) -> int | None:
+        """`set_if_generation` without blocking the event loop."""
+        client = self._async_client
+        if client is None:
+            return await asyncio.to_thread(self.set_if_generation, key, token, generation)
+        token_key, generation_key, _ = self._keys(key)
+        payload = json.dumps(token.to_dict())
+        result = await self._acall(
+            "store a token",
+            lambda: client.eval(
+                _SET_IF_GENERATION, 2, token_key, generation_key, payload, generation
+            ),
+        )
+        number = int(result)
+        return None if number < 0 else number
 
     async def adelete(self, key: str) -> None:
         client = self._async_client
         if client is None:
             await asyncio.to_thread(self.delete, key)
             return
-        await self._acall("delete a token", lambda: client.delete(f"{self.prefix}token:{key}"))
+        token_key = self._keys(key)[0]
+        await self._acall("delete a token", lambda: client.delete(token_key))
 
     def alock(self, key: str) -> AbstractAsyncContextManager[object]:
         if self._async_client is None:
@@ -250,15 +451,19 @@ class RedisStore:
 
     @contextlib.asynccontextmanager
     async def _alocked(self, key: str, client: redis.asyncio.Redis) -> AsyncIterator[None]:
-        lock = client.lock(
-            f"{self.prefix}lock:{key}", timeout=self.lease, sleep=_POLL, blocking_timeout=_LOCK_WAIT
+        lock_key = self._keys(key)[2]
+        owner = os.urandom(16).hex()
+        lease_ms = max(1, int(self.lease * 1000))
+        deadline = time.monotonic() + _LOCK_WAIT
+        while not await self._acall(
+            "take the renewal lock", lambda: client.set(lock_key, owner, nx=True, px=lease_ms)
+        ):
+            if time.monotonic() >= deadline:
+                raise self._stuck()
+            await asyncio.sleep(_POLL)
+        watchdog = asyncio.get_running_loop().create_task(
+            self._aextend(client, lock_key, owner, lease_ms)
         )
-        if not await self._acall("take the renewal lock", lock.acquire):
-            raise StoreError(
-                f"another process has held the renewal lock in {self._where} for "
-                f"{_LOCK_WAIT:.0f} s; it may be stuck"
-            )
-        watchdog = asyncio.get_running_loop().create_task(self._aextend(lock))
         try:
             yield
         finally:
@@ -266,19 +471,28 @@ class RedisStore:
             with contextlib.suppress(asyncio.CancelledError):
                 await watchdog
             try:
-                await lock.release()
-            except self._extend_errors as exc:
+                await client.eval(_RELEASE, 1, lock_key, owner)
+            except self._errors as exc:
                 logger.warning(
                     "renewal lock in %s not released (%s)", self._where, type(exc).__name__
                 )
 
-    async def _aextend(self, lock: redis.asyncio.lock.Lock) -> None:
+    async def _aextend(
+        self, client: redis.asyncio.Redis, lock_key: str, owner: str, lease_ms: int
+    ) -> None:
+        failing = False
         while True:
-            await asyncio.sleep(self.lease / 3)
+            await asyncio.sleep(_POLL if failing else self.lease / 3)
             try:
-                await lock.reacquire()
-            except self._extend_errors as exc:
-                logger.warning(
-                    "could not extend the renewal lock in %s (%s)", self._where, type(exc).__name__
-                )
+                held = await client.eval(_EXTEND, 1, lock_key, owner, lease_ms)
+            except self._errors:
+                failing = True
+                continue
+            failing = False
+            if not held:
+                logger.warning("the renewal lock in %s passed to another process", self._where)
                 return
+
+
+def _rebuild(url: str, options: dict[str, Any]) -> RedisStore:
+    return RedisStore(url, **options)

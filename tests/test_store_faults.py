@@ -1,0 +1,431 @@
+"""Nothing lost, nothing stuck: store, lease, event-loop faults, injected for real.
+
+A store whose disk is full, a real `redis-server` stopped, SIGSTOPped and restarted, an event
+loop closed under a renewal. Two auth objects on two store objects over the same files or the
+same Redis stand for two processes: they share no flight, only the store and its lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from renewauth import (
+    FileStore,
+    InvalidClient,
+    OAuth2ClientCredentials,
+    OAuth2Password,
+    OAuth2RefreshToken,
+    RedisStore,
+    StoreError,
+    Token,
+    TokenEndpointUnavailable,
+    TokenStore,
+)
+from renewauth.testing import FakeOAuth2Provider
+
+from .helpers import ManualClock
+from .redis_server import RedisServer
+
+LIFETIME = 100.0
+START = 1_800_000_000.0
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    try:
+        server = RedisServer(tmp_path / "redis")
+    except FileNotFoundError:
+        pytest.skip("redis-server is not installed (.ci/run installs it; under CI this fails)")
+    (tmp_path / "redis").mkdir()
+    with server:
+        yield server
+
+
+def _refresh_auth(
+    fake: FakeOAuth2Provider, store: TokenStore, clock: ManualClock, **kw: object
+) -> OAuth2RefreshToken:
+    """Every process of a job starts from the same configured refresh token."""
+    if not hasattr(fake, "job_refresh_token"):
+        fake.job_refresh_token = fake.issue_refresh_token()  # type: ignore[attr-defined]
+    return OAuth2RefreshToken(
+        fake.token_url,
+        "client-id",
+        fake.job_refresh_token,  # type: ignore[attr-defined]
+        client_secret="client-secret",
+        store=store,
+        clock=clock,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+class _DiskFull(FileStore):
+    """A FileStore whose disk fills up on command; `written` is set by every write that lands."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.full = threading.Event()
+        self.refused = threading.Semaphore(0)
+        self.written = threading.Event()
+
+    def set_if_generation(self, key: str, token: Token, generation: int) -> int | None:
+        if self.full.is_set():
+            self.refused.release()
+            raise StoreError("the token store cannot write the token file: No space left")
+        written = super().set_if_generation(key, token, generation)
+        self.written.set()
+        return written
+
+
+class _Entering(FileStore):
+    """A FileStore that says when a renewal starts to wait for its lock."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.entering = threading.Event()
+
+    def lock(self, key: str):  # type: ignore[no-untyped-def]
+        self.entering.set()
+        return super().lock(key)
+
+
+# --- defect 1: a failed write never loses a rotated refresh token ---------------------------
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_rotated_token_survives_a_failed_store_write_and_reaches_the_store_later(
+    tmp_path: Path, mode: str
+) -> None:
+    clock = ManualClock(START)
+    with FakeOAuth2Provider(
+        token_lifetime=LIFETIME, rotate_refresh_tokens=True, clock=clock
+    ) as fake:
+        store = _DiskFull(tmp_path / "tokens")
+        seen: list[Token] = []
+        auth = _refresh_auth(fake, store, clock, on_token=seen.append)
+        first = auth.get_token()
+        store.written.clear()
+        store.full.set()
+        clock.advance(LIFETIME + 1)
+        renewed = auth.get_token() if mode == "sync" else asyncio.run(auth.aget_token())
+        # The server spent the old refresh token: the new one is used, kept and handed over.
+        assert renewed.refresh_token != first.refresh_token
+        assert auth.token == renewed
+        assert seen[-1] == renewed
+        # Another process now needs a token: it must wait for the kept one, never read the
+        # spent refresh token from the store.
+        other_store = _Entering(tmp_path / "tokens")
+        other = _refresh_auth(fake, other_store, clock)
+        clock.advance(LIFETIME / 2 + 1)  # past the soft window: the other process must renew
+        result: list[Token | BaseException] = []
+
+        def other_process() -> None:
+            try:
+                result.append(other.get_token())
+            except BaseException as exc:
+                result.append(exc)
+
+        thread = threading.Thread(target=other_process)
+        thread.start()
+        assert other_store.entering.wait(10)
+        assert store.refused.acquire(timeout=10)  # the writer thread is still refused
+        assert store.refused.acquire(timeout=10)
+        store.full.clear()  # the disk has room again
+        assert store.written.wait(10)
+        thread.join(30)
+        assert not thread.is_alive()
+        assert store.get(auth._manager.key) is not None
+        assert fake.stale_refresh_tokens == 0
+        assert not isinstance(result[0], BaseException), result[0]
+
+
+def test_rotated_token_survives_redis_stopped_during_the_refresh(
+    redis_server: RedisServer,
+) -> None:
+    clock = ManualClock(START)
+    with FakeOAuth2Provider(
+        token_lifetime=LIFETIME, rotate_refresh_tokens=True, clock=clock
+    ) as fake:
+        prefix = f"test:{os.urandom(4).hex()}:"
+        store = RedisStore(redis_server.url, prefix=prefix, socket_timeout=1, connect_timeout=1)
+        seen: list[Token] = []
+        auth = _refresh_auth(fake, store, clock, on_token=seen.append)
+        auth.get_token()
+        clock.advance(LIFETIME + 1)
+        outcome: list[Token | BaseException] = []
+        with fake.hold_token_requests():
+            thread = threading.Thread(target=lambda: outcome.append(_try(auth.get_token)))
+            thread.start()
+            assert fake.wait_for_held_token_requests(1)
+            redis_server.stop()  # the refresh is under way: its answer cannot be stored
+        thread.join(30)
+        renewed = outcome[0]
+        assert isinstance(renewed, Token), renewed
+        assert seen[-1] == renewed
+        redis_server.start()  # the same data (append-only file) on the same port
+        reader = RedisStore(redis_server.url, prefix=prefix)
+        assert _eventually(lambda: reader.get(auth._manager.key) == renewed)
+        other = _refresh_auth(fake, reader, clock)
+        clock.advance(LIFETIME + 1)
+        assert other.get_token().refresh_token != renewed.refresh_token  # renewed from it
+        assert fake.stale_refresh_tokens == 0
+
+
+def _try(call):  # type: ignore[no-untyped-def]
+    try:
+        return call()
+    except BaseException as exc:
+        return exc
+
+
+def _eventually(condition, seconds: float = 20.0) -> bool:  # type: ignore[no-untyped-def]
+    """Bounded readiness poll for a background thread's effect (no timing is asserted)."""
+    done = threading.Event()
+    for _ in range(int(seconds / 0.02)):
+        try:
+            if condition():
+                return True
+        except StoreError:
+            pass
+        done.wait(0.02)
+    return False
+
+
+# --- defect 4: a lease that outlives a Redis restart, and a fenced write --------------------
+
+
+def test_redis_lease_survives_a_restart_so_one_refresh_token_is_spent_once(
+    redis_server: RedisServer,
+) -> None:
+    clock = ManualClock(START)
+    with FakeOAuth2Provider(
+        token_lifetime=LIFETIME, rotate_refresh_tokens=True, clock=clock
+    ) as fake:
+        prefix = f"test:{os.urandom(4).hex()}:"
+
+        def store() -> RedisStore:
+            return RedisStore(
+                redis_server.url, prefix=prefix, lease=1.0, socket_timeout=1, connect_timeout=1
+            )
+
+        first = _refresh_auth(fake, store(), clock)
+        first.get_token()
+        second = _refresh_auth(fake, store(), clock)  # the same credentials, another process
+        clock.advance(LIFETIME + 1)
+        results: list[object] = []
+        with fake.hold_token_requests():
+            leader = threading.Thread(target=lambda: results.append(_try(first.get_token)))
+            leader.start()
+            assert fake.wait_for_held_token_requests(1)
+            redis_server.stop()
+            threading.Event().wait(0.5)  # the outage: longer than an extension interval
+            redis_server.start()
+            follower = threading.Thread(target=lambda: results.append(_try(second.get_token)))
+            follower.start()
+            threading.Event().wait(2.5)  # the renewal outlasts the 1 s lease twice over
+        leader.join(30)
+        follower.join(30)
+        assert all(isinstance(result, Token) for result in results), results
+        assert fake.max_concurrent_token_calls == 1
+        assert fake.stale_refresh_tokens == 0
+        assert fake.token_calls == 2  # the first fetch and one renewal, for both processes
+
+
+def test_leader_that_lost_its_lease_never_overwrites_a_newer_token(
+    redis_server: RedisServer,
+) -> None:
+    clock = ManualClock(START)
+    with FakeOAuth2Provider(token_lifetime=LIFETIME, clock=clock) as fake:
+        prefix = f"test:{os.urandom(4).hex()}:"
+        store = RedisStore(redis_server.url, prefix=prefix, lease=1.0)
+        auth = OAuth2ClientCredentials(
+            fake.token_url, "client-id", "client-secret", store=store, clock=clock
+        )
+        auth.get_token()
+        clock.advance(LIFETIME + 1)
+        newer = Token(access_token="newer", expires_at=START + 10 * LIFETIME, issued_at=START)
+        outcome: list[object] = []
+        with fake.hold_token_requests():
+            thread = threading.Thread(target=lambda: outcome.append(_try(auth.get_token)))
+            thread.start()
+            assert fake.wait_for_held_token_requests(1)
+            # Another process took the lock after this one's lease ran out, and renewed.
+            RedisStore(redis_server.url, prefix=prefix).set(auth._manager.key, newer)
+        thread.join(30)
+        assert store.get(auth._manager.key) == newer  # the late leader was fenced out
+        assert outcome == [newer]  # and it adopted the store's token
+
+
+# --- defect 2: a flight whose leader can no longer finish is taken over ---------------------
+
+
+@pytest.mark.parametrize("later", ["sync", "async"])
+def test_closed_event_loop_never_leaves_the_credential_stuck(later: str) -> None:
+    with FakeOAuth2Provider(token_delay=1.0) as fake:
+        auth = OAuth2ClientCredentials(fake.token_url, "client-id", "client-secret", timeout=2)
+        loop = asyncio.new_event_loop()
+        with pytest.raises(TimeoutError):
+            loop.run_until_complete(asyncio.wait_for(auth.aget_token(), 0.3))
+        loop.close()  # the shielded renewal task will never run again
+        fake.token_delay = 0.0
+        token = auth.get_token() if later == "sync" else asyncio.run(auth.aget_token())
+        assert token.access_token
+
+
+def test_flight_of_a_thread_that_died_is_taken_over() -> None:
+    from renewauth import _flight
+
+    with FakeOAuth2Provider() as fake:
+        auth = OAuth2ClientCredentials(fake.token_url, "client-id", "client-secret", timeout=2)
+        # A leader that registered its flight and vanished without ending it (a thread that
+        # died where no `finally` ran): every later caller would wait out the whole bound.
+        leader = threading.Thread(target=_flight.begin, args=(auth._manager._flight_key,))
+        leader.start()
+        leader.join()
+        assert auth.get_token().access_token
+        assert fake.token_calls == 1
+
+
+# --- defect 3: a pause stops token calls, never a read of the store -------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "headers", "error"),
+    [
+        (503, None, {"Retry-After": "30"}, TokenEndpointUnavailable),
+        (401, b'{"error": "invalid_client"}', {"Content-Type": "application/json"}, InvalidClient),
+    ],
+    ids=["retry-after", "invalid-client"],
+)
+def test_paused_credential_adopts_a_valid_token_another_process_stored(
+    tmp_path: Path,
+    status: int,
+    body: bytes | None,
+    headers: dict[str, str],
+    error: type[Exception],
+) -> None:
+    clock = ManualClock(START)
+    with FakeOAuth2Provider(token_lifetime=LIFETIME, clock=clock) as fake:
+
+        def process() -> OAuth2Password:
+            return OAuth2Password(
+                fake.token_url,
+                "client-id",
+                "alice",
+                "alice-password",
+                client_secret="client-secret",
+                store=FileStore(tmp_path / "tokens"),
+                clock=clock,
+                retries=0,
+            )
+
+        paused, healthy = process(), process()
+        paused.get_token()
+        clock.advance(LIFETIME + 1)
+        fake.fail_token_requests(status, body=body, headers=headers)
+        with pytest.raises(error):
+            paused.get_token()  # paused now (30 s, or 60 s for refused credentials)
+        with pytest.raises(error):
+            paused.get_token()  # and the pause holds: no call, the same error
+        fresh = healthy.get_token()  # another process renews fine
+        calls = fake.token_calls
+        assert paused.get_token() == fresh  # read from the store inside the pause
+        assert fake.token_calls == calls
+
+
+# --- defect 5: every Redis operation is bounded, and its failure names the store ------------
+
+
+def test_sigstopped_redis_fails_the_renewal_in_bounded_time_naming_the_store(
+    redis_server: RedisServer,
+) -> None:
+    clock = ManualClock(START)
+    with FakeOAuth2Provider(token_lifetime=LIFETIME, clock=clock) as fake:
+        store = RedisStore(
+            redis_server.url,
+            prefix=f"test:{os.urandom(4).hex()}:",
+            socket_timeout=0.5,
+            connect_timeout=0.5,
+        )
+        auth = _refresh_auth(fake, store, clock)
+        auth.get_token()
+        clock.advance(LIFETIME + 1)
+        outcome: list[object] = []
+        redis_server.pause()
+        try:
+            thread = threading.Thread(target=lambda: outcome.append(_try(auth.get_token)))
+            thread.start()
+            thread.join(30)  # a bound for the test, far above 2 × (connect + socket timeout)
+            finished = not thread.is_alive()
+        finally:
+            redis_server.resume()
+        thread.join(30)
+        assert finished
+        error = outcome[0]
+        assert isinstance(error, StoreError)
+        assert "token store" in str(error)
+        assert "Redis" in str(error)
+        assert "not the token endpoint" in str(error)
+
+
+def test_redis_store_timeouts_are_options_checked_at_construction() -> None:
+    from renewauth import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="socket_timeout="):
+        RedisStore("redis://127.0.0.1:1/0", socket_timeout=0)
+    with pytest.raises(ConfigurationError, match="connect_timeout="):
+        RedisStore("redis://127.0.0.1:1/0", connect_timeout=float("inf"))
+
+
+# --- defect 6: grants without a shared refresh token renew without the store ----------------
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_client_credentials_renew_locally_while_redis_is_down_then_share_again(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture, mode: str
+) -> None:
+    clock = ManualClock(START)
+    with FakeOAuth2Provider(token_lifetime=LIFETIME, clock=clock) as fake:
+        prefix = f"test:{os.urandom(4).hex()}:"
+        store = RedisStore(redis_server.url, prefix=prefix, socket_timeout=1, connect_timeout=1)
+        auth = OAuth2ClientCredentials(
+            fake.token_url, "client-id", "client-secret", store=store, clock=clock
+        )
+        auth.get_token()
+        redis_server.stop()
+        renewed: list[Token] = []
+        for _ in range(2):
+            clock.advance(LIFETIME + 1)
+            renewed.append(auth.get_token() if mode == "sync" else asyncio.run(auth.aget_token()))
+        assert renewed[0] != renewed[1]
+        warnings = [r for r in caplog.records if "token store is unreachable" in r.getMessage()]
+        assert len(warnings) == 1  # once per outage, not once per renewal
+        redis_server.start()
+        reader = RedisStore(redis_server.url, prefix=prefix)
+        assert _eventually(lambda: reader.get(auth._manager.key) == renewed[1])
+
+
+def test_rotating_refresh_token_waits_for_the_store_instead_of_renewing_locally(
+    redis_server: RedisServer,
+) -> None:
+    clock = ManualClock(START)
+    with FakeOAuth2Provider(token_lifetime=LIFETIME, clock=clock) as fake:
+        store = RedisStore(
+            redis_server.url,
+            prefix=f"test:{os.urandom(4).hex()}:",
+            socket_timeout=1,
+            connect_timeout=1,
+        )
+        auth = _refresh_auth(fake, store, clock)
+        auth.get_token()
+        calls = fake.token_calls
+        redis_server.stop()
+        clock.advance(LIFETIME + 1)
+        with pytest.raises(StoreError, match="token store"):
+            auth.get_token()
+        assert fake.token_calls == calls  # the refresh token was not spent
