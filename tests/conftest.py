@@ -4,16 +4,24 @@ from __future__ import annotations
 
 import logging
 import os
+import pathlib
 from collections.abc import Generator, Iterator
 
 import pytest
 from hypothesis import HealthCheck, settings
+
+import renewauth
 
 # Shared CI machines are noisy: a slow example is not a failing one.
 settings.register_profile(
     "renewauth", deadline=None, suppress_health_check=[HealthCheck.too_slow], max_examples=200
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "renewauth"))
+
+
+def pytest_report_header() -> str:
+    """Which renewauth the suite tests: .ci/run checks that it is the installed wheel."""
+    return f"renewauth: {renewauth.__version__} from {pathlib.Path(renewauth.__file__).parent}"
 
 
 @pytest.hookimpl(wrapper=True)

@@ -302,7 +302,8 @@ class OAuth2ClientCredentials(TokenAuth):
 
     Args:
         token_url: the token endpoint.
-        client_id, client_secret: the client's credentials.
+        client_id: the client's id.
+        client_secret: the client's secret.
         scope: a space-separated string or a sequence of scopes.
         audience: the `audience` parameter some servers (Auth0, …) require.
         client_auth: `"body"` (client_secret_post) or `"basic"` (client_secret_basic).
@@ -347,7 +348,8 @@ class OAuth2Password(TokenAuth):
     Args:
         token_url: the token endpoint.
         client_id: the client the user logs in through.
-        username, password: the user's credentials.
+        username: the user's name.
+        password: the user's password.
         client_secret: the client's secret, for a confidential client.
         scope: a space-separated string or a sequence of scopes.
         client_auth: `"body"` or `"basic"` (needs `client_secret`).
