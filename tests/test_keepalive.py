@@ -1,0 +1,179 @@
+"""A technical user's refresh token: the warning before it ends, and keepalive()."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterator
+
+import pytest
+
+from renewauth import MemoryStore
+from renewauth.manager import KEEPALIVE_SHARE
+from renewauth.providers import Keycloak
+from renewauth.testing import FakeKeycloak
+
+from .helpers import ManualClock
+
+DAY = 86400.0
+IDLE = 30 * DAY
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+def keycloak(clock: ManualClock) -> Iterator[FakeKeycloak]:
+    with FakeKeycloak(clock=clock, token_lifetime=300) as fake:
+        yield fake
+
+
+def technical_user(
+    fake: FakeKeycloak, clock: ManualClock, *, offline: bool = True, **options: object
+) -> Keycloak:
+    return Keycloak(
+        fake.server_url,
+        "portal",
+        client_id="portal-client",
+        client_secret="portal-secret",
+        refresh_token=fake.issue_refresh_token(offline=offline),
+        store=MemoryStore(),
+        clock=clock,
+        **options,  # type: ignore[arg-type]  # options of the test's choosing
+    )
+
+
+def twin(fake: FakeKeycloak, clock: ManualClock, refresh_token: str, **options: object) -> Keycloak:
+    """An auth object for the same technical user (same store entry as its twins)."""
+    return Keycloak(
+        fake.server_url,
+        "portal",
+        client_id="portal-client",
+        client_secret="portal-secret",
+        refresh_token=refresh_token,
+        clock=clock,
+        **options,  # type: ignore[arg-type]  # options of the test's choosing
+    )
+
+
+def warnings_of(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        record.getMessage()
+        for record in caplog.records
+        if record.levelno == logging.WARNING and "refresh token for" in record.getMessage()
+    ]
+
+
+def test_keycloak_offline_refresh_token_has_no_stated_expiry(
+    keycloak: FakeKeycloak, clock: ManualClock
+) -> None:
+    token = technical_user(keycloak, clock).get_token()
+    assert token.refresh_expires_at is None
+    assert token.refresh_used_at == clock.now
+
+
+def test_keycloak_session_refresh_token_expiry_is_read(
+    keycloak: FakeKeycloak, clock: ManualClock
+) -> None:
+    token = technical_user(keycloak, clock, offline=False).get_token()
+    assert token.refresh_expires_at == clock.now + 1800
+
+
+def test_manager_warns_once_when_refresh_token_enters_its_idle_window(
+    clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Inside the last 20 % (at most 7 days) of 30 idle days: one WARNING per refresh token."""
+    with FakeKeycloak(clock=clock, token_lifetime=40 * DAY) as fake:
+        store = MemoryStore()
+        refresh_token = fake.issue_refresh_token()
+        first, second, third = (
+            twin(fake, clock, refresh_token, store=store, refresh_idle_timeout=IDLE)
+            for _ in range(3)
+        )
+        first.get_token()
+        clock.advance(IDLE - 6 * DAY - 60)  # just before the window (20 % of 30 days)
+        second.get_token()  # adopts the stored token: no warning yet
+        assert warnings_of(caplog) == []
+        clock.advance(120)
+        third.get_token()  # adopts it inside the window
+        third.get_token()
+        third.keepalive()  # renews (past half its idle window): the new one is fresh
+        messages = warnings_of(caplog)
+    assert len(messages) == 1
+    assert "5 d 23 h" in messages[0]
+    assert "keepalive" in messages[0]
+
+
+def test_manager_does_not_warn_when_the_refresh_end_is_unknown(
+    clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    with FakeKeycloak(clock=clock, token_lifetime=400 * DAY) as fake:
+        store = MemoryStore()
+        refresh_token = fake.issue_refresh_token()
+        twin(fake, clock, refresh_token, store=store).get_token()
+        clock.advance(399 * DAY)
+        twin(fake, clock, refresh_token, store=store).get_token()
+    assert warnings_of(caplog) == []
+
+
+def test_keepalive_does_nothing_before_its_share_of_the_idle_window(
+    keycloak: FakeKeycloak, clock: ManualClock
+) -> None:
+    auth = technical_user(keycloak, clock, refresh_idle_timeout=IDLE)
+    auth.get_token()
+    calls = keycloak.token_calls
+    clock.advance(IDLE * KEEPALIVE_SHARE - 60)
+    assert auth.keepalive() is False
+    assert keycloak.token_calls == calls
+
+
+def test_keepalive_renews_past_its_share_of_the_idle_window(
+    keycloak: FakeKeycloak, clock: ManualClock
+) -> None:
+    auth = technical_user(keycloak, clock, refresh_idle_timeout=IDLE)
+    auth.get_token()
+    calls = keycloak.token_calls
+    clock.advance(IDLE * KEEPALIVE_SHARE + 60)
+    assert auth.keepalive() is True
+    assert keycloak.token_calls == calls + 1
+    token = auth.token
+    assert token is not None
+    assert token.refresh_used_at == clock.now
+
+
+def test_akeepalive_renews_once_for_twenty_tasks(
+    keycloak: FakeKeycloak, clock: ManualClock
+) -> None:
+    """Through the usual single flight: 20 tasks past the window make one token call."""
+    auth = technical_user(keycloak, clock, refresh_idle_timeout=IDLE)
+
+    async def scenario() -> list[bool]:
+        await auth.aget_token()
+        clock.advance(IDLE * 0.9)
+        with keycloak.hold_token_requests():
+            tasks = [asyncio.create_task(auth.akeepalive()) for _ in range(20)]
+            await asyncio.to_thread(keycloak.wait_for_held_token_requests, 1)
+            await asyncio.sleep(0)  # let every task reach the flight
+        return await asyncio.gather(*tasks)
+
+    calls_before = 1
+    results = asyncio.run(scenario())
+    assert keycloak.token_calls == calls_before + 1
+    assert any(results)
+
+
+def test_keepalive_adopts_what_another_object_renewed_in_the_store(
+    keycloak: FakeKeycloak, clock: ManualClock
+) -> None:
+    store = MemoryStore()
+    refresh_token = keycloak.issue_refresh_token()
+    first = twin(keycloak, clock, refresh_token, store=store, refresh_idle_timeout=IDLE)
+    second = twin(keycloak, clock, refresh_token, store=store, refresh_idle_timeout=IDLE)
+    first.get_token()
+    clock.advance(IDLE * 0.9)
+    assert first.keepalive() is True
+    calls = keycloak.token_calls
+    assert second.keepalive() is False
+    assert keycloak.token_calls == calls
