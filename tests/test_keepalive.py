@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import pathlib
+import time
 from collections.abc import Iterator
 
 import pytest
 
 from renewauth import MemoryStore
+from renewauth.cli import main
+from renewauth.config import load_config
 from renewauth.manager import KEEPALIVE_SHARE
 from renewauth.providers import Keycloak
 from renewauth.testing import FakeKeycloak
@@ -177,3 +182,61 @@ def test_keepalive_adopts_what_another_object_renewed_in_the_store(
     calls = keycloak.token_calls
     assert second.keepalive() is False
     assert keycloak.token_calls == calls
+
+
+def _technical_user_config(tmp_path: pathlib.Path, fake: FakeKeycloak) -> pathlib.Path:
+    config = tmp_path / "renewauth.toml"
+    config.write_text(
+        f"""
+[auth.portal]
+provider = "keycloak"
+server_url = "{fake.server_url}"
+realm = "portal"
+client_id = "portal-client"
+client_secret_env = "KC_SECRET"
+refresh_token_env = "KC_REFRESH"
+refresh_idle_timeout = {IDLE}
+store_path = "{tmp_path}/tokens"
+"""
+    )
+    config.chmod(0o600)
+    return config
+
+
+def test_keepalive_command_renews_only_the_entry_past_half_its_idle_window(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """First run: no stored token, so it fetches; second: not due; then an old stored token
+    (its refresh token last used 20 days ago) is renewed, and the store has the new one."""
+    with FakeKeycloak() as fake:
+        monkeypatch.setenv("KC_SECRET", "portal-secret")
+        monkeypatch.setenv("KC_REFRESH", fake.issue_refresh_token())
+        config = _technical_user_config(tmp_path, fake)
+        assert main(["keepalive", "--config", str(config)]) == 0
+        assert main(["keepalive", "--config", str(config)]) == 0
+        assert capsys.readouterr().out.split("\n")[:2] == ["renewed  portal", "not due  portal"]
+        entry = load_config(str(config))["portal"]
+        store, key = entry.auth._manager.store, entry.auth._manager.key
+        stored = store.get(key)
+        assert stored is not None
+        store.set(key, dataclasses.replace(stored, refresh_used_at=time.time() - 20 * DAY))
+        calls = fake.token_calls
+        assert main(["keepalive", "--config", str(config)]) == 0
+        assert capsys.readouterr().out.strip() == "renewed  portal"
+        assert fake.token_calls == calls + 1
+        renewed = store.get(key)
+        assert renewed is not None
+        assert renewed.refresh_used_at is not None
+        assert renewed.refresh_used_at > time.time() - DAY
+
+
+def test_keepalive_command_exits_1_and_names_the_error_when_refused(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with FakeKeycloak() as fake:
+        monkeypatch.setenv("KC_SECRET", "portal-secret")
+        monkeypatch.setenv("KC_REFRESH", "not-a-refresh-token")
+        assert main(["keepalive", "--config", str(_technical_user_config(tmp_path, fake))]) == 1
+    output = capsys.readouterr().out
+    assert output.startswith("error    portal: InvalidGrant")
+    assert "not-a-refresh-token" not in output

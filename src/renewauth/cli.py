@@ -1,7 +1,7 @@
 """The `renewauth` command. Only here is logging output configured.
 
-`renewauth demo` shows renewals against the embedded fake provider; `renewauth run`, `token`
-and `check` work from a TOML configuration; `renewauth vanmarcke …` runs Van Marcke's
+`renewauth demo` shows renewals against the embedded fake provider; `renewauth run`, `token`,
+`check` and `keepalive` work from a TOML configuration; `renewauth vanmarcke …` runs Van Marcke's
 service-user set-up steps. Errors end in one line on stderr and exit 1, never a traceback.
 """
 
@@ -66,6 +66,16 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("name", metavar="NAME", help="the entry, as in [auth.NAME]")
     check = commands.add_parser("check", help="fetch a token for every entry and report each")
     check.add_argument("--config", required=True, metavar="FILE", help="the TOML configuration")
+    keepalive = commands.add_parser(
+        "keepalive",
+        help="renew every entry whose refresh token is past half its life (for cron)",
+        description=(
+            "For every entry, renew the token when its refresh token is past half its life "
+            "(see refresh_idle_timeout), through the entry's store; exit 1 if any entry "
+            "failed. Run it more often than half the shortest refresh-token life."
+        ),
+    )
+    keepalive.add_argument("--config", required=True, metavar="FILE", help="the TOML configuration")
     _add_vanmarcke(commands)
     return parser
 
@@ -165,6 +175,21 @@ def _check(config: str) -> int:
     for name, entry in entries.items():
         for hint in prefix_hints(entry):
             print(f"hint   {name}: {hint}")
+    return 1 if failures else 0
+
+
+def _keepalive(config: str) -> int:
+    from .config import load_config
+
+    failures = 0
+    for name, entry in load_config(config).items():
+        try:
+            renewed = entry.auth.keepalive()
+        except AuthError as exc:
+            failures += 1
+            print(f"error    {name}: {type(exc).__name__}: {exc}")
+            continue
+        print(f"renewed  {name}" if renewed else f"not due  {name}")
     return 1 if failures else 0
 
 
@@ -296,6 +321,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _token(arguments.config, arguments.name)
         if arguments.command == "check":
             return _check(arguments.config)
+        if arguments.command == "keepalive":
+            return _keepalive(arguments.config)
     except AuthError as exc:
         print(f"renewauth: error: {exc}", file=sys.stderr)
         return 1
