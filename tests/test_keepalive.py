@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from renewauth import MemoryStore
+from renewauth import MemoryStore, events
 from renewauth.cli import main
 from renewauth.config import load_config
 from renewauth.manager import KEEPALIVE_SHARE
@@ -240,3 +240,22 @@ def test_keepalive_command_exits_1_and_names_the_error_when_refused(
     output = capsys.readouterr().out
     assert output.startswith("error    portal: InvalidGrant")
     assert "not-a-refresh-token" not in output
+
+
+def test_refresh_token_expiring_event_comes_with_the_warning(clock: ManualClock) -> None:
+    seen: list[events.Event] = []
+    with FakeKeycloak(clock=clock, token_lifetime=40 * DAY) as fake:
+        store = MemoryStore()
+        refresh_token = fake.issue_refresh_token()
+        twin(fake, clock, refresh_token, store=store, refresh_idle_timeout=IDLE).get_token()
+        clock.advance(IDLE - DAY)
+        later = twin(
+            fake, clock, refresh_token, store=store, refresh_idle_timeout=IDLE, on_event=seen.append
+        )
+        later.get_token()
+    expiring = [event for event in seen if isinstance(event, events.RefreshTokenExpiring)]
+    assert expiring == [
+        events.RefreshTokenExpiring(
+            origin=fake.base_url, ends_at=clock.now + DAY, ends_in=DAY, idle=True
+        )
+    ]

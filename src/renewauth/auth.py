@@ -17,6 +17,7 @@ from typing import TypedDict, Unpack, cast
 
 from ._urls import origin_of, require_secure_url
 from .errors import ConfigurationError
+from .events import OnEvent
 from .flows import Grant, StaticGrant
 from .manager import OnToken, TokenManager
 from .oauth2 import (
@@ -55,6 +56,7 @@ class AuthOptions(TypedDict, total=False):
     retries: int
     allow_insecure_http: bool
     refresh_idle_timeout: float | None
+    on_event: OnEvent | None
     clock: Callable[[], float]
 
 
@@ -167,6 +169,8 @@ class TokenAuth(RequestsSigning, HttpxSigning):
         refresh_idle_timeout: seconds a refresh token survives unused, for servers that state
             nothing (a Keycloak offline session: 30 days by default); it sets when the
             refresh-token warning is logged and when `keepalive()` renews.
+        on_event: called with every `renewauth.events` value of this object (renewed,
+            renewal failed, resent, paused, refresh token expiring); never with a secret.
         clock: seconds since the epoch; inject a fake clock in tests.
 
     Raises:
@@ -186,6 +190,7 @@ class TokenAuth(RequestsSigning, HttpxSigning):
         retries: int = 2,
         allow_insecure_http: bool = False,
         refresh_idle_timeout: float | None = None,
+        on_event: OnEvent | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         statuses = _check_options(leeway, retry_statuses, timeout, retries)
@@ -198,6 +203,10 @@ class TokenAuth(RequestsSigning, HttpxSigning):
             )
         if on_token is not None and not callable(on_token):
             raise ConfigurationError("on_token= must be a callable taking a Token, or None")
+        if on_event is not None and not callable(on_event):
+            raise ConfigurationError(
+                "on_event= must be a callable taking a renewauth.events value, or None"
+            )
         if grant.can_renew:
             require_secure_url(
                 grant.token_url, what="token_url", allow_insecure_http=allow_insecure_http
@@ -216,6 +225,7 @@ class TokenAuth(RequestsSigning, HttpxSigning):
             timeout=float(timeout),
             on_token=on_token,
             refresh_idle_timeout=idle_timeout,
+            on_event=on_event,
             clock=clock,
         )
 
@@ -240,6 +250,7 @@ class TokenAuth(RequestsSigning, HttpxSigning):
             "timeout": manager.timeout,
             "on_token": manager.on_token,
             "refresh_idle_timeout": manager.refresh_idle_timeout,
+            "on_event": manager.on_event,
             "clock": manager._clock,
         }
         return (_rebuild_auth, (type(self), _portable(manager.grant), options, state))

@@ -51,7 +51,7 @@ _OPTIONS = (
 )
 _ENTRY_KEYS = ("provider", "prefixes", "store", "store_path", "existing_bearer")
 # Constructor parameters the loader supplies itself, never read from the file.
-_NOT_FROM_FILE = frozenset({"self", "store", "on_token", "clock"})
+_NOT_FROM_FILE = frozenset({"self", "store", "on_token", "on_event", "clock"})
 _EXAMPLE = (
     'an entry looks like: [auth.pricing] provider = "oauth2-client-credentials", '
     'token_url = "https://idp.example.com/oauth/token", client_id = "reporting", '

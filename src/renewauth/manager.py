@@ -44,7 +44,7 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import NamedTuple, Protocol, cast
 
-from . import _flight
+from . import _flight, events
 from ._retry import MAX_RETRY_AFTER, backoff_delay, is_retryable_status, retry_after_seconds
 from ._urls import origin_of
 from .errors import (
@@ -224,6 +224,7 @@ class TokenManager:
         on_token: called with every new token after the store has it.
         refresh_idle_timeout: seconds a refresh token survives unused, for servers that
             state nothing (Keycloak's offline sessions: 30 days by default); `None`: unknown.
+        on_event: called with every `renewauth.events` value of this manager.
         clock: seconds since the epoch; injected by tests.
         sleep, async_sleep, uniform: the waits between retries and their jitter; injected by
             tests.
@@ -240,6 +241,7 @@ class TokenManager:
         timeout: float = 10.0,
         on_token: OnToken | None = None,
         refresh_idle_timeout: float | None = None,
+        on_event: events.OnEvent | None = None,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
         async_sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -253,6 +255,8 @@ class TokenManager:
         self.timeout = timeout
         self.on_token = on_token
         self.refresh_idle_timeout = refresh_idle_timeout
+        self.on_event = on_event
+        self._grant_used: str | None = None  # the grant of the leader's last token call
         self.origin = origin_of(grant.token_url) if grant.can_renew else "static"
         self._sender = sender
         self._clock = clock
@@ -488,6 +492,30 @@ class TokenManager:
             _duration(max(end - now, 0.0)),
             "unused past refresh_idle_timeout" if idle else "its stated expiry",
         )
+        events.emit(
+            events.RefreshTokenExpiring(
+                origin=self.origin, ends_at=end, ends_in=max(end - now, 0.0), idle=idle
+            ),
+            self.on_event,
+        )
+
+    def resent(self, origin: str, status: int) -> None:
+        """Record that a transport resent a request to `origin` after `status`."""
+        events.emit(events.Resent(origin=origin, status=status), self.on_event)
+
+    def _renewed(self, token: Token, renewed: bool, started: float) -> None:
+        """Tell `on_event` and the subscribers about a leader's new token (flight ended)."""
+        now = self._clock()
+        events.emit(
+            events.Renewed(
+                origin=self.origin,
+                grant=self._grant_used if renewed else None,
+                source="fetched" if renewed else "store",
+                duration=max(now - started, 0.0),
+                expires_in=None if token.expires_at is None else token.expires_at - now,
+            ),
+            self.on_event,
+        )
 
     # --- renewal, sync ------------------------------------------------------------------
 
@@ -526,6 +554,7 @@ class TokenManager:
         if soft and self._clock() < self._soft_retry_at:
             flight.finish(abandoned=True)
             return cast(Token, stale)
+        started = self._clock()
         try:
             token, renewed = self._renew_as_leader(stale)
         except Exception as exc:
@@ -534,6 +563,7 @@ class TokenManager:
             flight.finish(abandoned=True)  # interrupted: a waiter takes over
             raise
         flight.finish(token=token)
+        self._renewed(token, renewed, started)
         if renewed:
             self._notify(token)
         return token
@@ -674,6 +704,7 @@ class TokenManager:
         if soft and self._clock() < self._soft_retry_at:
             flight.finish(abandoned=True)
             return cast(Token, stale)
+        started = self._clock()
         try:
             token, renewed = await self._arenew_as_leader(stale)
         except Exception as exc:
@@ -682,6 +713,7 @@ class TokenManager:
             flight.finish(abandoned=True)
             raise
         flight.finish(token=token)
+        self._renewed(token, renewed, started)
         if renewed:
             self._notify(token)
         return token
@@ -972,6 +1004,7 @@ class TokenManager:
         self._warned_local = False
 
     def _response(self, request: TokenRequest, reply: HttpReply, sent_at: float) -> TokenResponse:
+        self._grant_used = request.grant
         return TokenResponse(
             status=reply.status,
             headers=reply.headers,
@@ -1049,13 +1082,22 @@ class TokenManager:
     ) -> Token:
         """End a failed renewal: back off and keep the token in the soft window, else raise."""
         now = self._clock()
-        if now >= self._paused_until:  # not the re-raised error of a running pause
+        attempted = now >= self._paused_until  # not the re-raised error of a running pause
+        paused: events.Paused | None = None
+        if attempted:
             if isinstance(exc, TokenEndpointUnavailable) and exc.retry_after:
                 self._pause_error, self._paused_until = exc, now + exc.retry_after
+                paused = events.Paused(
+                    origin=self.origin, until=self._paused_until, reason="retry-after"
+                )
             elif isinstance(exc, InvalidGrant | InvalidClient):
                 # Refused credentials will be refused again: asking again on every request
                 # is how accounts get locked (OrderCloud: 30 minutes after a few failures).
                 self._pause_error, self._paused_until = exc, now + _CREDENTIAL_PAUSE
+                paused = events.Paused(
+                    origin=self.origin, until=self._paused_until, reason="refused"
+                )
+        next_try_in = self._paused_until - now if self._paused_until > now else None
         if soft and stale is not None and not stale.is_expired(now):
             left = (stale.expires_at or now) - now
             wait = max(min(_SOFT_RETRY_CAP, max(left / 2, 0.0)), self._paused_until - now)
@@ -1070,9 +1112,30 @@ class TokenManager:
                 left,
                 wait,
             )
+            if attempted:
+                self._failed(exc, wait, paused)
             return stale
         flight.finish(error=exc)
+        if attempted:
+            self._failed(exc, next_try_in, paused)
         raise exc
+
+    def _failed(
+        self, exc: Exception, next_try_in: float | None, paused: events.Paused | None
+    ) -> None:
+        """Tell `on_event` and the subscribers about a failed renewal (flight ended)."""
+        status = exc.status if isinstance(exc, TokenRequestError) else None
+        events.emit(
+            events.RenewalFailed(
+                origin=self.origin,
+                error=type(exc).__name__,
+                status=status,
+                next_try_in=next_try_in,
+            ),
+            self.on_event,
+        )
+        if paused is not None:
+            events.emit(paused, self.on_event)
 
     def _check_pause(self) -> None:
         """Raise the last "try later" again, without a call, while its pause lasts."""

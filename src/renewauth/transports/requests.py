@@ -190,6 +190,7 @@ class RequestsSigning(requests.auth.AuthBase):
         # give it the new token too, or a same-origin redirect would carry the rejected one.
         request.headers["Authorization"] = resent
         retried: requests.Response = response.connection.send(resend, **send_options)
+        self._manager.resent(origin_of(str(resend.url)), response.status_code)
         retried.history.append(response)
         retried.request = resend
         if retried.status_code not in self._retry_statuses:
