@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import logging
 import pathlib
 import time
@@ -259,3 +260,58 @@ def test_refresh_token_expiring_event_comes_with_the_warning(clock: ManualClock)
             origin=fake.base_url, ends_at=clock.now + DAY, ends_in=DAY, idle=True
         )
     ]
+
+
+def test_check_exits_0_1_2_and_prints_the_json_shape_without_a_secret(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """ok -> 0; a refresh token 29 of 30 idle days old -> 1 (warning); a refused one -> 2."""
+    with FakeKeycloak() as fake:
+        refresh_token = fake.issue_refresh_token()
+        monkeypatch.setenv("KC_SECRET", "portal-secret")
+        monkeypatch.setenv("KC_REFRESH", refresh_token)
+        config = _technical_user_config(tmp_path, fake)
+        assert main(["check", "--config", str(config), "--json"]) == 0
+        healthy = json.loads(capsys.readouterr().out)
+        entry = load_config(str(config))["portal"]
+        store, key = entry.auth._manager.store, entry.auth._manager.key
+        stored = store.get(key)
+        assert stored is not None
+        store.set(key, dataclasses.replace(stored, refresh_used_at=time.time() - 29 * DAY))
+        assert main(["check", "--config", str(config), "--json"]) == 1
+        warned = json.loads(capsys.readouterr().out)
+        assert main(["check", "--config", str(config)]) == 1
+        text = capsys.readouterr().out
+        store.delete(key)
+        monkeypatch.setenv("KC_REFRESH", "refused-refresh-token")
+        assert main(["check", "--config", str(config), "--json"]) == 2
+        failed = json.loads(capsys.readouterr().out)
+    (report,) = healthy["entries"]
+    assert set(report) == {
+        "name",
+        "status",
+        "access_expires_in",
+        "refresh_expires_in",
+        "store",
+        "last_renewal",
+    }
+    assert (report["name"], report["status"], report["store"]) == ("portal", "ok", "file")
+    assert 290 < report["access_expires_in"] <= 300
+    assert IDLE - 60 < report["refresh_expires_in"] <= IDLE
+    assert 0 <= report["last_renewal"] < 60
+    assert warned["entries"][0]["status"] == "warning"
+    assert DAY - 60 < warned["entries"][0]["refresh_expires_in"] <= DAY
+    assert text.startswith("warning portal:")
+    assert failed["entries"] == [
+        {
+            "name": "portal",
+            "status": "failed",
+            "access_expires_in": None,
+            "refresh_expires_in": None,
+            "store": "file",
+            "last_renewal": None,
+        }
+    ]
+    everything = json.dumps([healthy, warned, failed]) + text
+    for secret in ("portal-secret", refresh_token, "refused-refresh-token", stored.access_token):
+        assert secret not in everything
