@@ -57,9 +57,8 @@ def credentials(
 ) -> OAuth2ClientCredentials:
     if clock is not None:
         options["clock"] = clock
-    return OAuth2ClientCredentials(
-        fake.token_url, CLIENT_ID, CLIENT_SECRET, store=MemoryStore(), **options
-    )
+    options.setdefault("store", MemoryStore())
+    return OAuth2ClientCredentials(fake.token_url, CLIENT_ID, CLIENT_SECRET, **options)
 
 
 class _QueueingAdapter(requests.adapters.HTTPAdapter):
@@ -114,17 +113,19 @@ def test_request_that_queued_past_expiry_leaves_with_a_renewed_token(
     assert fake.token_calls == 2
 
 
-def test_request_that_queued_into_the_soft_window_leaves_with_a_valid_token(
+def test_request_that_queued_into_the_soft_window_leaves_at_once_with_its_valid_token(
     kind: str, fake: FakeOAuth2Provider, clock: ManualClock
 ) -> None:
+    """A leaving request holds a connection: it renews nothing while its token is valid."""
     auth = credentials(fake, clock)
     first = auth.get_token()
     response = send_after_queueing(kind, auth, fake.api_url, clock, 80.0)  # 20 s left
     assert response.status_code == 200
     assert fake.api_unauthorized == 0
-    assert fake.token_calls == 2  # that request led the soft renewal
-    assert auth.token is not None
-    assert auth.token != first
+    assert fake.token_calls == 1
+    assert auth.token is first
+    assert send(kind, auth, fake.api_url).status == 200  # signed in the soft window: renews
+    assert fake.token_calls == 2
 
 
 def test_request_that_did_not_queue_leaves_with_the_token_it_was_signed_with(
@@ -371,3 +372,22 @@ def test_signed_headers_pickle_and_copy_as_plain_strings(
         header = copied["Authorization"]
         assert type(header) is str
         assert header == sent
+
+
+def test_declined_renewal_still_takes_a_newer_token_from_the_shared_store(
+    kind: str, fake: FakeOAuth2Provider, clock: ManualClock
+) -> None:
+    store = MemoryStore()
+    first = credentials(fake, clock, store=store)
+    second = credentials(fake, clock, store=store)  # another process, say, on the same store
+    rejected = first.get_token()
+    fake.revoke_access_tokens()
+    unproven = first._manager.renew_rejected(rejected)  # a 401 renewal; no answer took it yet
+    assert unproven is not None
+    fake.revoke_access_tokens()
+    second.invalidate()
+    second.get_token()  # the other one renews and stores a token that works
+    assert fake.token_calls == 3
+    reply = send(kind, first, fake.api_url)
+    assert (reply.status, reply.history) == (200, 1)  # resent with the stored token
+    assert fake.token_calls == 3  # no token call: the store had one

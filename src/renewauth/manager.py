@@ -199,6 +199,14 @@ def keepalive_due(token: Token | None, idle_timeout: float | None, now: float) -
     return now >= start + KEEPALIVE_SHARE * (end - start)
 
 
+def _departing_token(signed: Token, cached: _Cached | None, now: float) -> Token | None:
+    """What a leaving request can take without I/O: the cached token while it can be sent,
+    else `signed` while it can, else `None` (only a renewal gives one)."""
+    if cached is not None and not _is_spent(cached.token, now):
+        return cached.token
+    return None if _is_spent(signed, now) else signed
+
+
 def _needs_renewal(current: Token | None, stale: Token | None, now: float) -> bool:
     """Whether the leader must call the token endpoint, given what the store holds now.
 
@@ -282,6 +290,8 @@ class TokenManager:
         # The token the last 401 renewal produced, until an API answer accepts it (see
         # `confirm`), and when that renewal was made: a bound on renewals after 401s.
         self.unproven: Token | None = None
+        self._accepted: Token | None = None
+        self._rejection_lock = threading.Lock()  # guards the three fields above, no I/O
         self._rejection_renewed_at = -math.inf
         self._warned_refresh: str | None = None  # the refresh token last warned about
 
@@ -309,33 +319,48 @@ class TokenManager:
             return cached.token
         return await self._arenew(cached.token if cached else None, now, rejected=False)
 
-    def token_at_departure(self, signed: Token) -> Token:
+    def token_at_departure(self, signed: Token, *, may_wait: bool = True) -> Token:
         """The token a request signed with `signed` should leave with, now that it leaves.
 
         A request may wait for a pooled connection long after it was signed. If `signed` is
-        still the current, fresh token it goes as it is (the common case: one clock call);
-        else the request takes whatever `token_for_request` gives now (a newer token, or a
-        renewal in flight). A token assigned to another server (`api_origin`) than the one
-        the request was routed to is not swapped in: the request keeps `signed`.
+        still the current, fresh token it goes as it is (the common case: one clock call).
+        A leaving request holds a connection (on HTTP/2 a stream id that others must not
+        take meanwhile), so nothing slow happens here unless there is no token to send: a
+        newer valid token is swapped in, a still-valid one leaves as it is (the requests
+        signed after it lead its renewal, holding no connection), and only a spent one
+        waits for the renewal in flight — when `may_wait`; else it leaves as it is, and
+        the API's 401 renews and resends it. A token assigned to another server
+        (`api_origin`) than the one the request was routed to is never swapped in.
         """
         cached = self._cached
-        if cached is not None and cached.token is signed and self._clock() < cached.renew_at:
+        now = self._clock()
+        if cached is not None and cached.token is signed and now < cached.renew_at:
             return signed
-        token = self.token_for_request()
+        token = _departing_token(signed, cached, now)
+        if token is None:
+            if not may_wait:
+                return signed
+            token = self.token_for_request()
         return token if token.api_origin == signed.api_origin else signed
 
-    async def atoken_at_departure(self, signed: Token) -> Token:
+    async def atoken_at_departure(self, signed: Token, *, may_wait: bool = True) -> Token:
         """`token_at_departure` for asyncio."""
         cached = self._cached
-        if cached is not None and cached.token is signed and self._clock() < cached.renew_at:
+        now = self._clock()
+        if cached is not None and cached.token is signed and now < cached.renew_at:
             return signed
-        token = await self.atoken_for_request()
+        token = _departing_token(signed, cached, now)
+        if token is None:
+            if not may_wait:
+                return signed
+            token = await self.atoken_for_request()
         return token if token.api_origin == signed.api_origin else signed
 
     def confirm(self, token: Token) -> None:
         """Record that an API accepted `token` (called by transports only while `unproven`)."""
-        if token.is_same_grant(self.unproven):
-            self.unproven = None
+        with self._rejection_lock:  # a compare-and-set: a newer unproven token stays
+            if token.is_same_grant(self.unproven):
+                self.unproven, self._accepted = None, token
 
     def renew_rejected(self, rejected: Token) -> Token | None:
         """A token to resend with after the API rejected `rejected` (a 401), or `None`.
@@ -349,7 +374,8 @@ class TokenManager:
         newer = self._newer_than(rejected)
         if newer is None:
             if self._declines_renewal(rejected, now):
-                return None
+                # No token call; but another process may have stored a newer token.
+                return self._other_valid(self._stored(), rejected, now)
             return self._renewed_after_rejection(self._renew(rejected, now, rejected=True), now)
         cached = self._cached
         if cached is not None and now < cached.renew_at:
@@ -365,7 +391,7 @@ class TokenManager:
         newer = self._newer_than(rejected)
         if newer is None:
             if self._declines_renewal(rejected, now):
-                return None
+                return self._other_valid(await self._astored(), rejected, now)
             token = await self._arenew(rejected, now, rejected=True)
             return self._renewed_after_rejection(token, now)
         cached = self._cached
@@ -437,9 +463,30 @@ class TokenManager:
         return cached.token  # another caller renewed since this request was signed
 
     def _renewed_after_rejection(self, token: Token, now: float) -> Token:
-        # Every caller that waited for this renewal records the same token and time.
-        self.unproven, self._rejection_renewed_at = token, now
+        # Every caller that waited for this renewal records the same token and time; one
+        # that wakes after an answer already accepted the token does not mark it again.
+        with self._rejection_lock:
+            if not token.is_same_grant(self._accepted):
+                self.unproven, self._rejection_renewed_at = token, now
         return token
+
+    def _stored(self) -> Token | None:
+        try:
+            return self.store.get(self.key)
+        except StoreError:
+            return None  # the 401 goes back; the store's own failure shows on the next renewal
+
+    async def _astored(self) -> Token | None:
+        try:
+            return await self.store.aget(self.key)
+        except StoreError:
+            return None
+
+    def _other_valid(self, stored: Token | None, rejected: Token, now: float) -> Token | None:
+        """`stored`, adopted, if it is another token than `rejected` and still valid."""
+        if stored is None or stored.is_same_grant(rejected) or _is_spent(stored, now):
+            return None
+        return self._adopt(stored)
 
     def _declines_renewal(self, rejected: Token, now: float) -> bool:
         """Whether a 401 for the current token `rejected` must not renew it.

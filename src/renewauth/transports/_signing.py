@@ -8,7 +8,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from .._urls import origin_of
 
-__all__ = ["challenge_error", "routed_url", "should_renew_after"]
+__all__ = ["challenge_error", "is_https_upgrade", "routed_url", "should_renew_after"]
 
 # One auth-param (RFC 9110 §11.2): a token, "=", then a token or a quoted string. Scanning
 # them in order consumes each quoted string whole, so text inside one is never a parameter.
@@ -27,6 +27,16 @@ def routed_url(url: str, home_origin: str | None, api_origin: str | None) -> str
     parts = urlsplit(url)
     target = urlsplit(api_origin)
     return urlunsplit((target.scheme, target.netloc, parts.path, parts.query, parts.fragment))
+
+
+def is_https_upgrade(
+    scheme: bytes | str, port: int | None, new_scheme: bytes | str, new_port: int | None
+) -> bool:
+    """Whether going from (`scheme`, `port`) to (`new_scheme`, `new_port`) on the same host
+    is the http -> https upgrade that requests and httpx treat as the same site: both ports
+    the default, or not given."""
+    as_text = [part.decode() if isinstance(part, bytes) else part for part in (scheme, new_scheme)]
+    return as_text == ["http", "https"] and port in (None, 80) and new_port in (None, 443)
 
 
 def challenge_error(www_authenticate: str | None) -> str | None:

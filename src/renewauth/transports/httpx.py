@@ -37,7 +37,7 @@ from ..errors import TokenEndpointUnavailable
 from ..flows import TokenRequest
 from ..manager import HttpReply, TokenManager
 from ..token import Token
-from ._signing import routed_url, should_renew_after
+from ._signing import is_https_upgrade, routed_url, should_renew_after
 
 __all__ = ["HttpxSender", "HttpxSigning", "TokenClients"]
 
@@ -106,9 +106,8 @@ class HttpxSender:
 
 
 _DEPARTURE = "renewauth.departure"  # the request extension that holds a `_Departure`
-_HEADER_EVENTS = frozenset(
-    {"http11.send_request_headers.started", "http2.send_request_headers.started"}
-)
+_H2_HEADERS = "http2.send_request_headers.started"
+_HEADER_EVENTS = frozenset({"http11.send_request_headers.started", _H2_HEADERS})
 
 Trace = Callable[[str, Mapping[str, Any]], None]
 AsyncTrace = Callable[[str, Mapping[str, Any]], Awaitable[None]]
@@ -148,15 +147,36 @@ def _chain_async(first: AsyncTrace, then: AsyncTrace) -> AsyncTrace:
 
 def _goes_elsewhere(hop: Any, signed: httpx.URL) -> bool | None:
     """Whether httpcore's request `hop` goes to another origin than `signed` was signed for;
-    `None` for a proxy's CONNECT, which carries no request headers of ours."""
+    `None` when that cannot be told: a proxy's CONNECT (no headers of ours), or a target
+    httpcore wrote in a form it cannot parse back (an IPv6 host through a proxy)."""
     url = hop.url
     target = url.target
     if not target.startswith(b"/"):
         if b"://" not in target:
             return None  # CONNECT host:port, through a proxy
-        url = httpcore.URL(target)  # a forwarding proxy: the request names its origin
-    same = url.host == signed.raw_host and url.scheme == signed.raw_scheme
-    return not (same and url.port == signed.port)
+        try:
+            url = httpcore.URL(target)  # a forwarding proxy: the request names its origin
+        except ValueError:
+            return None
+    if url.host != signed.raw_host:
+        return True
+    if url.scheme == signed.raw_scheme:
+        return bool(url.port != signed.port)
+    # http -> https on the same host and default ports: requests and httpx both keep the
+    # token on that upgrade, and so does renewauth (it already went there in clear text).
+    return not is_https_upgrade(signed.raw_scheme, signed.port, url.scheme, url.port)
+
+
+def _accepted(response: httpx.Response, departure: _Departure) -> bool:
+    """Whether the API the token went to took it: the answer is no server error, and came
+    from that origin (not from the target of a redirect elsewhere)."""
+    answered, signed = response.request.url, departure.url
+    same_origin = (answered.raw_scheme, answered.raw_host, answered.port) == (
+        signed.raw_scheme,
+        signed.raw_host,
+        signed.port,
+    )
+    return response.status_code < 500 and same_origin
 
 
 class HttpxSigning(httpx.Auth):
@@ -225,11 +245,15 @@ class HttpxSigning(httpx.Auth):
                 logger.debug("token replaced as the request left: it aged while queued")
                 return
 
+    # On HTTP/2 the stream id is taken before this event and claimed only once the headers
+    # go: a request waiting here would let another take the same id. So it never waits.
+
     def _depart(self, event: str, info: Mapping[str, Any]) -> None:
         departing = self._departing(event, info)
         if departing is not None:
             hop, departure = departing
-            token = self._manager.token_at_departure(departure.token)
+            may_wait = event != _H2_HEADERS
+            token = self._manager.token_at_departure(departure.token, may_wait=may_wait)
             if token is not departure.token:
                 self._leave_with(hop, departure, token)
 
@@ -237,7 +261,8 @@ class HttpxSigning(httpx.Auth):
         departing = self._departing(event, info)
         if departing is not None:
             hop, departure = departing
-            token = await self._manager.atoken_at_departure(departure.token)
+            may_wait = event != _H2_HEADERS
+            token = await self._manager.atoken_at_departure(departure.token, may_wait=may_wait)
             if token is not departure.token:
                 self._leave_with(hop, departure, token)
 
@@ -277,9 +302,10 @@ class HttpxSigning(httpx.Auth):
         self._sign_httpx(request, addressed, token)
         self._watch_departure(request, token, is_async=False)
         response = yield request
-        token = request.extensions[_DEPARTURE].token  # the token that left
+        departure = request.extensions[_DEPARTURE]
+        token = departure.token  # the token that left
         if response.status_code not in self._retry_statuses:
-            if manager.unproven is not None:
+            if manager.unproven is not None and _accepted(response, departure):
                 manager.confirm(token)
             return
         if self._should_resend(request, response, token):
@@ -291,8 +317,10 @@ class HttpxSigning(httpx.Auth):
                 rejected_status = response.status_code
                 response = yield request
                 manager.resent(origin_of(str(request.url)), rejected_status)
-                if response.status_code not in self._retry_statuses:
-                    manager.confirm(request.extensions[_DEPARTURE].token)
+                if response.status_code not in self._retry_statuses and _accepted(
+                    response, departure
+                ):
+                    manager.confirm(departure.token)
 
     async def async_auth_flow(
         self, request: httpx.Request
@@ -303,9 +331,10 @@ class HttpxSigning(httpx.Auth):
         self._sign_httpx(request, addressed, token)
         self._watch_departure(request, token, is_async=True)
         response = yield request
-        token = request.extensions[_DEPARTURE].token
+        departure = request.extensions[_DEPARTURE]
+        token = departure.token  # the token that left
         if response.status_code not in self._retry_statuses:
-            if manager.unproven is not None:
+            if manager.unproven is not None and _accepted(response, departure):
                 manager.confirm(token)
             return
         if self._should_resend(request, response, token):
@@ -317,5 +346,7 @@ class HttpxSigning(httpx.Auth):
                 rejected_status = response.status_code
                 response = yield request
                 manager.resent(origin_of(str(request.url)), rejected_status)
-                if response.status_code not in self._retry_statuses:
-                    manager.confirm(request.extensions[_DEPARTURE].token)
+                if response.status_code not in self._retry_statuses and _accepted(
+                    response, departure
+                ):
+                    manager.confirm(departure.token)

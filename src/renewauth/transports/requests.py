@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Collection, Mapping
 from typing import Any
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 import requests
 from requests.cookies import extract_cookies_to_jar
@@ -29,7 +29,7 @@ from requests.utils import rewind_body
 from .._urls import origin_of
 from ..manager import TokenManager
 from ..token import Token
-from ._signing import routed_url, should_renew_after
+from ._signing import is_https_upgrade, routed_url, should_renew_after
 
 __all__ = ["RequestsSigning"]
 
@@ -129,8 +129,15 @@ class RequestsSigning(requests.auth.AuthBase):
     ) -> None:
         # requests drops Authorization on a redirect to another origin, but not an API key:
         # take it off the request it is about to copy for the redirect.
-        target = urljoin(response.request.url or "", response.headers.get("location", ""))
-        if origin_of(target) != origin_of(response.request.url or ""):
+        source = urlsplit(response.request.url or "")
+        target = urlsplit(urljoin(source.geturl(), response.headers.get("location", "")))
+        try:  # requests keeps the token on an http -> https upgrade, and the key goes too
+            upgrade = source.hostname == target.hostname and is_https_upgrade(
+                source.scheme, source.port, target.scheme, target.port
+            )
+        except ValueError:  # a Location with a port that is no number: not an upgrade
+            upgrade = False
+        if not upgrade and origin_of(target.geturl()) != origin_of(source.geturl()):
             for request in (response.request, also):
                 for name in self._api_headers:
                     if request is not None:
@@ -138,7 +145,7 @@ class RequestsSigning(requests.auth.AuthBase):
 
     def _on_response(self, response: requests.Response, **send_options: Any) -> requests.Response:
         if response.status_code not in self._retry_statuses:  # the common case, decided first
-            if self._manager.unproven is not None:
+            if self._manager.unproven is not None and response.status_code < 500:
                 accepted: _Signature | None = getattr(response.request, _STATE, None)
                 if accepted is not None:
                     self._manager.confirm(accepted.token)
@@ -187,13 +194,16 @@ class RequestsSigning(requests.auth.AuthBase):
         resend.prepare_cookies(jar)  # as HTTPDigestAuth does
         resent = self._sign_prepared(resend, signature.addressed, token, resent=True)
         # requests follows a redirect of the resend from the *original* prepared request:
-        # give it the new token too, or a same-origin redirect would carry the rejected one.
-        request.headers["Authorization"] = resent
+        # give it the new token too, or a same-origin redirect would carry the rejected one;
+        # as a signature of its own, not yet resent, for a caller who sends it again.
+        original = _signature(self._manager, token, signature.url, signature.addressed)
+        request.headers["Authorization"] = original
+        setattr(request, _STATE, original)
         retried: requests.Response = response.connection.send(resend, **send_options)
         self._manager.resent(origin_of(str(resend.url)), response.status_code)
         retried.history.append(response)
         retried.request = resend
-        if retried.status_code not in self._retry_statuses:
+        if retried.status_code not in self._retry_statuses and retried.status_code < 500:
             self._manager.confirm(resent.token)
         if self._api_headers and retried.is_redirect:
             # That redirect is built from the original request, whose headers hold the key.
