@@ -14,8 +14,10 @@ Example::
     ...
     unsubscribe()
 
-A callback runs in the thread (or event-loop task) that renewed, after the renewal
-finished: keep it short. An exception it raises is logged at WARNING and dropped.
+A callback runs in the thread (or event-loop task) that renewed, after the renewal's flight
+ended, so waiters never wait for it; `RefreshTokenExpiring` alone may come while the
+renewing caller still holds the store's lock. Keep callbacks short. An exception a callback
+raises is logged at WARNING and dropped.
 
 .. versionadded:: 0.2
 """
