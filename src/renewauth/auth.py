@@ -17,6 +17,7 @@ from typing import TypedDict, Unpack, cast
 
 from ._urls import origin_of, require_secure_url
 from .errors import ConfigurationError
+from .events import OnEvent
 from .flows import Grant, StaticGrant
 from .manager import OnToken, TokenManager
 from .oauth2 import (
@@ -54,6 +55,8 @@ class AuthOptions(TypedDict, total=False):
     timeout: float
     retries: int
     allow_insecure_http: bool
+    refresh_idle_timeout: float | None
+    on_event: OnEvent | None
     clock: Callable[[], float]
 
 
@@ -79,6 +82,21 @@ def _check_options(
                 f"retry_statuses= holds {status!r}; list HTTP error statuses such as (401,)"
             )
     return statuses
+
+
+def _idle_timeout(value: float | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        seconds = float(value) if not isinstance(value, bool) else math.nan
+    except (TypeError, ValueError, OverflowError):  # 10**400 overflows
+        seconds = math.nan
+    if not isinstance(value, int | float) or not math.isfinite(seconds) or seconds <= 0:
+        raise ConfigurationError(
+            "refresh_idle_timeout= must be seconds > 0 (such as 30 * 86400 for Keycloak's "
+            "offline sessions) or None"
+        )
+    return seconds
 
 
 def scope_text(scope: str | Sequence[str] | None) -> str | None:
@@ -148,6 +166,11 @@ class TokenAuth(RequestsSigning, HttpxSigning):
         timeout: seconds for each token-endpoint call.
         retries: extra tries of a token-endpoint call on network errors, 5xx and 429.
         allow_insecure_http: allow a plain-http token URL off loopback.
+        refresh_idle_timeout: seconds a refresh token survives unused, for servers that state
+            nothing (a Keycloak offline session: 30 days by default); it sets when the
+            refresh-token warning is logged and when `keepalive()` renews.
+        on_event: called with every `renewauth.events` value of this object (renewed,
+            renewal failed, resent, paused, refresh token expiring); never with a secret.
         clock: seconds since the epoch; inject a fake clock in tests.
 
     Raises:
@@ -166,9 +189,12 @@ class TokenAuth(RequestsSigning, HttpxSigning):
         timeout: float = 10.0,
         retries: int = 2,
         allow_insecure_http: bool = False,
+        refresh_idle_timeout: float | None = None,
+        on_event: OnEvent | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         statuses = _check_options(leeway, retry_statuses, timeout, retries)
+        idle_timeout = _idle_timeout(refresh_idle_timeout)
         if store is None:
             store = default_store()
         elif not isinstance(store, TokenStore):
@@ -177,6 +203,10 @@ class TokenAuth(RequestsSigning, HttpxSigning):
             )
         if on_token is not None and not callable(on_token):
             raise ConfigurationError("on_token= must be a callable taking a Token, or None")
+        if on_event is not None and not callable(on_event):
+            raise ConfigurationError(
+                "on_event= must be a callable taking a renewauth.events value, or None"
+            )
         if grant.can_renew:
             require_secure_url(
                 grant.token_url, what="token_url", allow_insecure_http=allow_insecure_http
@@ -194,6 +224,8 @@ class TokenAuth(RequestsSigning, HttpxSigning):
             retries=retries,
             timeout=float(timeout),
             on_token=on_token,
+            refresh_idle_timeout=idle_timeout,
+            on_event=on_event,
             clock=clock,
         )
 
@@ -217,6 +249,8 @@ class TokenAuth(RequestsSigning, HttpxSigning):
             "retries": manager.retries,
             "timeout": manager.timeout,
             "on_token": manager.on_token,
+            "refresh_idle_timeout": manager.refresh_idle_timeout,
+            "on_event": manager.on_event,
             "clock": manager._clock,
         }
         return (_rebuild_auth, (type(self), _portable(manager.grant), options, state))
@@ -245,6 +279,29 @@ class TokenAuth(RequestsSigning, HttpxSigning):
             TokenRequestError: the token endpoint refused or failed; see its subclasses.
         """
         return await self._manager.atoken_for_request()
+
+    def keepalive(self) -> bool:
+        """Renew the token if its refresh token is past half its life; True if it renewed.
+
+        A refresh token's life runs from its last use to the earlier of its stated expiry
+        and `refresh_idle_timeout` after that use. Call it from cron (or run `renewauth
+        keepalive`) more often than half that life, and a technical user's refresh token
+        never dies of idleness. With no token yet, it fetches one; with no refresh token, or
+        none whose end is known, it does nothing.
+
+        Raises:
+            TokenRequestError: the renewal failed; see its subclasses.
+
+        .. versionadded:: 0.2
+        """
+        return self._manager.keepalive()
+
+    async def akeepalive(self) -> bool:
+        """`keepalive` without blocking the event loop.
+
+        .. versionadded:: 0.2
+        """
+        return await self._manager.akeepalive()
 
     def invalidate(self) -> None:
         """Drop the access token (keeping its refresh token): the next request renews."""
