@@ -1,9 +1,13 @@
-"""Run every benchmark and write their tables to benchmarks/RESULTS.md.
+"""Run every benchmark, write their tables to benchmarks/RESULTS.md and draw the plots.
 
-    python benchmarks/run_all.py            # full runs, ~28 minutes on 2 cores (3: the soak)
-    python benchmarks/run_all.py --quick    # short runs, noisier
+    python benchmarks/run_all.py                       # full runs, ~28 minutes (3: the soak)
+    python benchmarks/run_all.py --quick               # short runs, noisier
+    python benchmarks/run_all.py --plots-only          # draw the plots from RESULTS.md again
+    python benchmarks/run_all.py --plots-only --check  # fail if the plots do not show it
 
 Each benchmark runs in its own process, one after the other, so they never share the CPU.
+The plots (docs/img/bench-*.png, see plots.py) are drawn from RESULTS.md alone, after it is
+written, so they always show the tables beside them.
 """
 
 from __future__ import annotations
@@ -48,7 +52,17 @@ def _machine() -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short runs")
+    parser.add_argument(
+        "--plots-only", action="store_true", help="run nothing: draw the plots from RESULTS.md"
+    )
+    parser.add_argument(
+        "--check", action="store_true", help="with --plots-only: check the plots, draw nothing"
+    )
     arguments = parser.parse_args()
+    if arguments.plots_only:
+        return _plots(check=arguments.check)
+    if arguments.check:
+        parser.error("--check goes with --plots-only")
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     sections = [
         "# Benchmark results",
@@ -76,7 +90,34 @@ def main() -> int:
         sections += [body, ""]
     (HERE / "RESULTS.md").write_text("\n".join(sections))
     print(f"wrote {HERE / 'RESULTS.md'}")
+    if status == 0:
+        status = _plots(check=False)
     return status
+
+
+def _plots(*, check: bool) -> int:
+    """Draw the plots from RESULTS.md, or with `check` say which ones do not show it."""
+    import plots  # beside this script; needs matplotlib (the bench extra)
+
+    results = HERE / "RESULTS.md"
+    try:
+        if check:
+            stale = plots.stale_plots(results)
+            for name in stale:
+                print(
+                    f"docs/img/{name} does not show benchmarks/RESULTS.md: run "
+                    "python benchmarks/run_all.py --plots-only and commit it",
+                    file=sys.stderr,
+                )
+            if not stale:
+                print("the benchmark plots show benchmarks/RESULTS.md")
+            return 1 if stale else 0
+        for path in plots.draw_all(results):
+            print(f"wrote {path}")
+    except plots.ResultsError as error:
+        print(f"{error}: update benchmarks/plots.py with the benchmark", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":

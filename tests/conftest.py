@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
+import pathlib
 from collections.abc import Generator, Iterator
 from typing import TYPE_CHECKING
 
 import pytest
 from hypothesis import HealthCheck, settings
+
+import renewauth
 
 # Shared CI machines are noisy: a slow example is not a failing one.
 settings.register_profile(
@@ -26,6 +29,11 @@ def oidc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Oidc]:
     from .oidc_fixture import start_oidc
 
     yield from start_oidc(tmp_path_factory.mktemp("oidc"))
+
+
+def pytest_report_header() -> str:
+    """Which renewauth the suite tests: .ci/run checks that it is the installed wheel."""
+    return f"renewauth: {renewauth.__version__} from {pathlib.Path(renewauth.__file__).parent}"
 
 
 @pytest.hookimpl(wrapper=True)

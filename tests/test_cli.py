@@ -245,7 +245,7 @@ store = "memory"
 """
         )
         monkeypatch.setenv("WRONG", "not-the-secret")
-        assert main(["check", "--config", str(config)]) == 1
+        assert main(["check", "--config", str(config)]) == 2
         output = capsys.readouterr().out
     assert "ok     orders" in output
     assert "error  broken: InvalidClient" in output
@@ -259,7 +259,7 @@ def test_cli_refuses_a_config_with_a_secret_others_can_read(
     with FakeOAuth2Provider() as fake:
         config = _config(tmp_path, fake, literal_secret=True)
         config.chmod(0o644)
-        assert main(["check", "--config", str(config)]) == 1
+        assert main(["check", "--config", str(config)]) == 2
     assert "chmod 600" in capsys.readouterr().err
 
 

@@ -128,7 +128,8 @@ token_fields = st.fixed_dictionaries(
         "token_type": json_values,
         "expires_in": json_values | st.from_regex(r"\s*-?[0-9]{0,6}(\.[0-9]*)?\s*", fullmatch=True),
         "refresh_token": json_values,
-        "refresh_expires_in": json_values,
+        "refresh_expires_in": json_values | st.integers(10**300, 10**400),
+        "refresh_token_expires_in": json_values | st.integers(10**300, 10**400),
         "scope": json_values,
         "error": json_values,
         "error_description": json_values,
@@ -160,6 +161,7 @@ def test_parser_gives_token_or_typed_error_for_any_json_object(
         assert isinstance(token.access_token, str)
         assert token.access_token
         assert token.expires_at is None or token.expires_at >= 1_700_000_000.0
+        assert token.refresh_expires_at is None or token.refresh_expires_at >= 1_700_000_000.0
 
 
 @given(payload=st.binary(max_size=80), header=st.text(max_size=20))

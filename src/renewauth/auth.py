@@ -22,6 +22,7 @@ from ._urls import is_loopback_host, origin_of, require_secure_url
 from .discovery import DiscoveredGrant, ServerMetadata
 from .dpop import DpopGrant, DpopKey
 from .errors import ConfigurationError, InsecureTransportError
+from .events import OnEvent
 from .flows import Grant, StaticGrant
 from .manager import OnToken, TokenManager
 from .oauth2 import (
@@ -64,6 +65,8 @@ class AuthOptions(TypedDict, total=False):
     timeout: float
     retries: int
     allow_insecure_http: bool
+    refresh_idle_timeout: float | None
+    on_event: OnEvent | None
     verify: VerifyOption
     cert: CertOption | None
     proxy: str | None
@@ -93,6 +96,21 @@ def _check_options(
                 f"retry_statuses= holds {status!r}; list HTTP error statuses such as (401,)"
             )
     return statuses
+
+
+def _idle_timeout(value: float | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        seconds = float(value) if not isinstance(value, bool) else math.nan
+    except (TypeError, ValueError, OverflowError):  # 10**400 overflows
+        seconds = math.nan
+    if not isinstance(value, int | float) or not math.isfinite(seconds) or seconds <= 0:
+        raise ConfigurationError(
+            "refresh_idle_timeout= must be seconds > 0 (such as 30 * 86400 for Keycloak's "
+            "offline sessions) or None"
+        )
+    return seconds
 
 
 def scope_text(scope: str | Sequence[str] | None) -> str | None:
@@ -215,6 +233,11 @@ class TokenAuth(RequestsSigning, HttpxSigning):
         timeout: seconds for each token-endpoint call.
         retries: extra tries of a token-endpoint call on network errors, 5xx and 429.
         allow_insecure_http: allow a plain-http token URL off loopback.
+        refresh_idle_timeout: seconds a refresh token survives unused, for servers that state
+            nothing (a Keycloak offline session: 30 days by default); it sets when the
+            refresh-token warning is logged and when `keepalive()` renews.
+        on_event: called with every `renewauth.events` value of this object (renewed,
+            renewal failed, resent, paused, refresh token expiring); never with a secret.
         verify: how the token call checks the server's certificate: `True` (the CA bundle
             the environment names, `SSL_CERT_FILE`, `SSL_CERT_DIR`, `REQUESTS_CA_BUNDLE` or
             `CURL_CA_BUNDLE`, else certifi's), a CA file or directory, an `ssl.SSLContext`,
@@ -245,6 +268,8 @@ class TokenAuth(RequestsSigning, HttpxSigning):
         timeout: float = 10.0,
         retries: int = 2,
         allow_insecure_http: bool = False,
+        refresh_idle_timeout: float | None = None,
+        on_event: OnEvent | None = None,
         verify: VerifyOption = True,
         cert: CertOption | None = None,
         proxy: str | None = None,
@@ -252,6 +277,7 @@ class TokenAuth(RequestsSigning, HttpxSigning):
         clock: Callable[[], float] = time.time,
     ) -> None:
         statuses = _check_options(leeway, retry_statuses, timeout, retries)
+        idle_timeout = _idle_timeout(refresh_idle_timeout)
         issuer = self._discover_from
         if issuer is not None:
             grant = DiscoveredGrant(
@@ -279,6 +305,10 @@ class TokenAuth(RequestsSigning, HttpxSigning):
             )
         if on_token is not None and not callable(on_token):
             raise ConfigurationError("on_token= must be a callable taking a Token, or None")
+        if on_event is not None and not callable(on_event):
+            raise ConfigurationError(
+                "on_event= must be a callable taking a renewauth.events value, or None"
+            )
         if grant.can_renew:
             require_secure_url(
                 grant.token_url, what="token_url", allow_insecure_http=allow_insecure_http
@@ -296,6 +326,8 @@ class TokenAuth(RequestsSigning, HttpxSigning):
             retries=retries,
             timeout=float(timeout),
             on_token=on_token,
+            refresh_idle_timeout=idle_timeout,
+            on_event=on_event,
             clock=clock,
         )
 
@@ -319,6 +351,8 @@ class TokenAuth(RequestsSigning, HttpxSigning):
             "retries": manager.retries,
             "timeout": manager.timeout,
             "on_token": manager.on_token,
+            "refresh_idle_timeout": manager.refresh_idle_timeout,
+            "on_event": manager.on_event,
             "clock": manager._clock,
             # verify=, cert=, proxy=: the copy takes the same route and trust store.
             "sender": manager._sender,
@@ -355,6 +389,29 @@ class TokenAuth(RequestsSigning, HttpxSigning):
             TokenRequestError: the token endpoint refused or failed; see its subclasses.
         """
         return await self._manager.atoken_for_request()
+
+    def keepalive(self) -> bool:
+        """Renew the token if its refresh token is past half its life; True if it renewed.
+
+        A refresh token's life runs from its last use to the earlier of its stated expiry
+        and `refresh_idle_timeout` after that use. Call it from cron (or run `renewauth
+        keepalive`) more often than half that life, and a technical user's refresh token
+        never dies of idleness. With no token yet, it fetches one; with no refresh token, or
+        none whose end is known, it does nothing.
+
+        Raises:
+            TokenRequestError: the renewal failed; see its subclasses.
+
+        .. versionadded:: 0.2
+        """
+        return self._manager.keepalive()
+
+    async def akeepalive(self) -> bool:
+        """`keepalive` without blocking the event loop.
+
+        .. versionadded:: 0.2
+        """
+        return await self._manager.akeepalive()
 
     def invalidate(self) -> None:
         """Drop the access token (keeping its refresh token): the next request renews."""
@@ -413,7 +470,8 @@ class OAuth2ClientCredentials(TokenAuth):
 
     Args:
         token_url: the token endpoint.
-        client_id, client_secret: the client's credentials.
+        client_id: the client's id.
+        client_secret: the client's secret.
         scope: a space-separated string or a sequence of scopes.
         audience: the `audience` parameter some servers (Auth0, …) require.
         client_auth: `"body"` (client_secret_post), `"basic"` (client_secret_basic),
@@ -505,7 +563,8 @@ class OAuth2Password(TokenAuth):
     Args:
         token_url: the token endpoint.
         client_id: the client the user logs in through.
-        username, password: the user's credentials.
+        username: the user's name.
+        password: the user's password.
         client_secret: the client's secret, for a confidential client.
         scope: a space-separated string or a sequence of scopes.
         client_auth: any method `OAuth2ClientCredentials` takes (`"body"` by default).

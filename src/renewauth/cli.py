@@ -1,7 +1,7 @@
 """The `renewauth` command. Only here is logging output configured.
 
-`renewauth demo` shows renewals against the embedded fake provider; `renewauth run`, `token`
-and `check` work from a TOML configuration; `renewauth vanmarcke …` runs Van Marcke's
+`renewauth demo` shows renewals against the embedded fake provider; `renewauth run`, `token`,
+`check` and `keepalive` work from a TOML configuration; `renewauth vanmarcke …` runs Van Marcke's
 service-user set-up steps. Errors end in one line on stderr and exit 1, never a traceback.
 """
 
@@ -16,9 +16,13 @@ import re
 import sys
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from . import __version__
 from .errors import AuthError, ConfigurationError
+
+if TYPE_CHECKING:
+    from .auth import TokenAuth
 
 __all__ = ["main"]
 
@@ -64,8 +68,26 @@ def _parser() -> argparse.ArgumentParser:
     token = commands.add_parser("token", help="print a current access token of one entry")
     token.add_argument("--config", required=True, metavar="FILE", help="the TOML configuration")
     token.add_argument("name", metavar="NAME", help="the entry, as in [auth.NAME]")
-    check = commands.add_parser("check", help="fetch a token for every entry and report each")
+    check = commands.add_parser(
+        "check",
+        help="fetch a token for every entry and report each (exit 0 ok, 1 warning, 2 failed)",
+    )
     check.add_argument("--config", required=True, metavar="FILE", help="the TOML configuration")
+    check.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object for machines; exit 0 all well, 1 warning, 2 failed",
+    )
+    keepalive = commands.add_parser(
+        "keepalive",
+        help="renew every entry whose refresh token is past half its life (for cron)",
+        description=(
+            "For every entry, renew the token when its refresh token is past half its life "
+            "(see refresh_idle_timeout), through the entry's store; exit 1 if any entry "
+            "failed. Run it more often than half the shortest refresh-token life."
+        ),
+    )
+    keepalive.add_argument("--config", required=True, metavar="FILE", help="the TOML configuration")
     _add_vanmarcke(commands)
     return parser
 
@@ -144,27 +166,98 @@ def _token(config: str, name: str) -> int:
     return 0
 
 
-def _check(config: str) -> int:
+def _store_kind(store: object) -> str:
+    """The store's kind, never its address (a Redis URL may carry a password)."""
+    from .stores import FileStore, MemoryStore, RedisStore
+
+    kinds = ((MemoryStore, "memory"), (FileStore, "file"), (RedisStore, "redis"))
+    return next((name for kind, name in kinds if isinstance(store, kind)), type(store).__name__)
+
+
+def _check_entry(name: str, auth: TokenAuth, now: float) -> dict[str, object]:
+    """One entry's report for `renewauth check`: the `--json` shape, no secret in it."""
+    from .manager import refresh_warning_at
+
+    manager = auth._manager
+    report: dict[str, object] = {
+        "name": name,
+        "status": "failed",
+        "access_expires_in": None,
+        "refresh_expires_in": None,
+        "store": _store_kind(manager.store),
+        "last_renewal": None,
+    }
+    try:
+        token = auth.get_token()
+    except AuthError as exc:
+        report["error"] = f"{type(exc).__name__}: {exc}"
+        return report
+    idle_timeout = manager.refresh_idle_timeout
+    ends_at = token.refresh_ends_at(idle_timeout)
+    warning_at = refresh_warning_at(token, idle_timeout)
+    report["status"] = "warning" if warning_at is not None and now >= warning_at else "ok"
+    if token.expires_at is not None:
+        report["access_expires_in"] = round(token.expires_at - now, 1)
+    if ends_at is not None:
+        report["refresh_expires_in"] = round(ends_at - now, 1)
+    if token.issued_at is not None:
+        report["last_renewal"] = round(max(now - token.issued_at, 0.0), 1)
+    return report
+
+
+def _seconds_text(seconds: object, unknown: str) -> str:
+    return unknown if seconds is None else f"{seconds:.0f} s"
+
+
+def _check(config: str, *, as_json: bool = False) -> int:
     from .config import load_config, prefix_hints
 
-    failures = 0
-    entries = load_config(config)
-    for name, entry in entries.items():
-        try:
-            token = entry.auth.get_token()
-        except AuthError as exc:
-            failures += 1
-            print(f"error  {name}: {type(exc).__name__}: {exc}")
+    try:
+        entries = load_config(config)
+    except AuthError as exc:  # monitoring must not read a broken file as a mere warning
+        print(f"renewauth: error: {exc}", file=sys.stderr)
+        return 2
+    now = time.time()
+    reports = [_check_entry(name, entry.auth, now) for name, entry in entries.items()]
+    statuses = {report["status"] for report in reports}
+    code = 2 if "failed" in statuses else 1 if "warning" in statuses else 0
+    if as_json:
+        shown = [
+            {key: value for key, value in report.items() if key != "error"} for report in reports
+        ]
+        print(json.dumps({"entries": shown}))
+        return code
+    for report in reports:
+        name = report["name"]
+        if report["status"] == "failed":
+            print(f"error  {name}: {report['error']}")
             continue
-        left = (
-            ""
-            if token.expires_at is None
-            else f", expires in {token.expires_at - time.time():.0f} s"
+        print(
+            f"{report['status']:<6} {name}: {entries[str(name)].auth!r}, access token "
+            f"expires in {_seconds_text(report['access_expires_in'], 'no stated time')}, "
+            f"refresh token ends in "
+            f"{_seconds_text(report['refresh_expires_in'], 'no stated expiry')}, "
+            f"store {report['store']}, renewed "
+            f"{_seconds_text(report['last_renewal'], 'at an unknown time')} ago"
         )
-        print(f"ok     {name}: {entry.auth!r}{left}")
     for name, entry in entries.items():
         for hint in prefix_hints(entry):
             print(f"hint   {name}: {hint}")
+    return code
+
+
+def _keepalive(config: str) -> int:
+    from .config import load_config
+
+    failures = 0
+    for name, entry in load_config(config).items():
+        try:
+            renewed = entry.auth.keepalive()
+        except AuthError as exc:
+            failures += 1
+            print(f"error    {name}: {type(exc).__name__}: {exc}")
+            continue
+        print(f"renewed  {name}" if renewed else f"not due  {name}")
     return 1 if failures else 0
 
 
@@ -295,7 +388,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if arguments.command == "token":
             return _token(arguments.config, arguments.name)
         if arguments.command == "check":
-            return _check(arguments.config)
+            return _check(arguments.config, as_json=arguments.json)
+        if arguments.command == "keepalive":
+            return _keepalive(arguments.config)
     except AuthError as exc:
         print(f"renewauth: error: {exc}", file=sys.stderr)
         return 1

@@ -41,10 +41,17 @@ _PROVIDERS: dict[str, Callable[..., TokenAuth]] = {
     "vanmarcke": VanMarcke,
 }
 _SECRETS = ("password", "client_secret", "refresh_token", "api_key")
-_OPTIONS = ("leeway", "timeout", "retries", "retry_statuses", "allow_insecure_http")
+_OPTIONS = (
+    "leeway",
+    "timeout",
+    "retries",
+    "retry_statuses",
+    "allow_insecure_http",
+    "refresh_idle_timeout",
+)
 _ENTRY_KEYS = ("provider", "prefixes", "store", "store_path", "existing_bearer")
 # Constructor parameters the loader supplies itself, never read from the file.
-_NOT_FROM_FILE = frozenset({"self", "store", "on_token", "clock"})
+_NOT_FROM_FILE = frozenset({"self", "store", "on_token", "on_event", "clock"})
 _EXAMPLE = (
     'an entry looks like: [auth.pricing] provider = "oauth2-client-credentials", '
     'token_url = "https://idp.example.com/oauth/token", client_id = "reporting", '
@@ -81,6 +88,7 @@ _KINDS: dict[str, tuple[str, Callable[[object], bool]]] = {
     "allow_insecure_http": _BOOLEAN,
     "leeway": ("a number of seconds", _is_number),
     "timeout": ("a number of seconds", _is_number),
+    "refresh_idle_timeout": ("a number of seconds", _is_number),
     "retries": ("a whole number", lambda value: type(value) is int),
     "retry_statuses": (
         "an array of HTTP statuses such as [401]",

@@ -44,7 +44,7 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import NamedTuple, Protocol, cast
 
-from . import _flight
+from . import _flight, events
 from ._retry import MAX_RETRY_AFTER, backoff_delay, is_retryable_status, retry_after_seconds
 from ._urls import origin_of
 from .errors import (
@@ -59,7 +59,15 @@ from .flows import Flow, Grant, RetryHint, TokenRequest, TokenResponse
 from .stores import FencedStore, TokenStore, credential_key
 from .token import Token
 
-__all__ = ["HttpReply", "OnToken", "TokenManager", "TokenSender"]
+__all__ = [
+    "KEEPALIVE_SHARE",
+    "REFRESH_WARNING_MAX",
+    "REFRESH_WARNING_SHARE",
+    "HttpReply",
+    "OnToken",
+    "TokenManager",
+    "TokenSender",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +80,13 @@ _CREDENTIAL_PAUSE = 60.0  # seconds refused credentials are not sent again
 _TAKEOVER_CHECK = 0.25  # seconds between a waiter's checks that its flight's leader still lives
 _FLUSH_FIRST, _FLUSH_MAX = 0.02, 1.0  # seconds between tries of writing a kept token
 _ARRIVAL_MARGIN = 0.5  # seconds a token must have left when a request leaves (at most)
+REFRESH_WARNING_SHARE = 0.2
+"""A refresh token is warned about in the last this share of its life..."""
+REFRESH_WARNING_MAX = 7 * 86400.0
+"""...or in its last these seconds (7 days), whichever window is shorter."""
+KEEPALIVE_SHARE = 0.5
+"""`keepalive()` renews once this share of a refresh token's life (from its last use to its
+end) has passed."""
 REJECTION_INTERVAL = 10.0
 """Seconds during which a token that a 401 renewal produced, and that the API has not yet
 accepted, is not renewed again when the API rejects it too."""
@@ -151,6 +166,39 @@ def _is_spent(token: Token, now: float) -> bool:
     return now >= _spent_at(token)
 
 
+def _refresh_life(token: Token, idle_timeout: float | None) -> tuple[float, float] | None:
+    """A refresh token's life: from its last use (or issue) to its end; `None` if unknown."""
+    end = token.refresh_ends_at(idle_timeout)
+    if end is None:
+        return None
+    start = token.refresh_used_at if token.refresh_used_at is not None else token.issued_at
+    return (end if start is None else min(start, end)), end
+
+
+def refresh_warning_at(token: Token, idle_timeout: float | None) -> float | None:
+    """When the warning window of `token`'s refresh token opens, or `None` if it never does:
+    the last `REFRESH_WARNING_SHARE` of its life, or its last `REFRESH_WARNING_MAX` seconds,
+    whichever begins later."""
+    life = _refresh_life(token, idle_timeout)
+    if life is None:
+        return None
+    start, end = life
+    return end - min(REFRESH_WARNING_SHARE * (end - start), REFRESH_WARNING_MAX)
+
+
+def keepalive_due(token: Token | None, idle_timeout: float | None, now: float) -> bool:
+    """Whether `keepalive()` renews: no token yet, or `KEEPALIVE_SHARE` of its refresh
+    token's life has passed. A token without a refresh token, or whose refresh token has no
+    known end, is left alone."""
+    if token is None:
+        return True
+    life = _refresh_life(token, idle_timeout)
+    if life is None:
+        return False
+    start, end = life
+    return now >= start + KEEPALIVE_SHARE * (end - start)
+
+
 def _departing_token(signed: Token, cached: _Cached | None, now: float) -> Token | None:
     """What a leaving request can take without I/O: the cached token while it can be sent,
     else `signed` while it can, else `None` (only a renewal gives one)."""
@@ -182,6 +230,9 @@ class TokenManager:
         retries: extra tries of a token request on network errors, 5xx and 429.
         timeout: seconds for each token request.
         on_token: called with every new token after the store has it.
+        refresh_idle_timeout: seconds a refresh token survives unused, for servers that
+            state nothing (Keycloak's offline sessions: 30 days by default); `None`: unknown.
+        on_event: called with every `renewauth.events` value of this manager.
         clock: seconds since the epoch; injected by tests.
         sleep, async_sleep, uniform: the waits between retries and their jitter; injected by
             tests.
@@ -197,6 +248,8 @@ class TokenManager:
         retries: int = 2,
         timeout: float = 10.0,
         on_token: OnToken | None = None,
+        refresh_idle_timeout: float | None = None,
+        on_event: events.OnEvent | None = None,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
         async_sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -209,6 +262,9 @@ class TokenManager:
         self.retries = retries
         self.timeout = timeout
         self.on_token = on_token
+        self.refresh_idle_timeout = refresh_idle_timeout
+        self.on_event = on_event
+        self._grant_used: str | None = None  # the grant of the leader's last token call
         self.origin = origin_of(grant.token_url) if grant.can_renew else "static"
         self._sender = sender
         self._clock = clock
@@ -237,6 +293,7 @@ class TokenManager:
         self._accepted: Token | None = None
         self._rejection_lock = threading.Lock()  # guards the three fields above, no I/O
         self._rejection_renewed_at = -math.inf
+        self._warned_refresh: str | None = None  # the refresh token last warned about
 
     @property
     def token(self) -> Token | None:
@@ -342,6 +399,37 @@ class TokenManager:
             return cached.token
         return await self._arenew(newer, now, rejected=True)
 
+    def keepalive(self) -> bool:
+        """Renew when the refresh token is past `KEEPALIVE_SHARE` of its life; True if renewed.
+
+        Reads the store first (another process may have renewed), then renews through the
+        usual single flight and store lock, as a rejected token would be: a caller that finds
+        the store already renewed adopts that token instead of making a second call.
+
+        Raises:
+            TokenRequestError: the renewal failed (a refused refresh token: issue a new one).
+            StoreError: the store could not be read.
+        """
+        stale, due = self._keepalive_target(*self._read())
+        if not due:
+            return False
+        return not self._renew(stale, self._clock(), rejected=True).is_same_grant(stale)
+
+    async def akeepalive(self) -> bool:
+        """`keepalive` for asyncio."""
+        stale, due = self._keepalive_target(*(await self._aread()))
+        if not due:
+            return False
+        token = await self._arenew(stale, self._clock(), rejected=True)
+        return not token.is_same_grant(stale)
+
+    def _keepalive_target(self, stored: Token | None, generation: int) -> tuple[Token | None, bool]:
+        """The token keepalive would renew from, and whether it is due (see `keepalive_due`)."""
+        if not self.grant.can_renew:
+            return None, False
+        current = self._current(stored, generation)
+        return current, keepalive_due(current, self.refresh_idle_timeout, self._clock())
+
     def invalidate(self) -> None:
         """Expire the access token now, keeping its refresh token for the next renewal.
 
@@ -426,7 +514,55 @@ class TokenManager:
 
     def _adopt(self, token: Token) -> Token:
         self._cached = _Cached(token, min(token.renew_at(self.leeway), _spent_at(token)))
+        if token.refresh_token is not None:
+            self._warn_if_refresh_ends(token)
         return token
+
+    def _warn_if_refresh_ends(self, token: Token) -> None:
+        """One WARNING per refresh token once it is inside its warning window (never on the
+        hot path: only when a token is adopted, kept alive or checked)."""
+        if token.refresh_token == self._warned_refresh:
+            return
+        warning_at = refresh_warning_at(token, self.refresh_idle_timeout)
+        now = self._clock()
+        if warning_at is None or now < warning_at:
+            return
+        self._warned_refresh = token.refresh_token
+        end = cast(float, token.refresh_ends_at(self.refresh_idle_timeout))
+        idle = token.refresh_expires_at is None or end < token.refresh_expires_at
+        logger.warning(
+            "the refresh token for %s (store key %s) ends in %s (%s); run auth.keepalive() "
+            "or `renewauth keepalive` more often than that, or issue a new refresh token "
+            "for this technical user before then",
+            self.origin,
+            self.key[:12],
+            _duration(max(end - now, 0.0)),
+            "unused past refresh_idle_timeout" if idle else "its stated expiry",
+        )
+        events.emit(
+            events.RefreshTokenExpiring(
+                origin=self.origin, ends_at=end, ends_in=max(end - now, 0.0), idle=idle
+            ),
+            self.on_event,
+        )
+
+    def resent(self, origin: str, status: int) -> None:
+        """Record that a transport resent a request to `origin` after `status`."""
+        events.emit(events.Resent(origin=origin, status=status), self.on_event)
+
+    def _renewed(self, token: Token, renewed: bool, started: float) -> None:
+        """Tell `on_event` and the subscribers about a leader's new token (flight ended)."""
+        now = self._clock()
+        events.emit(
+            events.Renewed(
+                origin=self.origin,
+                grant=self._grant_used if renewed else None,
+                source="fetched" if renewed else "store",
+                duration=max(now - started, 0.0),
+                expires_in=None if token.expires_at is None else token.expires_at - now,
+            ),
+            self.on_event,
+        )
 
     # --- renewal, sync ------------------------------------------------------------------
 
@@ -465,6 +601,7 @@ class TokenManager:
         if soft and self._clock() < self._soft_retry_at:
             flight.finish(abandoned=True)
             return cast(Token, stale)
+        started = self._clock()
         try:
             token, renewed = self._renew_as_leader(stale)
         except Exception as exc:
@@ -473,6 +610,7 @@ class TokenManager:
             flight.finish(abandoned=True)  # interrupted: a waiter takes over
             raise
         flight.finish(token=token)
+        self._renewed(token, renewed, started)
         if renewed:
             self._notify(token)
         return token
@@ -613,6 +751,7 @@ class TokenManager:
         if soft and self._clock() < self._soft_retry_at:
             flight.finish(abandoned=True)
             return cast(Token, stale)
+        started = self._clock()
         try:
             token, renewed = await self._arenew_as_leader(stale)
         except Exception as exc:
@@ -621,6 +760,7 @@ class TokenManager:
             flight.finish(abandoned=True)
             raise
         flight.finish(token=token)
+        self._renewed(token, renewed, started)
         if renewed:
             self._notify(token)
         return token
@@ -911,6 +1051,7 @@ class TokenManager:
         self._warned_local = False
 
     def _response(self, request: TokenRequest, reply: HttpReply, sent_at: float) -> TokenResponse:
+        self._grant_used = request.grant
         return TokenResponse(
             status=reply.status,
             headers=reply.headers,
@@ -988,13 +1129,22 @@ class TokenManager:
     ) -> Token:
         """End a failed renewal: back off and keep the token in the soft window, else raise."""
         now = self._clock()
-        if now >= self._paused_until:  # not the re-raised error of a running pause
+        attempted = now >= self._paused_until  # not the re-raised error of a running pause
+        paused: events.Paused | None = None
+        if attempted:
             if isinstance(exc, TokenEndpointUnavailable) and exc.retry_after:
                 self._pause_error, self._paused_until = exc, now + exc.retry_after
+                paused = events.Paused(
+                    origin=self.origin, until=self._paused_until, reason="retry-after"
+                )
             elif isinstance(exc, InvalidGrant | InvalidClient):
                 # Refused credentials will be refused again: asking again on every request
                 # is how accounts get locked (OrderCloud: 30 minutes after a few failures).
                 self._pause_error, self._paused_until = exc, now + _CREDENTIAL_PAUSE
+                paused = events.Paused(
+                    origin=self.origin, until=self._paused_until, reason="refused"
+                )
+        next_try_in = self._paused_until - now if self._paused_until > now else None
         if soft and stale is not None and not stale.is_expired(now):
             left = (stale.expires_at or now) - now
             wait = max(min(_SOFT_RETRY_CAP, max(left / 2, 0.0)), self._paused_until - now)
@@ -1009,9 +1159,30 @@ class TokenManager:
                 left,
                 wait,
             )
+            if attempted:
+                self._failed(exc, wait, paused)
             return stale
         flight.finish(error=exc)
+        if attempted:
+            self._failed(exc, next_try_in, paused)
         raise exc
+
+    def _failed(
+        self, exc: Exception, next_try_in: float | None, paused: events.Paused | None
+    ) -> None:
+        """Tell `on_event` and the subscribers about a failed renewal (flight ended)."""
+        status = exc.status if isinstance(exc, TokenRequestError) else None
+        events.emit(
+            events.RenewalFailed(
+                origin=self.origin,
+                error=type(exc).__name__,
+                status=status,
+                next_try_in=next_try_in,
+            ),
+            self.on_event,
+        )
+        if paused is not None:
+            events.emit(paused, self.on_event)
 
     def _check_pause(self) -> None:
         """Raise the last "try later" again, without a call, while its pause lasts."""
@@ -1051,6 +1222,17 @@ class TokenManager:
             "renewing event loop is blocked by this very call",
             origin=self.origin,
         )
+
+
+def _duration(seconds: float) -> str:
+    """Seconds as a short human duration: "3 d 4 h", "12 min", "40 s"."""
+    if seconds >= 86400:
+        return f"{int(seconds // 86400)} d {int(seconds % 86400 // 3600)} h"
+    if seconds >= 3600:
+        return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60)} min"
+    if seconds >= 60:
+        return f"{int(seconds // 60)} min"
+    return f"{seconds:.0f} s"
 
 
 def _exiter(held: contextlib.AbstractContextManager[object]) -> Callable[[], None]:

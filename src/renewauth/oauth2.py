@@ -309,6 +309,22 @@ def jwt_expiry(access_token: str, response: TokenResponse) -> float | None:
     return max(exp - _server_clock_offset(response), response.sent_at)
 
 
+def refresh_expiry(
+    refresh_token: str, data: Mapping[str, object], response: TokenResponse
+) -> float | None:
+    """When a newly issued refresh token expires by our clock, or `None` if nobody said.
+
+    From `refresh_expires_in` (Keycloak; `0` means "no stated expiry", not "expired"), else
+    `refresh_token_expires_in` (Microsoft, GitHub apps), else the `exp` claim of a refresh
+    token that is a JWT (read, never verified), counted as `jwt_expiry` counts.
+    """
+    for name in ("refresh_expires_in", "refresh_token_expires_in"):
+        lifetime = _seconds(data.get(name))
+        if lifetime is not None:
+            return response.sent_at + lifetime
+    return jwt_expiry(refresh_token, response)
+
+
 def parse_token_response(
     response: TokenResponse,
     *,
@@ -361,12 +377,15 @@ def parse_token_response(
     if not isinstance(refresh_token, str) or not refresh_token:
         refresh_token = previous_refresh_token or (previous.refresh_token if previous else None)
         refresh_expires_at = previous.refresh_expires_at if previous else None
-    else:
-        # `refresh_expires_in: 0` (Keycloak offline tokens) means "no known expiry".
-        refresh_lifetime = _seconds(data.get("refresh_expires_in"))
-        refresh_expires_at = (
-            None if refresh_lifetime is None else response.sent_at + refresh_lifetime
+        # The kept refresh token was used by this very request when it was a refresh.
+        refresh_used_at = (
+            response.sent_at
+            if grant == "refresh_token" and refresh_token
+            else (previous.refresh_used_at if previous else None)
         )
+    else:
+        refresh_expires_at = refresh_expiry(refresh_token, data, response)
+        refresh_used_at = response.sent_at
     scope = data.get("scope")
     return Token(
         access_token=access_token,
@@ -375,6 +394,7 @@ def parse_token_response(
         issued_at=response.sent_at,
         refresh_token=refresh_token,
         refresh_expires_at=refresh_expires_at,
+        refresh_used_at=refresh_used_at if refresh_token else None,
         scope=scope if isinstance(scope, str) else None,
         raw=data,
     )

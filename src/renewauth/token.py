@@ -30,7 +30,10 @@ class Token:
             when nothing says so: such a token is used until the API rejects it.
         issued_at: when the request that produced it was sent; the start of its lifetime.
         refresh_token: the token that renews it, if the server issued one.
-        refresh_expires_at: when the refresh token expires, or `None` when unknown.
+        refresh_expires_at: when the refresh token expires, or `None` when the server stated
+            no expiry (Keycloak's `refresh_expires_in: 0`, or nothing at all).
+        refresh_used_at: when the refresh token was last used or issued (the request's send
+            time), or `None` when unknown: the start of its idle window.
         scope: the granted scope as the server wrote it, if it did.
         api_origin: the origin the server assigned for API calls (Vendorlink names another
             server at login), or `None`: requests to the configured origin go there instead.
@@ -46,6 +49,7 @@ class Token:
     issued_at: float | None = None
     refresh_token: str | None = field(default=None, repr=False)
     refresh_expires_at: float | None = None
+    refresh_used_at: float | None = None
     scope: str | None = None
     api_origin: str | None = None
     raw: Mapping[str, object] = field(default_factory=lambda: _EMPTY, repr=False, compare=False)
@@ -95,6 +99,23 @@ class Token:
             return self.expires_at - lifetime / 2
         return self.expires_at - leeway
 
+    def refresh_ends_at(self, idle_timeout: float | None = None) -> float | None:
+        """When the refresh token stops working, as far as anyone said; `None` if unknown.
+
+        The earlier of its stated expiry and, with `idle_timeout` (seconds a refresh token
+        survives unused), its last use (or issue) plus that timeout.
+
+        .. versionadded:: 0.2
+        """
+        if not self.refresh_token:
+            return None
+        end = self.refresh_expires_at
+        start = self.refresh_used_at if self.refresh_used_at is not None else self.issued_at
+        if idle_timeout is not None and start is not None:
+            idle_end = start + idle_timeout
+            end = idle_end if end is None else min(end, idle_end)
+        return end
+
     def is_same_grant(self, other: Token | None) -> bool:
         """Whether `other` carries the same access token (so it is the same grant)."""
         return other is not None and other.access_token == self.access_token
@@ -108,6 +129,7 @@ class Token:
             "issued_at": self.issued_at,
             "refresh_token": self.refresh_token,
             "refresh_expires_at": self.refresh_expires_at,
+            "refresh_used_at": self.refresh_used_at,
             "scope": self.scope,
             "api_origin": self.api_origin,
         }
@@ -149,6 +171,7 @@ class Token:
             issued_at=number("issued_at"),
             refresh_token=text("refresh_token"),
             refresh_expires_at=number("refresh_expires_at"),
+            refresh_used_at=number("refresh_used_at"),
             scope=text("scope"),
             api_origin=text("api_origin"),
         )

@@ -65,3 +65,30 @@ def shared_stores_take_bounded_redis_options() -> None:
         RedisStore("redis://127.0.0.1:6379/0", lease=10.0, socket_timeout=2.0, connect_timeout=2.0),
     ]
     print(stores)
+
+
+def technical_user_for_months() -> None:
+    from renewauth import events
+
+    def show(event: events.Event) -> None:
+        if isinstance(event, events.Renewed):
+            print(event.grant, event.source, event.duration, event.expires_in)
+
+    auth = OAuth2RefreshToken(
+        "https://idp.example.com/token",
+        "id",
+        "refresh",
+        refresh_idle_timeout=30 * 86400.0,
+        on_event=show,
+    )
+    unsubscribe = events.subscribe(show)
+    renewed: bool = auth.keepalive()
+    token: Token = auth.get_token()
+    used: float | None = token.refresh_used_at
+    ends: float | None = token.refresh_ends_at(86400.0)
+    print(renewed, used, ends)
+    unsubscribe()
+
+
+async def akeepalive_returns_a_bool(auth: OAuth2RefreshToken) -> bool:
+    return await auth.akeepalive()

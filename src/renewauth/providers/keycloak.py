@@ -43,8 +43,11 @@ class Keycloak(TokenAuth):
     Args:
         server_url: the server, with `/auth` when it still uses the legacy prefix.
         realm: the realm name.
-        client_id, client_secret: the client (the secret is omitted for a public client).
-        refresh_token, username, password: see above.
+        client_id: the client.
+        client_secret: the client's secret (omitted for a public client).
+        refresh_token: a technical user's refresh token (see above).
+        username: a user, for the password grant (see above).
+        password: that user's password.
         scope: scopes to ask for (a refresh can only narrow them).
         client_auth: `"body"` (default) or `"basic"`.
         **options: the options of `TokenAuth`.

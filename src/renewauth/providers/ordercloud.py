@@ -45,7 +45,8 @@ class OrderCloud(TokenAuth):
     Args:
         client_id: the API client id.
         client_secret: the API client's secret, sent on every grant when given.
-        username, password: a user's credentials.
+        username: a user's name.
+        password: that user's password.
         scope: roles, joined by spaces (`("FullAccess",)` by default).
         auth_url: `https://auth.ordercloud.io`, or the API host for sandbox and regional
             marketplaces (`https://sandboxapi.ordercloud.io`,

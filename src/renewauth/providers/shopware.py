@@ -45,8 +45,10 @@ class Shopware(TokenAuth):
 
     Args:
         base_url: the shop, such as `https://shop.example.com`.
-        client_id, client_secret: an integration's credentials.
-        username, password: an admin user's credentials.
+        client_id: an integration's access key id.
+        client_secret: the integration's secret access key.
+        username: an admin user's name.
+        password: that admin user's password.
         scopes: the `scopes` value sent with the password grant (`"write"`).
         **options: the options of `TokenAuth`.
 

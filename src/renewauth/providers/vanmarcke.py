@@ -46,7 +46,8 @@ class VanMarcke(TokenAuth):
         session.auth = VanMarcke("API-APP1-P123456", password, client_id="…", api_key="…")
 
     Args:
-        username, password: the service user's credentials.
+        username: the service user's name.
+        password: the service user's password.
         client_id: the registered application's client id.
         api_key: the application's API key, sent as `x-api-key` on every request.
         client_secret: the application's secret, when it has one.

@@ -208,7 +208,8 @@ class Vendorlink(TokenAuth):
         session.get("https://app.vendorlink.nl/API/…")
 
     Args:
-        username, password: the Vendorlink user's credentials.
+        username: the Vendorlink user's name.
+        password: that user's password.
         base_url: the server you log in at, such as `https://app.vendorlink.nl`.
         renewal_field: the ExtendToken body key for the renewal token: `"rToken"` (current
             documentation) or `"RenewalToken"` (older servers).

@@ -19,6 +19,15 @@ from renewauth.testing import (
     FakeVendorlink,
 )
 
+__all__ = [
+    "keycloak_fake",
+    "oauth2_fake",
+    "ordercloud_fake",
+    "shopware_fake",
+    "vanmarcke_fake",
+    "vendorlink_fake",
+]
+
 
 @pytest.fixture
 def oauth2_fake() -> Iterator[FakeOAuth2Provider]:

@@ -524,7 +524,9 @@ class HttpxSigning(httpx.Auth):
                 logger.debug("%d from the API; renewed, resending once", response.status_code)
                 self._sign_httpx(request, addressed, renewed)
                 self._watch_departure(request, renewed, is_async=False)
+                rejected_status = response.status_code
                 response = yield request
+                manager.resent(origin_of(str(request.url)), rejected_status)
                 if response.status_code not in self._retry_statuses and _accepted(
                     response, departure
                 ):
@@ -558,7 +560,9 @@ class HttpxSigning(httpx.Auth):
                 logger.debug("%d from the API; renewed, resending once", response.status_code)
                 self._sign_httpx(request, addressed, renewed)
                 self._watch_departure(request, renewed, is_async=True)
+                rejected_status = response.status_code
                 response = yield request
+                manager.resent(origin_of(str(request.url)), rejected_status)
                 if response.status_code not in self._retry_statuses and _accepted(
                     response, departure
                 ):

@@ -261,6 +261,7 @@ class RequestsSigning(requests.auth.AuthBase):
         request.headers["Authorization"] = original
         setattr(request, _STATE, original)
         retried: requests.Response = response.connection.send(resend, **send_options)
+        self._manager.resent(origin_of(str(resend.url)), response.status_code)
         retried.history.append(response)
         retried.request = resend
         if retried.status_code not in self._retry_statuses and retried.status_code < 500:
