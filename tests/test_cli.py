@@ -120,8 +120,8 @@ async def async_call():
         return (await async_client.get(url)).status_code
 
 statuses = []
-deadline = time.monotonic() + 4.0
-while time.monotonic() < deadline or len(statuses) < 1000:
+deadline = time.monotonic() + 4.0  # four lifetimes of the 1 s tokens, however slow the machine
+while time.monotonic() < deadline or len(statuses) < 25:
     statuses += [
         requests.get(url, timeout=10).status_code,
         session.get(url, timeout=10).status_code,
@@ -129,8 +129,6 @@ while time.monotonic() < deadline or len(statuses) < 1000:
         client.get(url).status_code,
         asyncio.run(async_call()),
     ]
-    if len(statuses) >= 1000 and time.monotonic() >= deadline:
-        break
 print(len(statuses), sorted(set(statuses)))
 sys.exit(0 if set(statuses) == {200} else 3)
 """
