@@ -13,6 +13,8 @@ from hypothesis import HealthCheck, settings
 
 import renewauth
 
+from .helpers import KINDS, ManualClock
+
 # Shared CI machines are noisy: a slow example is not a failing one.
 settings.register_profile(
     "renewauth", deadline=None, suppress_health_check=[HealthCheck.too_slow], max_examples=200
@@ -88,3 +90,18 @@ def _no_secret_in_any_log_record(caplog: pytest.LogCaptureFixture) -> Iterator[N
         if any(canary in record.getMessage() for canary in _CANARIES)
     ]
     assert leaks == [], "a log record holds a secret"
+
+
+# --- fixtures many modules share (a module may still define its own) ---------------------
+
+
+@pytest.fixture(params=KINDS)
+def kind(request: pytest.FixtureRequest) -> str:
+    """Each client a test body drives: requests, httpx, httpx async (tests/helpers.py)."""
+    return str(request.param)
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    """A clock that moves only when the test says so."""
+    return ManualClock()

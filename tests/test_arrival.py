@@ -28,22 +28,12 @@ from renewauth.manager import REJECTION_INTERVAL
 from renewauth.testing import FakeOAuth2Provider
 from renewauth.transports._signing import challenge_error
 
-from .helpers import KINDS, ManualClock, send
+from .helpers import ManualClock, send
 
 CLIENT_ID = "client-id"
 CLIENT_SECRET = "client-secret"
 USER = "alice"
 PASSWORD = "alice-password"
-
-
-@pytest.fixture(params=KINDS)
-def kind(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock()
 
 
 @pytest.fixture

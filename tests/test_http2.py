@@ -86,11 +86,6 @@ def server() -> Iterator[_Http2Server]:
 
 
 @pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock()
-
-
-@pytest.fixture
 def slow_fake(clock: ManualClock) -> Iterator[FakeOAuth2Provider]:
     with FakeOAuth2Provider(token_lifetime=100.0, token_delay=0.3, clock=clock) as fake:
         yield fake

@@ -23,19 +23,9 @@ from renewauth import MemoryStore
 from renewauth.providers import VanMarcke
 from renewauth.testing import FakeOrderCloud, FakeVanMarcke
 
-from .helpers import KINDS, ManualClock, send
+from .helpers import ManualClock, send
 
 API_KEY = "test-api-key"
-
-
-@pytest.fixture(params=KINDS)
-def kind(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock()
 
 
 @pytest.fixture
