@@ -79,14 +79,19 @@ PUBLIC_MODULES = (
 def _undocumented(name: str, value: object) -> list[str]:
     """`name` and its public methods and properties that have no docstring of their own.
 
-    A store's `TokenStore` methods are documented once, on the protocol, and a method that
-    implements another library's interface (`httpx.Auth.sync_auth_flow`) by that library.
+    A store's `TokenStore` and `PauseStore` methods are documented once, on the protocols,
+    and a method that implements another library's interface (`httpx.Auth.sync_auth_flow`)
+    by that library.
     """
     own = value.__dict__.get("__doc__") if inspect.isclass(value) else inspect.getdoc(value)
     missing = [] if own else [name]
     if not inspect.isclass(value):
         return missing
-    protocol = set(vars(renewauth.TokenStore)) if isinstance(value, type) else set()
+    protocol = (
+        set(vars(renewauth.TokenStore)) | set(vars(renewauth.stores.PauseStore))
+        if isinstance(value, type)
+        else set()
+    )
     implements_store = all(hasattr(value, method) for method in ("get", "set", "lock", "alock"))
     foreign = {
         attribute

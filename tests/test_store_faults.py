@@ -312,7 +312,7 @@ def test_paused_credential_adopts_a_valid_token_another_process_stored(
     clock = ManualClock(START)
     with FakeOAuth2Provider(token_lifetime=LIFETIME, clock=clock) as fake:
 
-        def process() -> OAuth2Password:
+        def process(clock: ManualClock) -> OAuth2Password:
             return OAuth2Password(
                 fake.token_url,
                 "client-id",
@@ -324,7 +324,7 @@ def test_paused_credential_adopts_a_valid_token_another_process_stored(
                 retries=0,
             )
 
-        paused, healthy = process(), process()
+        paused = process(clock)
         paused.get_token()
         clock.advance(LIFETIME + 1)
         fake.fail_token_requests(status, body=body, headers=headers)
@@ -332,7 +332,10 @@ def test_paused_credential_adopts_a_valid_token_another_process_stored(
             paused.get_token()  # paused now (30 s, or 60 s for refused credentials)
         with pytest.raises(error):
             paused.get_token()  # and the pause holds: no call, the same error
-        fresh = healthy.get_token()  # another process renews fine
+        # Another process, whose clock is past the pause (a process sharing the store with
+        # the same clock keeps the pause too: tests/test_shared_pauses.py), renews fine.
+        healthy = process(ManualClock(clock() + 61.0))
+        fresh = healthy.get_token()
         calls = fake.token_calls
         assert paused.get_token() == fresh  # read from the store inside the pause
         assert fake.token_calls == calls

@@ -33,6 +33,7 @@ from typing import Literal
 __all__ = [
     "Event",
     "OnEvent",
+    "PauseReason",
     "Paused",
     "RefreshTokenExpiring",
     "RenewalFailed",
@@ -43,6 +44,10 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+
+PauseReason = Literal["retry-after", "refused"]
+"""Why token calls paused: the endpoint asked to wait, or it refused the credentials."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -109,7 +114,7 @@ class Paused:
 
     origin: str
     until: float
-    reason: Literal["retry-after", "refused"]
+    reason: PauseReason
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -56,7 +56,7 @@ from .errors import (
     TokenRequestError,
 )
 from .flows import Flow, Grant, RetryHint, TokenRequest, TokenResponse
-from .stores import FencedStore, TokenStore, credential_key
+from .stores import FencedStore, Pause, PauseStore, TokenStore, credential_key
 from .token import Token
 
 __all__ = [
@@ -279,6 +279,14 @@ class TokenManager:
         # never hammered, and a wrong password is not sent until the account locks.
         self._paused_until = -math.inf
         self._pause_error: TokenRequestError | None = None
+        # Pauses shared through the store (`PauseStore`), so that N processes make one call
+        # per pause between them: the `until` of this process's pause when the store has it
+        # too (written here or read), a pause read from the store and not reported yet, and
+        # whether the last read under the lock found a record (which a success deletes).
+        self._pauses: PauseStore | None = store if isinstance(store, PauseStore) else None
+        self._shared_until: float | None = None
+        self._learned: events.Paused | None = None
+        self._pause_recorded = False
         # Fenced writes: the store's generation of the cached token, and a renewed token that
         # the store could not take (kept here and written by a background thread).
         self._fenced = isinstance(store, FencedStore)
@@ -643,8 +651,14 @@ class TokenManager:
                 logger.debug("token for %s taken from the store", self.origin)
                 self._generation = generation
                 return self._adopt(cast(Token, current)), False
+            self._load_pause()
             self._check_pause()  # a pause stops token calls, never a read of the store
-            token = self._run_flow(self.grant.fetch(current))
+            try:
+                token = self._run_flow(self.grant.fetch(current))
+            except TokenRequestError as exc:
+                self._share_pause(exc)  # still under the lock: the next process sees it
+                raise
+            self._end_pause()
             # The rotated refresh token is stored before the new access token is used. If
             # the store refuses it, it is kept in memory (and written by a thread that holds
             # the lock until then): the old refresh token is spent, this one must survive.
@@ -794,8 +808,14 @@ class TokenManager:
                 logger.debug("token for %s taken from the store", self.origin)
                 self._generation = generation
                 return self._adopt(cast(Token, current)), False
+            await self._aload_pause()
             self._check_pause()
-            token = await self._arun_flow(self.grant.fetch(current))
+            try:
+                token = await self._arun_flow(self.grant.fetch(current))
+            except TokenRequestError as exc:
+                await self._ashare_pause(exc)
+                raise
+            await self._aend_pause()
             try:
                 written = await self._awrite(token, generation)
             except StoreError as exc:
@@ -1132,18 +1152,14 @@ class TokenManager:
         attempted = now >= self._paused_until  # not the re-raised error of a running pause
         paused: events.Paused | None = None
         if attempted:
-            if isinstance(exc, TokenEndpointUnavailable) and exc.retry_after:
-                self._pause_error, self._paused_until = exc, now + exc.retry_after
-                paused = events.Paused(
-                    origin=self.origin, until=self._paused_until, reason="retry-after"
-                )
-            elif isinstance(exc, InvalidGrant | InvalidClient):
-                # Refused credentials will be refused again: asking again on every request
-                # is how accounts get locked (OrderCloud: 30 minutes after a few failures).
-                self._pause_error, self._paused_until = exc, now + _CREDENTIAL_PAUSE
-                paused = events.Paused(
-                    origin=self.origin, until=self._paused_until, reason="refused"
-                )
+            pause = _pause_for(exc, now)
+            if pause is not None:
+                until, reason = pause
+                if self._shared_until is not None and self._shared_until > now:
+                    until = self._shared_until  # the very `until` the other processes read
+                self._pause_error, self._paused_until = cast(TokenRequestError, exc), until
+                paused = events.Paused(origin=self.origin, until=until, reason=reason)
+        learned, self._learned = self._learned, None  # a pause read from the store
         next_try_in = self._paused_until - now if self._paused_until > now else None
         if soft and stale is not None and not stale.is_expired(now):
             left = (stale.expires_at or now) - now
@@ -1161,10 +1177,14 @@ class TokenManager:
             )
             if attempted:
                 self._failed(exc, wait, paused)
+            elif learned is not None:
+                events.emit(learned, self.on_event)  # no call here, but say it once
             return stale
         flight.finish(error=exc)
         if attempted:
             self._failed(exc, next_try_in, paused)
+        elif learned is not None:
+            events.emit(learned, self.on_event)
         raise exc
 
     def _failed(
@@ -1184,6 +1204,93 @@ class TokenManager:
         if paused is not None:
             events.emit(paused, self.on_event)
 
+    def _load_pause(self) -> None:
+        """Take up the pause another process recorded in the store (under the lock)."""
+        if self._pauses is not None:
+            try:
+                pause = self._pauses.get_pause(self.key)
+            except StoreError:
+                return  # keep what this process knows; the token call decides
+            self._take_pause(pause)
+
+    async def _aload_pause(self) -> None:
+        if self._pauses is not None:
+            try:
+                pause = await self._pauses.aget_pause(self.key)
+            except StoreError:
+                return
+            self._take_pause(pause)
+
+    def _take_pause(self, pause: Pause | None) -> None:
+        self._pause_recorded = pause is not None
+        now = self._clock()
+        if pause is not None and pause.until > now:
+            if pause.until != self._shared_until:  # not the one this process knows
+                self._pause_error = pause.to_error(self.origin)
+                self._paused_until = self._shared_until = pause.until
+                self._learned = events.Paused(
+                    origin=self.origin, until=pause.until, reason=pause.reason
+                )
+        elif self._shared_until is not None:
+            # The store's record of this process's pause is gone or over: a success
+            # elsewhere ended it (a process whose clock runs ahead, say).
+            self._clear_pause()
+
+    def _clear_pause(self) -> None:
+        self._paused_until = -math.inf
+        self._pause_error = None
+        self._shared_until = None
+        self._learned = None
+
+    def _share_pause(self, exc: TokenRequestError) -> None:
+        """Record the pause `exc` starts in the store, for every process sharing it."""
+        pause = self._shared_pause(exc)
+        if pause is not None and self._pauses is not None:
+            try:
+                self._pauses.set_pause(self.key, pause)
+            except StoreError as error:
+                self._unshared(error)
+            else:
+                self._shared_until, self._pause_recorded = pause.until, True
+
+    async def _ashare_pause(self, exc: TokenRequestError) -> None:
+        pause = self._shared_pause(exc)
+        if pause is not None and self._pauses is not None:
+            try:
+                await self._pauses.aset_pause(self.key, pause)
+            except StoreError as error:
+                self._unshared(error)
+            else:
+                self._shared_until, self._pause_recorded = pause.until, True
+
+    def _shared_pause(self, exc: TokenRequestError) -> Pause | None:
+        self._shared_until = None
+        if self._pauses is None:
+            return None
+        found = _pause_for(exc, self._clock())
+        return None if found is None else Pause.of(exc, *found)
+
+    def _unshared(self, error: StoreError) -> None:
+        logger.warning(
+            "the pause of token calls for %s could not be written to the store (%s): this "
+            "process keeps it, others sharing the store may still call once",
+            self.origin,
+            error,
+        )
+
+    def _end_pause(self) -> None:
+        """A token call succeeded: delete the store's pause record, if the last read saw one."""
+        if self._pauses is not None and self._pause_recorded:
+            with contextlib.suppress(StoreError):  # it expires on its own
+                self._pauses.delete_pause(self.key)
+            self._pause_recorded = False
+
+    async def _aend_pause(self) -> None:
+        if self._pauses is not None and self._pause_recorded:
+            with contextlib.suppress(StoreError):
+                await self._pauses.adelete_pause(self.key)
+            self._pause_recorded = False
+
     def _check_pause(self) -> None:
         """Raise the last "try later" again, without a call, while its pause lasts."""
         error = self._pause_error
@@ -1192,8 +1299,8 @@ class TokenManager:
 
     def _announce(self, token: Token) -> Token:
         self._adopt(token)
-        self._soft_retry_at = self._paused_until = -math.inf
-        self._pause_error = None
+        self._soft_retry_at = -math.inf
+        self._clear_pause()
         if token.expires_at is not None:
             logger.debug(
                 "token for %s renewed; expires in %.1f s",
@@ -1222,6 +1329,17 @@ class TokenManager:
             "renewing event loop is blocked by this very call",
             origin=self.origin,
         )
+
+
+def _pause_for(exc: Exception, now: float) -> tuple[float, events.PauseReason] | None:
+    """When token calls may resume after `exc`, and why; `None` if `exc` starts no pause."""
+    if isinstance(exc, TokenEndpointUnavailable) and exc.retry_after:
+        return now + exc.retry_after, "retry-after"
+    if isinstance(exc, InvalidGrant | InvalidClient):
+        # Refused credentials will be refused again: asking again on every request is how
+        # accounts get locked (OrderCloud: 30 minutes after a few failures).
+        return now + _CREDENTIAL_PAUSE, "refused"
+    return None
 
 
 def _duration(seconds: float) -> str:

@@ -16,6 +16,7 @@ from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from typing import Protocol, runtime_checkable
 
 from ..token import Token
+from ._pause import Pause, PauseStore
 from .file import FileStore
 from .memory import MemoryStore, default_store
 from .redis import RedisStore
@@ -24,6 +25,8 @@ __all__ = [
     "FencedStore",
     "FileStore",
     "MemoryStore",
+    "Pause",
+    "PauseStore",
     "RedisStore",
     "TokenStore",
     "credential_key",

@@ -7,7 +7,8 @@ process) serialises renewals across processes; under it the renewing process rea
 again and adopts a token that another process has just written.
 
 A process reads a file only when its own copy of the token needs renewal: while the token is
-fresh, requests cost no file access.
+fresh, requests cost no file access. While token calls are paused (credentials refused, a long
+`Retry-After`), `{key}.pause` beside the token says until when, for every process.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import ConfigurationError, StoreError
 from ..token import Token
+from ._pause import Pause
 
 if TYPE_CHECKING:
     import filelock
@@ -132,6 +134,10 @@ class FileStore:
     def _write(self, key: str, token: Token, generation: int) -> None:
         file = self._file(key)
         payload = json.dumps({**token.to_dict(), "generation": generation}).encode()
+        self._replace(file, payload, "token file")
+
+    def _replace(self, file: Path, payload: bytes, what: str) -> None:
+        """Write `payload` as `file` in one step: a reader sees the old file or the new."""
         try:
             descriptor, temporary = tempfile.mkstemp(dir=self.path, prefix=".", suffix=".tmp")
             try:
@@ -149,12 +155,55 @@ class FileStore:
             # The renewing process keeps the token in memory and writes it again as soon as
             # the disk takes it (the manager's rule: no refresh token is ever lost).
             raise StoreError(
-                f"the token store cannot write the token file {file}: {exc.strerror}"
+                f"the token store cannot write the {what} {file}: {exc.strerror}"
             ) from None
 
     def delete(self, key: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             self._file(key).unlink()
+
+    def _pause_file(self, key: str) -> Path:
+        return self._file(key).with_suffix(".pause")
+
+    def get_pause(self, key: str) -> Pause | None:
+        """The pause recorded for `key` (`{key}.pause`), or `None`."""
+        file = self._pause_file(key)
+        try:
+            raw = file.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StoreError(
+                f"the token store cannot read the pause file {file}: {exc.strerror}; check "
+                "its permissions"
+            ) from None
+        try:
+            return Pause.from_dict(json.loads(raw))
+        except (ValueError, TypeError, RecursionError):
+            return None  # a torn or foreign file pauses nothing
+
+    def set_pause(self, key: str, pause: Pause) -> None:
+        self._replace(self._pause_file(key), json.dumps(pause.to_dict()).encode(), "pause file")
+
+    def delete_pause(self, key: str) -> None:
+        file = self._pause_file(key)
+        try:
+            file.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise StoreError(
+                f"the token store cannot delete the pause file {file}: {exc.strerror}"
+            ) from None
+
+    async def aget_pause(self, key: str) -> Pause | None:
+        return await asyncio.to_thread(self.get_pause, key)
+
+    async def aset_pause(self, key: str, pause: Pause) -> None:
+        await asyncio.to_thread(self.set_pause, key, pause)
+
+    async def adelete_pause(self, key: str) -> None:
+        await asyncio.to_thread(self.delete_pause, key)
 
     def lock(self, key: str) -> AbstractContextManager[object]:
         return self._locked(key)

@@ -16,6 +16,7 @@ from contextlib import AbstractAsyncContextManager, AbstractContextManager, null
 from cachetools import LRUCache
 
 from ..token import Token
+from ._pause import Pause
 
 __all__ = ["MemoryStore", "default_store"]
 
@@ -32,6 +33,7 @@ class MemoryStore:
 
     def __init__(self, *, maxsize: int = 4096) -> None:
         self._tokens: LRUCache[str, Token] = LRUCache(maxsize=maxsize)
+        self._pauses: LRUCache[str, Pause] = LRUCache(maxsize=maxsize)
         self._lock = threading.Lock()  # LRUCache reorders on read: guard every access
         _STORES.add(self)
 
@@ -59,6 +61,27 @@ class MemoryStore:
 
     def lock(self, key: str) -> AbstractContextManager[object]:
         return nullcontext()
+
+    def get_pause(self, key: str) -> Pause | None:
+        with self._lock:
+            return self._pauses.get(key)
+
+    def set_pause(self, key: str, pause: Pause) -> None:
+        with self._lock:
+            self._pauses[key] = pause
+
+    def delete_pause(self, key: str) -> None:
+        with self._lock:
+            self._pauses.pop(key, None)
+
+    async def aget_pause(self, key: str) -> Pause | None:
+        return self.get_pause(key)
+
+    async def aset_pause(self, key: str, pause: Pause) -> None:
+        self.set_pause(key, pause)
+
+    async def adelete_pause(self, key: str) -> None:
+        self.delete_pause(key)
 
     async def aget(self, key: str) -> Token | None:
         return self.get(key)

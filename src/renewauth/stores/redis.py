@@ -1,7 +1,9 @@
 """`RedisStore`: tokens in Redis, shared by every process on every machine that reaches it.
 
 Each credential key has one value (`{prefix}token:{key}`, the token as JSON), one generation
-counter (`{prefix}generation:{key}`) and one lock (`{prefix}lock:{key}`). The lock is a lease
+counter (`{prefix}generation:{key}`), one lock (`{prefix}lock:{key}`) and, while token calls
+are paused, one pause (`{prefix}pause:{key}`, which Redis expires soon after the pause ends).
+The lock is a lease
 with an owner token, taken with `SET NX PX` and released only by its owner (an atomic
 compare-and-delete). A watchdog extends the lease while the renewal runs and keeps trying
 when Redis does not answer (a restart, a pause), retaking a lease that a restart without
@@ -38,6 +40,7 @@ from urllib.parse import urlsplit
 
 from ..errors import ConfigurationError, StoreError
 from ..token import Token
+from ._pause import Pause
 
 if TYPE_CHECKING:
     import redis
@@ -297,6 +300,26 @@ class RedisStore:
         token_key = self._keys(key)[0]
         self._call("delete a token", lambda: self._sync.delete(token_key))
 
+    def _pause_key(self, key: str) -> str:
+        return f"{self.prefix}pause:{key}"
+
+    def get_pause(self, key: str) -> Pause | None:
+        """The pause recorded for `key`, or `None`."""
+        pause_key = self._pause_key(key)
+        return _pause_from(self._call("read a pause", lambda: self._sync.get(pause_key)))
+
+    def set_pause(self, key: str, pause: Pause) -> None:
+        pause_key, payload, expiry = (
+            self._pause_key(key),
+            json.dumps(pause.to_dict()),
+            _expiry(pause),
+        )
+        self._call("store a pause", lambda: self._sync.set(pause_key, payload, px=expiry))
+
+    def delete_pause(self, key: str) -> None:
+        pause_key = self._pause_key(key)
+        self._call("delete a pause", lambda: self._sync.delete(pause_key))
+
     def lock(self, key: str) -> AbstractContextManager[object]:
         return self._locked(key)
 
@@ -435,6 +458,33 @@ class RedisStore:
         token_key = self._keys(key)[0]
         await self._acall("delete a token", lambda: client.delete(token_key))
 
+    async def aget_pause(self, key: str) -> Pause | None:
+        client = self._async_client
+        if client is None:
+            return await asyncio.to_thread(self.get_pause, key)
+        pause_key = self._pause_key(key)
+        return _pause_from(await self._acall("read a pause", lambda: client.get(pause_key)))
+
+    async def aset_pause(self, key: str, pause: Pause) -> None:
+        client = self._async_client
+        if client is None:
+            await asyncio.to_thread(self.set_pause, key, pause)
+            return
+        pause_key, payload, expiry = (
+            self._pause_key(key),
+            json.dumps(pause.to_dict()),
+            _expiry(pause),
+        )
+        await self._acall("store a pause", lambda: client.set(pause_key, payload, px=expiry))
+
+    async def adelete_pause(self, key: str) -> None:
+        client = self._async_client
+        if client is None:
+            await asyncio.to_thread(self.delete_pause, key)
+            return
+        pause_key = self._pause_key(key)
+        await self._acall("delete a pause", lambda: client.delete(pause_key))
+
     def alock(self, key: str) -> AbstractAsyncContextManager[object]:
         if self._async_client is None:
             return self._alocked_in_thread(key)
@@ -492,6 +542,23 @@ class RedisStore:
             if not held:
                 logger.warning("the renewal lock in %s passed to another process", self._where)
                 return
+
+
+def _pause_from(raw: Any) -> Pause | None:
+    if raw is None:
+        return None
+    try:
+        return Pause.from_dict(json.loads(raw))
+    except (ValueError, TypeError, RecursionError):
+        return None  # a corrupt record pauses nothing
+
+
+def _expiry(pause: Pause) -> int:
+    """Milliseconds Redis keeps a pause: until a minute after it ends by this machine's clock
+    (at least a minute, at most a day). The managers judge `until` with their own clock; the
+    expiry only clears records that no success deleted."""
+    left = min(max(pause.until - time.time(), 0.0), 86_400.0)
+    return int((left + 60.0) * 1000)
 
 
 def _rebuild(url: str, options: dict[str, Any]) -> RedisStore:
