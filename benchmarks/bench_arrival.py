@@ -1,8 +1,8 @@
 """Saturated pools: do tokens arrive alive when requests queue longer than a token lives?
 
-Run ``python benchmarks/bench_arrival.py`` (about 4 minutes; ``--quick``: 2 s runs). Three load
-shapes, each against a pool far smaller than the load, with 1 s tokens and a token endpoint
-that answers in 20 ms:
+Run ``python benchmarks/bench_arrival.py`` (about 8 minutes; ``--quick``: 2 s runs, once). Three
+load shapes, each against a pool far smaller than the load, with 1 s tokens and a token
+endpoint that answers in 20 ms:
 
 - requests: 32 threads, one `Session` with `HTTPAdapter(pool_maxsize=4, pool_block=True)`;
 - httpx: 32 threads, one `httpx.Client(limits=httpx.Limits(max_connections=4))`;
@@ -10,13 +10,17 @@ that answers in 20 ms:
 
 at each library's default leeway and at 0.1 s, then renewauth's provider classes (Keycloak
 with rotating refresh tokens, Van Marcke) with the async shape. The fakes run in a child
-process. Nothing here asserts a timing; `README.md` in this folder says what each row means.
+process. Each cell runs ``--repeat`` times (3 unless told), the contenders interleaved and in a
+different order each round, so that a machine that slows down for a while slows all of them;
+requests/s is the median round (with the slowest and fastest), the other rows add the rounds
+up. Nothing here asserts a timing; `README.md` in this folder says what each row means.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import statistics
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -74,6 +78,39 @@ class Run:
     counters: Counters
     seconds: float
     in_window: int
+
+    @property
+    def rate(self) -> float:
+        """Successful requests per second within the load's window."""
+        return self.in_window / self.seconds
+
+
+@dataclass(frozen=True, slots=True)
+class Rounds:
+    """One contender's runs of one cell, in the order they ran."""
+
+    runs: Sequence[Run]
+
+    @property
+    def total(self) -> Run:
+        """The rounds added up: their requests, the fake's counters and their time."""
+        tally = Tally()
+        for run in self.runs:
+            tally.add(run.tally)
+        counts = [run.counters for run in self.runs]
+        counters = Counters(
+            token_calls=sum(c.token_calls for c in counts),
+            api_ok=sum(c.api_ok for c in counts),
+            api_unauthorized=sum(c.api_unauthorized for c in counts),
+            stale_refresh_tokens=sum(c.stale_refresh_tokens for c in counts),
+        )
+        seconds = sum(run.seconds for run in self.runs)
+        return Run(tally, counters, seconds, sum(run.in_window for run in self.runs))
+
+    def rate_cell(self) -> str:
+        rates = [run.rate for run in self.runs]
+        median = f"{statistics.median(rates):.0f}"
+        return median if len(rates) == 1 else f"{median} ({min(rates):.0f}–{max(rates):.0f})"
 
 
 # --- the contenders, built as a user would ---------------------------------------------------
@@ -193,7 +230,8 @@ NOTES = (
     "ReadError and ReadTimeout with httpx sync are httpcore 1.0.9's pool closing a connection "
     "it has handed to a queued request (encode/httpcore#1110); the static column meets them "
     "too. They are no 401s and no auth errors.",
-    "successful requests/s counts answers that came before the load's deadline.",
+    "successful requests/s counts answers that came before the load's deadline: the median "
+    "round, with the slowest and the fastest in brackets; the other rows add the rounds up.",
 )
 
 
@@ -304,32 +342,41 @@ def _met_401(library: str, run: Run) -> str:
     return f"{run.counters.api_unauthorized} ({share:.1%})"
 
 
-ROWS: Sequence[tuple[str, Callable[[str, Run], str]]] = (
-    ("successful requests/s", lambda library, run: f"{run.in_window / run.seconds:.0f}"),
-    ("requests failed", lambda library, run: failures_cell(run.tally)),
-    ("requests that met a 401 at the API", _met_401),
-    ("token calls per lifetime", _calls_per_lifetime),
-    ("latency, median / max", lambda library, run: latency_cell(run.tally)),
+ROWS: Sequence[tuple[str, Callable[[str, Rounds], str]]] = (
+    ("successful requests/s", lambda library, rounds: rounds.rate_cell()),
+    ("requests failed", lambda library, rounds: failures_cell(rounds.total.tally)),
+    ("requests that met a 401 at the API", lambda library, rounds: _met_401(library, rounds.total)),
+    (
+        "token calls per lifetime",
+        lambda library, rounds: _calls_per_lifetime(library, rounds.total),
+    ),
+    ("latency, median / max", lambda library, rounds: latency_cell(rounds.total.tally)),
 )
 
 
-def table(title: str, runs: dict[str, Run | str]) -> str:
+def table(title: str, runs: dict[str, Rounds | str]) -> str:
     columns = [library for library in LIBRARIES if library in runs]
     lines = []
     for label, cell in ROWS:
         line = [label]
         for library in columns:
-            run = runs[library]
-            line.append(run if isinstance(run, str) else cell(library, run))
+            rounds = runs[library]
+            line.append(rounds if isinstance(rounds, str) else cell(library, rounds))
         lines.append(line)
     return markdown_table([title, *columns], lines)
+
+
+def _rotated(items: Sequence[str], turn: int) -> list[str]:
+    """`items` starting at a different one each round, so no contender always runs first."""
+    shift = turn % len(items)
+    return [*items[shift:], *items[:shift]]
 
 
 def _leeway_name(leeway: float | None) -> str:
     return "each library's default leeway" if leeway is None else f"leeway {leeway} s"
 
 
-def shape_tables(host: FakeHost, seconds: float) -> list[str]:
+def shape_tables(host: FakeHost, seconds: float, repeat: int) -> list[str]:
     shapes: Sequence[tuple[str, dict[str, Build], Callable[..., Run]]] = (
         (f"requests, {THREADS} threads / {SYNC_CONNECTIONS} connections", REQUESTS, run_sync),
         (f"httpx, {THREADS} threads / {SYNC_CONNECTIONS} connections", HTTPX, run_sync),
@@ -338,14 +385,21 @@ def shape_tables(host: FakeHost, seconds: float) -> list[str]:
     tables = []
     for leeway in LEEWAYS:
         for title, builds, run in shapes:
-            runs: dict[str, Run | str] = {}
-            for library, build in builds.items():
-                lifetime = LONG_LIFETIME_SECONDS if library == STATIC else LIFETIME_SECONDS
-                try:
-                    with host.provider(token_lifetime=lifetime) as fake:
-                        runs[library] = run(build, leeway, fake, seconds)
-                except Exception as exc:
-                    runs[library] = f"error: {type(exc).__name__}"
+            done: dict[str, list[Run]] = {library: [] for library in builds}
+            errors: dict[str, str] = {}
+            for turn in range(repeat):
+                for library in _rotated(list(builds), turn):
+                    if library in errors:
+                        continue
+                    lifetime = LONG_LIFETIME_SECONDS if library == STATIC else LIFETIME_SECONDS
+                    try:
+                        with host.provider(token_lifetime=lifetime) as fake:
+                            done[library].append(run(builds[library], leeway, fake, seconds))
+                    except Exception as exc:
+                        errors[library] = f"error: {type(exc).__name__}"
+            runs: dict[str, Rounds | str] = {
+                library: errors.get(library) or Rounds(done[library]) for library in builds
+            }
             tables.append(f"#### {title}, {_leeway_name(leeway)}\n\n{table(title, runs)}")
     return tables
 
@@ -407,23 +461,26 @@ PROVIDERS: Sequence[tuple[str, str, dict[str, Any], Build]] = (
 )  # fmt: skip
 
 
-def provider_table(seconds: float) -> str:
+def provider_table(seconds: float, repeat: int) -> str:
     lines = []
     for title, kind, own_settings, build in PROVIDERS:
         settings = {**own_settings, "token_delay": TOKEN_DELAY_SECONDS}
         for leeway in LEEWAYS:
             try:
                 with _host_provider(kind, **settings) as fake:
-                    run = run_async(build, leeway, fake, seconds)
+                    rounds = Rounds(
+                        [run_async(build, leeway, fake, seconds) for _ in range(repeat)]
+                    )
             except Exception as exc:
                 error = f"error: {type(exc).__name__}"
                 lines.append([title, _leeway_name(leeway), *[error] * 5])
                 continue
+            run = rounds.total
             lines.append(
                 [
                     title,
                     _leeway_name(leeway),
-                    f"{run.in_window / run.seconds:.0f}",
+                    rounds.rate_cell(),
                     failures_cell(run.tally),
                     _met_401("renewauth", run),
                     _calls_per_lifetime("renewauth", run),
@@ -437,21 +494,30 @@ def provider_table(seconds: float) -> str:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="2 s runs instead of 5 s")
+    parser.add_argument("--quick", action="store_true", help="2 s runs, once, instead of 5 s")
+    parser.add_argument(
+        "--repeat", type=int, default=None, help="rounds per cell (3; 1 with --quick)"
+    )
     options = parser.parse_args(argv)
     seconds = 2.0 if options.quick else 5.0
+    repeat = options.repeat or (1 if options.quick else 3)
+    if repeat < 1:
+        parser.error("--repeat takes 1 or more")
     packages = ("renewauth", "Authlib", "httpx-auth", "requests-oauth2client", "requests", "httpx")
     print(header_line([f"{name} {version(name)}" for name in packages]))
     print()
-    print(f"{seconds:.0f} s of load per cell; 1 s tokens; token endpoint answers in 20 ms.")
+    print(
+        f"{seconds:.0f} s of load per cell, {repeat} round{'s' if repeat > 1 else ''} of it; "
+        "1 s tokens; token endpoint answers in 20 ms."
+    )
     print()
     with FakeHost(token_delay=TOKEN_DELAY_SECONDS) as host:
-        for text in shape_tables(host, seconds):
+        for text in shape_tables(host, seconds, repeat):
             print(text, flush=True)
             print()
     print("#### renewauth's provider classes, httpx async, 200 tasks / 10 connections")
     print()
-    print(provider_table(seconds))
+    print(provider_table(seconds, repeat))
     print()
     for note in NOTES:
         print(f"- {note}")
