@@ -17,6 +17,10 @@ httpcore calls when it holds a connection and is about to write the request head
 fresh, replaced in the headers about to be written: the token leaves when the request leaves.
 The same hook sees every hop of a redirect and takes renewauth's headers off a hop to another
 origin. A transport that is not httpcore's never calls the hook; the token signed stays.
+
+With `httpx.AsyncClient`, the same hook tells how many requests wait in the pool; when the
+pool is saturated, a request waits before it is signed instead (see `_admission`), where
+waiting is cheap and the token it gets is fresher.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import logging
 import os
 import ssl
 import threading
+import weakref
 from collections.abc import AsyncGenerator, Awaitable, Callable, Collection, Generator, Mapping
 from types import MappingProxyType
 from typing import Any
@@ -41,6 +46,7 @@ from ..errors import ConfigurationError, InsecureTransportError, TokenEndpointUn
 from ..flows import TokenRequest
 from ..manager import HttpReply, TokenManager
 from ..token import Token
+from ._admission import QUEUED, Gate
 from ._signing import is_https_upgrade, is_nonce_challenge, routed_url, should_renew_after
 
 __all__ = ["CertOption", "HttpxSender", "HttpxSigning", "TokenClients", "VerifyOption"]
@@ -292,15 +298,20 @@ class _Departure:
     header (replaced when it leaves, if it must), the URL it was signed for and its headers.
 
     It holds no reference to the request itself: the request holds it (in its extensions),
-    and a cycle would leave every request to the garbage collector.
+    and a cycle would leave every request to the garbage collector. With an async client it
+    also holds the request's admission `gate` and its `stage` there.
     """
 
-    __slots__ = ("headers", "token", "url")
+    __slots__ = ("gate", "headers", "stage", "token", "url")
 
-    def __init__(self, token: Token, url: httpx.URL, headers: httpx.Headers) -> None:
+    def __init__(
+        self, token: Token, url: httpx.URL, headers: httpx.Headers, gate: Gate | None
+    ) -> None:
         self.token = token
         self.url = url
         self.headers = headers
+        self.gate = gate
+        self.stage = QUEUED
 
 
 def _chain_sync(first: Trace, then: Trace) -> Trace:
@@ -388,14 +399,21 @@ class HttpxSigning(httpx.Auth):
             response.status_code, response.headers.get("WWW-Authenticate")
         ) and isinstance(request.stream, httpx.ByteStream)
 
-    def _watch_departure(self, request: httpx.Request, token: Token, *, is_async: bool) -> None:
+    def _watch_departure(
+        self, request: httpx.Request, token: Token, *, is_async: bool, gate: Gate | None = None
+    ) -> None:
         extensions = request.extensions
         departure = extensions.get(_DEPARTURE)
         if isinstance(departure, _Departure) and departure.headers is request.headers:
             # The resend of a request already watched (the renewal may have routed it anew).
             departure.token, departure.url = token, request.url
+            if gate is not None:
+                if departure.gate is gate:
+                    departure.stage = gate.again(departure.stage)
+                else:
+                    departure.gate, departure.stage = gate, QUEUED
             return
-        extensions[_DEPARTURE] = _Departure(token, request.url, request.headers)
+        extensions[_DEPARTURE] = _Departure(token, request.url, request.headers, gate)
         ours: Any = self._adepart if is_async else self._depart
         trace = extensions.get("trace")
         if trace is None:
@@ -461,6 +479,10 @@ class HttpxSigning(httpx.Auth):
                 self._leave_with(hop, departure, token)
 
     async def _adepart(self, event: str, info: Mapping[str, Any]) -> None:
+        if event in _HEADER_EVENTS:
+            ours = info["request"].extensions.get(_DEPARTURE)
+            if isinstance(ours, _Departure) and ours.gate is not None and ours.stage == QUEUED:
+                ours.stage = ours.gate.depart(QUEUED)  # out of the pool's queue
         departing = self._departing(event, info)
         if departing is not None:
             hop, departure = departing
@@ -532,38 +554,67 @@ class HttpxSigning(httpx.Auth):
                 ):
                     manager.confirm(departure.token)
 
+    def _gate(self) -> Gate:
+        """This object's admission gate on the running event loop."""
+        loop = asyncio.get_running_loop()
+        last = self.__dict__.get("_last_gate")
+        if last is not None and last[0]() is loop:
+            return last[1]  # type: ignore[no-any-return]
+        gates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Gate] = (
+            self.__dict__.setdefault("_gates", weakref.WeakKeyDictionary())
+        )
+        gate = gates.get(loop)
+        if gate is None:
+            gate = gates.setdefault(loop, Gate())
+        self.__dict__["_last_gate"] = (weakref.ref(loop), gate)
+        return gate
+
     async def async_auth_flow(
         self, request: httpx.Request
     ) -> AsyncGenerator[httpx.Request, httpx.Response]:
-        addressed = request.url
-        manager = self._manager
-        token = await manager.atoken_for_request()
-        self._sign_httpx(request, addressed, token)
-        self._watch_departure(request, token, is_async=True)
-        response = yield request
-        departure = request.extensions[_DEPARTURE]
-        token = departure.token  # the token that left
-        if self._dpop is not None and self._needs_nonce_httpx(request, response):
-            logger.debug("the API asked for a DPoP nonce; resending once with it")
+        gate = self._gate()
+        if not gate.enter_now():
+            timeouts = request.extensions.get("timeout")
+            await gate.enter(timeouts.get("pool") if isinstance(timeouts, dict) else None)
+        signed: _Departure | None = None
+        try:
+            addressed = request.url
+            manager = self._manager
+            token = await manager.atoken_for_request()
             self._sign_httpx(request, addressed, token)
-            self._watch_departure(request, token, is_async=True)
+            self._watch_departure(request, token, is_async=True, gate=gate)
+            signed = request.extensions[_DEPARTURE]
             response = yield request
+            if signed.stage == QUEUED and gate.seen:
+                gate.answered_unseen()
             departure = request.extensions[_DEPARTURE]
-            token = departure.token
-        if response.status_code not in self._retry_statuses:
-            if manager.unproven is not None and _accepted(response, departure):
-                manager.confirm(token)
-            return
-        if self._should_resend(request, response, token):
-            renewed = await manager.arenew_rejected(token)
-            if renewed is not None:
-                logger.debug("%d from the API; renewed, resending once", response.status_code)
-                self._sign_httpx(request, addressed, renewed)
-                self._watch_departure(request, renewed, is_async=True)
-                rejected_status = response.status_code
+            token = departure.token  # the token that left
+            if self._dpop is not None and self._needs_nonce_httpx(request, response):
+                logger.debug("the API asked for a DPoP nonce; resending once with it")
+                self._sign_httpx(request, addressed, token)
+                self._watch_departure(request, token, is_async=True, gate=gate)
                 response = yield request
-                manager.resent(origin_of(str(request.url)), rejected_status)
-                if response.status_code not in self._retry_statuses and _accepted(
-                    response, departure
-                ):
-                    manager.confirm(departure.token)
+                departure = request.extensions[_DEPARTURE]
+                token = departure.token
+            if response.status_code not in self._retry_statuses:
+                if manager.unproven is not None and _accepted(response, departure):
+                    manager.confirm(token)
+                return
+            if self._should_resend(request, response, token):
+                renewed = await manager.arenew_rejected(token)
+                if renewed is not None:
+                    logger.debug("%d from the API; renewed, resending once", response.status_code)
+                    self._sign_httpx(request, addressed, renewed)
+                    self._watch_departure(request, renewed, is_async=True, gate=gate)
+                    rejected_status = response.status_code
+                    response = yield request
+                    manager.resent(origin_of(str(request.url)), rejected_status)
+                    if response.status_code not in self._retry_statuses and _accepted(
+                        response, departure
+                    ):
+                        manager.confirm(departure.token)
+        finally:
+            if signed is None:
+                gate.leave(QUEUED)  # it failed before it was signed
+            elif signed.gate is gate:
+                signed.stage = gate.leave(signed.stage)
