@@ -30,6 +30,7 @@ from renewauth import (
     MemoryStore,
     OAuth2ClientCredentials,
     RedisStore,
+    StoreError,
     TokenEndpointUnavailable,
     TokenRequestError,
     events,
@@ -276,18 +277,25 @@ def test_a_success_in_a_process_whose_clock_runs_ahead_ends_the_pause_for_all(
 
 
 def test_a_pause_that_cannot_be_stored_still_pauses_its_own_process(
-    fake: FakeOAuth2Provider, clock: ManualClock, tmp_path: Path
+    fake: FakeOAuth2Provider,
+    clock: ManualClock,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    store = FileStore(tmp_path / "tokens")
+    class FullDisk(FileStore):
+        """Takes tokens, refuses pause files (a full disk; chmod does not stop root)."""
+
+        def set_pause(self, key: str, pause: Pause) -> None:
+            raise StoreError("the token store cannot write the pause file: No space left")
+
+    store = FullDisk(tmp_path / "tokens")
     auth = _auth(fake, store, clock, secret="wrong")
-    (tmp_path / "tokens").chmod(0o500)  # the pause file cannot be written
-    try:
-        for _ in range(3):
-            with pytest.raises(InvalidClient):
-                auth.get_token()
-    finally:
-        (tmp_path / "tokens").chmod(0o700)
-    assert fake.token_calls == 1
+    for _ in range(3):
+        with pytest.raises(InvalidClient):
+            auth.get_token()
+    assert fake.token_calls == 1  # kept in this process
+    assert store.get_pause(auth._manager.key) is None  # and truly not in the store
+    assert "could not be written to the store" in caplog.text
 
 
 def test_a_store_without_pauses_keeps_each_pause_to_its_process(
