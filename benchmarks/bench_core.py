@@ -102,7 +102,9 @@ CAVEATS = (
     "renewal.",
     "Steady 401s: httpx signs a request before it waits for a pooled connection. When the "
     "latency row shows waits near or beyond the token lifetime, a token can expire after "
-    "signing, before sending, whatever the library; renewauth then renews and resends once.",
+    "signing, before sending. renewauth checks the token again as the headers are written "
+    "(and, with httpx.AsyncClient, waits for room in the pool before signing); the other "
+    "columns send the token they signed.",
 )
 NOT_AVAILABLE = {
     ("requests", "httpx-auth"): (
