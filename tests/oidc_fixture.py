@@ -26,6 +26,7 @@ OIDC_PROVIDER = "oidc-provider@9.13.3"  # pinned: the version the suite was writ
 LIFETIME = 3  # seconds an access token lives: several lifetimes pass in every hammer test
 SECRET = "oidc-client-secret-with-enough-entropy-for-hs256"
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+REALM_PATH = "/realms/renewauth"  # a second issuer, laid out as a Keycloak realm
 SERVER = pathlib.Path(__file__).with_name("oidc_server.mjs")
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -48,6 +49,11 @@ class Oidc:
     @property
     def token_url(self) -> str:
         return f"{self.issuer}/token"
+
+    @property
+    def realm(self) -> str:
+        """The Keycloak-shaped issuer: `{server}/realms/renewauth`."""
+        return f"{self.issuer}{REALM_PATH}"
 
     @property
     def api(self) -> str:
@@ -192,6 +198,18 @@ def start_oidc(directory: pathlib.Path) -> Iterator[Oidc]:
             "ca": str(directory / "ca.pem"),
         },
         "clients": clients,
+        "realm": {
+            "path": REALM_PATH,
+            "clients": [
+                _client("kc-rsa-jwt", "private_key_jwt", jwks={"keys": [_public_jwk(rsa_key)]}),
+                _client("kc-secret-jwt", "client_secret_jwt", client_secret=SECRET),
+                _client(
+                    "kc-tls",
+                    "tls_client_auth",
+                    tls_client_auth_subject_dn="CN=renewauth-tls-client",
+                ),
+            ],
+        },
         "lifetime": LIFETIME,
     }
     (directory / "config.json").write_text(json.dumps(config))

@@ -46,6 +46,21 @@ function peerPem(ctx) {
   return `-----BEGIN CERTIFICATE-----\n${lines}\n-----END CERTIFICATE-----\n`;
 }
 
+const mTLS = {
+  enabled: true,
+  tlsClientAuth: true,
+  selfSignedTlsClientAuth: true,
+  getCertificate: peerPem,
+  certificateAuthorized: (ctx) => ctx.socket.authorized,
+  certificateSubjectMatches: (ctx, property, expected) => {
+    const peer = ctx.socket.getPeerCertificate();
+    if (property === 'tls_client_auth_subject_dn') {
+      return Boolean(peer && peer.subject) && `CN=${peer.subject.CN}` === expected;
+    }
+    return false;
+  },
+};
+
 const provider = new Provider(issuer, {
   clients: config.clients,
   clientAuthMethods: [
@@ -67,25 +82,31 @@ const provider = new Provider(issuer, {
     // Every DPoP token call must carry a server nonce: the first is refused with
     // use_dpop_nonce and the client must send the proof again with the nonce it was given.
     dPoP: { enabled: true, nonceSecret: randomBytes(32), requireNonce: () => true },
-    mTLS: {
-      enabled: true,
-      tlsClientAuth: true,
-      selfSignedTlsClientAuth: true,
-      getCertificate: peerPem,
-      certificateAuthorized: (ctx) => ctx.socket.authorized,
-      certificateSubjectMatches: (ctx, property, expected) => {
-        const peer = ctx.socket.getPeerCertificate();
-        if (property === 'tls_client_auth_subject_dn') {
-          return Boolean(peer && peer.subject) && `CN=${peer.subject.CN}` === expected;
-        }
-        return false;
-      },
-    },
+    mTLS,
   },
   ttl: { ClientCredentials: config.lifetime },
   scopes: ['api'],
 });
 provider.proxy = false;
+
+// A second issuer laid out as a Keycloak realm is (`/realms/NAME`, its token endpoint at
+// `/protocol/openid-connect/token`), for the Keycloak class's signed-JWT and X509 clients. It is
+// mounted the way oidc-provider documents for an issuer with a path: the request reaches it
+// with the mount path taken off `url` and kept in `originalUrl`.
+const realmPath = config.realm.path;
+const realm = new Provider(`${issuer}${realmPath}`, {
+  clients: config.realm.clients,
+  clientAuthMethods: ['client_secret_jwt', 'private_key_jwt', 'tls_client_auth'],
+  routes: { token: '/protocol/openid-connect/token' },
+  features: {
+    devInteractions: { enabled: false },
+    clientCredentials: { enabled: true },
+    mTLS,
+  },
+  ttl: { ClientCredentials: config.lifetime },
+  scopes: ['api'],
+});
+realm.proxy = false;
 
 // The JWT bearer grant: the assertion, signed with a key the client registered, is the
 // credential. RFC 7523 §2.1 lets the request carry no client authentication, so the client
@@ -147,7 +168,9 @@ async function api(req, res) {
     return;
   }
   const [scheme, value] = (req.headers.authorization || '').split(' ', 2);
-  const token = value ? await provider.ClientCredentials.find(value) : undefined;
+  const token = value
+    ? (await provider.ClientCredentials.find(value)) || (await realm.ClientCredentials.find(value))
+    : undefined;
   let ok = Boolean(token) && ((scheme === 'Bearer' && !token.jkt) || (scheme === 'DPoP' && token.jkt));
   const headers = { 'content-type': 'application/json' };
   if (ok && token.jkt) {
@@ -196,6 +219,16 @@ async function dpopProofMatches(req, token, value) {
 }
 
 const oidc = provider.callback();
-main.on('request', (req, res) => (req.url.startsWith('/api/') ? api(req, res) : oidc(req, res)));
+const realmCallback = realm.callback();
+function mounted(req, res) {
+  req.originalUrl = req.url;
+  req.url = req.url.slice(realmPath.length) || '/';
+  return realmCallback(req, res);
+}
+main.on('request', (req, res) => {
+  if (req.url.startsWith('/api/')) return api(req, res);
+  if (req.url.startsWith(`${realmPath}/`)) return mounted(req, res);
+  return oidc(req, res);
+});
 mtls.on('request', oidc);
 process.stdout.write(`${JSON.stringify({ port, mtls_port: mtlsPort })}\n`);

@@ -510,3 +510,52 @@ def test_config_fuzz_text_gives_a_configuration_error_or_entries(
         os.chmod(path, 0o600)
         with contextlib.suppress(ConfigurationError):
             load_config(path, default_store="memory", environ={})
+
+
+def _private_key_pem() -> str:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    return (
+        ec.generate_private_key(ec.SECP256R1())
+        .private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        .decode()
+    )
+
+
+KEYCLOAK_SIGNED_JWT = """
+[auth.portal]
+provider = "keycloak"
+token_url = "https://idp.example.com/realms/wallis/protocol/openid-connect/token"
+client_id = "reporting"
+client_auth = "private_key_jwt"
+"""
+
+
+def test_config_reads_a_keycloak_private_key_from_the_environment(tmp_path: Path) -> None:
+    """A Keycloak "Signed JWT" client: its key comes from private_key_env, never the file."""
+    key = _private_key_pem()
+    path = write(tmp_path, KEYCLOAK_SIGNED_JWT + 'private_key_env = "PORTAL_KEY"\n', 0o644)
+
+    auth = load_config(path, environ={"PORTAL_KEY": key})["portal"].auth
+
+    client = auth._manager.grant.client  # type: ignore[attr-defined]  # an OAuth2 grant
+    assert client.auth == "private_key_jwt"
+    assert client.assertion is not None
+    assert client.client_secret is None
+    assert "PRIVATE" not in repr(auth)
+
+
+def test_config_refuses_a_private_key_in_a_file_others_can_open(tmp_path: Path) -> None:
+    key = _private_key_pem().replace("\n", "\\n")
+    path = write(tmp_path, KEYCLOAK_SIGNED_JWT + f'private_key = "{key}"\n', 0o644)
+
+    with pytest.raises(ConfigurationError, match="chmod 600") as caught:
+        load_config(path)
+
+    assert "private_key_env" in str(caught.value)
+    assert "PRIVATE" not in str(caught.value)

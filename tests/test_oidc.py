@@ -28,6 +28,7 @@ from renewauth import (
     TokenEndpointUnavailable,
     TokenRequestError,
 )
+from renewauth.providers import Keycloak
 from renewauth.testing import FakeOAuth2Provider
 
 from .oidc_fixture import LIFETIME, SECRET, Oidc, pem
@@ -140,6 +141,51 @@ def test_private_key_jwt_is_refused_as_invalid_client_when_key_is_not_registered
     auth = OAuth2ClientCredentials(
         oidc.token_url,
         "rsa-jwt",
+        client_auth="private_key_jwt",
+        private_key=pem(stranger),
+        **options(oidc, retries=0),
+    )
+    with pytest.raises(InvalidClient) as caught:
+        auth.get_token()
+    assert "PRIVATE KEY" not in str(caught.value)
+
+
+@pytest.mark.parametrize("client_auth", ["private_key_jwt", "client_secret_jwt", "tls_client_auth"])
+def test_keycloak_client_without_its_secret_serves_8_threads_over_several_lifetimes(
+    oidc: Oidc, client_auth: str
+) -> None:
+    # Keycloak's "Signed JWT", "Signed JWT with client secret" and "X509 certificate" client
+    # authenticators, against an issuer laid out as a realm: the discovery document comes
+    # from `{server}/realms/renewauth`, an assertion's audience is the realm's token endpoint.
+    tokens, on_token = renewal_count()
+    credentials: dict[str, Any] = {
+        "private_key_jwt": {"client_id": "kc-rsa-jwt", "private_key": oidc.rsa_pem},
+        "client_secret_jwt": {"client_id": "kc-secret-jwt", "client_secret": SECRET},
+        "tls_client_auth": {"client_id": "kc-tls", "cert": oidc.tls_cert},
+    }[client_auth]
+    auth = Keycloak.from_issuer(
+        oidc.realm, client_auth=client_auth, on_token=on_token, **credentials, **options(oidc)
+    )
+    assert_no_failures(hammer(auth, oidc.api, 2.5 * LIFETIME, verify=oidc.ca))
+    assert len(tokens) >= 3
+    assert auth.server_metadata is not None
+    assert auth.server_metadata.token_endpoint == (f"{oidc.realm}/protocol/openid-connect/token")
+    assert "PRIVATE" not in repr(auth)
+    assert SECRET not in repr(auth)
+    # The same client from the token URL a Keycloak admin console shows.
+    direct = Keycloak.from_token_url(
+        auth.server_metadata.token_endpoint, client_auth=client_auth, **credentials, **options(oidc)
+    )
+    assert direct.get_token().access_token
+
+
+def test_keycloak_signed_jwt_client_is_refused_when_its_key_is_another(oidc: Oidc) -> None:
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    stranger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    auth = Keycloak.from_issuer(
+        oidc.realm,
+        client_id="kc-rsa-jwt",
         client_auth="private_key_jwt",
         private_key=pem(stranger),
         **options(oidc, retries=0),

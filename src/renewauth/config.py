@@ -40,7 +40,7 @@ _PROVIDERS: dict[str, Callable[..., TokenAuth]] = {
     "vendorlink": Vendorlink,
     "vanmarcke": VanMarcke,
 }
-_SECRETS = ("password", "client_secret", "refresh_token", "api_key")
+_SECRETS = ("password", "client_secret", "refresh_token", "api_key", "private_key")
 _OPTIONS = (
     "leeway",
     "timeout",

@@ -8,14 +8,28 @@ it take it as part of `server_url`.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Unpack
 from urllib.parse import quote, unquote
 
-from ..auth import AuthOptions, TokenAuth, client_from, require_text, scope_text
+from ..auth import (
+    AuthOptions,
+    TokenAuth,
+    client_from,
+    require_text,
+    require_tls_certificate,
+    scope_text,
+)
 from ..errors import ConfigurationError
 from ..flows import Grant
-from ..oauth2 import ClientAuth, ClientCredentialsGrant, PasswordGrant, RefreshTokenGrant
+from ..oauth2 import (
+    Client,
+    ClientAuth,
+    ClientCredentialsGrant,
+    PasswordGrant,
+    RefreshTokenGrant,
+)
 
 __all__ = ["Keycloak"]
 
@@ -33,7 +47,9 @@ class Keycloak(TokenAuth):
       its only credential: every rotated one is stored before use and passed to `on_token`.
     - `username=` and `password=`: the password grant, renewed by refresh token, logging in
       again when that is refused.
-    - `client_secret=` alone: client credentials, renewed by repeating the grant.
+    - `client_secret=` alone, or a client that authenticates without a secret (a signed JWT
+      with `private_key=`, or a TLS client certificate with `cert=`): client credentials,
+      renewed by repeating the grant.
 
     Example::
 
@@ -49,7 +65,12 @@ class Keycloak(TokenAuth):
         username: a user, for the password grant (see above).
         password: that user's password.
         scope: scopes to ask for (a refresh can only narrow them).
-        client_auth: `"body"` (default) or `"basic"`.
+        client_auth: how the client authenticates at the token endpoint: `"body"` (default)
+            or `"basic"` with the client secret; `"private_key_jwt"` (Keycloak's "Signed
+            JWT", with `private_key=`) or `"client_secret_jwt"` ("Signed JWT with client
+            secret"); `"tls_client_auth"` ("X509 certificate", with `cert=`).
+        private_key: the client's RSA or EC private key for `private_key_jwt`, PEM or JWK.
+        key_id: the `kid` of that key, when the client's keys hold several.
         **options: the options of `TokenAuth`.
 
     Raises:
@@ -68,20 +89,21 @@ class Keycloak(TokenAuth):
         password: str | None = None,
         scope: str | Sequence[str] | None = None,
         client_auth: ClientAuth = "body",
+        private_key: object = None,
+        key_id: str | None = None,
         **options: Unpack[AuthOptions],
     ) -> None:
         server = require_text("server_url", server_url).rstrip("/")
         realm_path = quote(require_text("realm", realm), safe="")
         token_url = f"{server}/realms/{realm_path}/protocol/openid-connect/token"
+        client = _client(client_id, client_secret, client_auth, private_key, key_id, options)
         grant = _grant(
             token_url,
-            client_id,
-            client_secret,
-            refresh_token,
-            username,
-            password,
-            scope,
-            client_auth,
+            client,
+            refresh_token=refresh_token,
+            username=username,
+            password=password,
+            scope=scope,
         )
         super().__init__(grant, **options)
         self._public = f"realm={realm!r} client_id={client_id!r}"
@@ -98,6 +120,8 @@ class Keycloak(TokenAuth):
         password: str | None = None,
         scope: str | Sequence[str] | None = None,
         client_auth: ClientAuth = "body",
+        private_key: object = None,
+        key_id: str | None = None,
         **options: Unpack[AuthOptions],
     ) -> Keycloak:
         """Build from the full token URL a portal shows (`…/realms/NAME/protocol/…/token`)."""
@@ -110,8 +134,14 @@ class Keycloak(TokenAuth):
             )
         realm = url.rpartition(marker)[2].split("/", 1)[0]
         auth = cls.__new__(cls)
+        client = _client(client_id, client_secret, client_auth, private_key, key_id, options)
         grant = _grant(
-            url, client_id, client_secret, refresh_token, username, password, scope, client_auth
+            url,
+            client,
+            refresh_token=refresh_token,
+            username=username,
+            password=password,
+            scope=scope,
         )
         TokenAuth.__init__(auth, grant, **options)
         auth._public = f"realm={realm!r} client_id={client_id!r}"
@@ -129,6 +159,8 @@ class Keycloak(TokenAuth):
         password: str | None = None,
         scope: str | Sequence[str] | None = None,
         client_auth: ClientAuth = "body",
+        private_key: object = None,
+        key_id: str | None = None,
         **options: Unpack[AuthOptions],
     ) -> Keycloak:
         """Build from the realm's issuer (`https://idp.example.com/realms/NAME`); its token
@@ -152,6 +184,8 @@ class Keycloak(TokenAuth):
             password=password,
             scope=scope,
             client_auth=client_auth,
+            private_key=private_key,
+            key_id=key_id,
             **options,
         )
         return auth
@@ -160,17 +194,35 @@ class Keycloak(TokenAuth):
         return f"{super()._describe()} {self._public}"
 
 
-def _grant(  # noqa: PLR0917 - one private call site per constructor, in the same order
-    token_url: str,
+def _client(  # noqa: PLR0917 - one private call site per constructor, in the same order
     client_id: str,
     client_secret: str | None,
+    client_auth: ClientAuth,
+    private_key: object,
+    key_id: str | None,
+    options: AuthOptions,
+) -> Client:
+    require_tls_certificate(client_auth, options)
+    return client_from(
+        client_id,
+        client_secret,
+        client_auth,
+        "form",
+        private_key=private_key,
+        key_id=key_id,
+        clock=options.get("clock", time.time),
+    )
+
+
+def _grant(
+    token_url: str,
+    client: Client,
+    *,
     refresh_token: str | None,
     username: str | None,
     password: str | None,
     scope: str | Sequence[str] | None,
-    client_auth: ClientAuth,
 ) -> Grant:
-    client = client_from(client_id, client_secret, client_auth, "form")
     scopes = scope_text(scope)
     if refresh_token is not None and (username is not None or password is not None):
         raise ConfigurationError(
@@ -193,9 +245,11 @@ def _grant(  # noqa: PLR0917 - one private call site per constructor, in the sam
             password=require_text("password", password),
             scope=scopes,
         )
-    if client_secret is None:
+    if client.auth in ("body", "basic") and client.client_secret is None:
         raise ConfigurationError(
             "Keycloak needs credentials: refresh_token= (technical user), username= and "
-            "password=, or client_secret= (client credentials)"
+            "password=, or a confidential client for client credentials: client_secret=, or "
+            "client_auth='private_key_jwt' with private_key=, or client_auth='tls_client_auth' "
+            "with cert="
         )
     return ClientCredentialsGrant(token_url=token_url, client=client, scope=scopes)
