@@ -3,6 +3,7 @@ injected clock and ids, checked by verifying each assertion with PyJWT."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import sys
@@ -13,11 +14,19 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from renewauth import ConfigurationError, OAuth2ClientCredentials, OAuth2JwtBearer
+from renewauth import (
+    ConfigurationError,
+    MemoryStore,
+    OAuth2ClientCredentials,
+    OAuth2JwtBearer,
+    TokenAuth,
+    TokenEndpointUnavailable,
+)
 from renewauth._jose import ASSERTION_TYPE, AssertionMaker, load_private_key
 from renewauth.auth import client_from
 from renewauth.flows import TokenRequest
 from renewauth.oauth2 import JWT_BEARER, JwtBearerGrant
+from renewauth.testing import FakeOAuth2Provider
 
 from .oidc_fixture import pem
 
@@ -185,3 +194,74 @@ def test_jwt_bearer_grant_sends_signed_assertion_without_client_auth_when_fetche
     }
     auth = OAuth2JwtBearer(TOKEN_URL, issuer="svc", subject="u", private_key=pem(key))
     assert "PRIVATE" not in repr(auth)
+
+
+# --- a retried token call signs again: a jti is good for one call ----------------------------
+
+
+def _jti(assertion: str) -> str:
+    return str(jwt.decode(assertion, options={"verify_signature": False})["jti"])
+
+
+@pytest.mark.parametrize("method", ["private_key_jwt", "client_secret_jwt", "jwt_bearer", "dpop"])
+@pytest.mark.parametrize("failure", [503, 429])
+def test_token_call_retried_after_5xx_or_429_carries_new_assertion_and_proof(
+    method: str, failure: int, rsa_key: rsa.RSAPrivateKey
+) -> None:
+    # Servers keep the jti of every client assertion and DPoP proof they accepted or refused
+    # (RFC 7523 §3, RFC 9449 §11.1): a retry that resends the same bytes is a replay.
+    with FakeOAuth2Provider() as fake:
+        options: dict[str, Any] = {"store": MemoryStore()}
+        auth: TokenAuth
+        if method == "jwt_bearer":
+            auth = OAuth2JwtBearer(
+                fake.token_url, issuer="svc", subject="svc", private_key=pem(rsa_key), **options
+            )
+        elif method == "dpop":
+            auth = OAuth2ClientCredentials(fake.token_url, "svc", SECRET, dpop=True, **options)
+        else:
+            auth = OAuth2ClientCredentials(
+                fake.token_url,
+                "svc",
+                SECRET if method == "client_secret_jwt" else None,
+                client_auth=method,  # type: ignore[arg-type]
+                private_key=pem(rsa_key) if method == "private_key_jwt" else None,
+                **options,
+            )
+        fake.fail_token_requests(failure, times=3)  # every try of the one renewal
+
+        with pytest.raises(TokenEndpointUnavailable):
+            auth.get_token()
+
+        calls = fake.recent_token_requests
+        assert len(calls) == 3  # the first try and the two retries
+        if method == "dpop":
+            signed = [call.headers["dpop"] for call in calls]
+            assert all(call.params == calls[0].params for call in calls)  # the same grant
+        else:
+            field = "assertion" if method == "jwt_bearer" else "client_assertion"
+            signed = [call.params[field] for call in calls]
+        assert len({_jti(value) for value in signed}) == 3
+
+
+def test_async_token_call_retried_after_503_carries_new_assertion_and_proof(
+    rsa_key: rsa.RSAPrivateKey,
+) -> None:
+    with FakeOAuth2Provider() as fake:
+        auth = OAuth2ClientCredentials(
+            fake.token_url,
+            "svc",
+            client_auth="private_key_jwt",
+            private_key=pem(rsa_key),
+            dpop=True,
+            store=MemoryStore(),
+        )
+        fake.fail_token_requests(503, times=3)
+
+        with pytest.raises(TokenEndpointUnavailable):
+            asyncio.run(auth.aget_token())
+
+        calls = fake.recent_token_requests
+        assert len(calls) == 3
+        assert len({_jti(call.params["client_assertion"]) for call in calls}) == 3
+        assert len({_jti(call.headers["dpop"]) for call in calls}) == 3

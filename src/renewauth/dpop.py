@@ -147,10 +147,8 @@ class DpopGrant:
         if request.grant == "discovery":
             return (yield request)
         for attempt in range(2):
-            proof = self.key.proof(request.method, request.url)
-            response = yield dataclasses.replace(
-                request, headers={**request.headers, "DPoP": proof}
-            )
+            # The nonce retry is a new call: a client assertion in it is made again too.
+            response = yield self._proven(request if attempt == 0 else request.retry())
             nonce = response.headers.get("dpop-nonce")
             self.key.remember_nonce(request.url, nonce)
             asked = (
@@ -159,6 +157,16 @@ class DpopGrant:
             if not (asked and nonce and attempt == 0):
                 return response
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _proven(self, request: TokenRequest) -> TokenRequest:
+        """`request` with a new proof; a retry of it gets a new one again (a proof's jti is
+        good for one call, and its iat and nonce age)."""
+        proof = self.key.proof(request.method, request.url)
+        return dataclasses.replace(
+            request,
+            headers={**request.headers, "DPoP": proof},
+            again=lambda: self._proven(request.retry()),
+        )
 
     def fetch(self, current: Token | None) -> Flow:
         flow: Flow = self.inner.fetch(current)

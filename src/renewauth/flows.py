@@ -11,7 +11,7 @@ Nothing here imports requests or httpx.
 from __future__ import annotations
 
 import json
-from collections.abc import Generator, Mapping
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Protocol, runtime_checkable
@@ -36,6 +36,9 @@ class TokenRequest:
         method: the HTTP method, `POST` for every OAuth 2 grant.
         retryable: whether a 5xx or 429 answer is tried again before the flow sees it;
             `False` when the flow has a better fallback (Vendorlink: ExtendToken → Login).
+        again: makes this request afresh for such a retry, when it carries something a
+            server accepts only once or only briefly (a client assertion, a DPoP proof: each
+            has a `jti` and an `iat`); without it the retry sends the same bytes.
     """
 
     url: str
@@ -44,11 +47,16 @@ class TokenRequest:
     grant: str = "unknown"
     method: str = "POST"
     retryable: bool = True
+    again: Callable[[], TokenRequest] | None = field(default=None, repr=False, compare=False)
 
     @property
     def origin(self) -> str:
         """Scheme, host and port of the endpoint: the part that is safe to log."""
         return origin_of(self.url)
+
+    def retry(self) -> TokenRequest:
+        """The request to send when this one is tried again: made afresh, if it can be."""
+        return self.again() if self.again is not None else self
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -722,6 +722,7 @@ class TokenManager:
                 failure, retry_after = self._unavailable(request, response)
             delay = self._next_delay(request, attempt, failure, retry_after)
             self._sleep(delay)
+            request = request.retry()
             attempt += 1
 
     # --- renewal, async: the same decisions, awaited ------------------------------------
@@ -889,6 +890,7 @@ class TokenManager:
                 failure, retry_after = self._unavailable(request, response)
             delay = self._next_delay(request, attempt, failure, retry_after)
             await self._async_sleep(delay)
+            request = request.retry()
             attempt += 1
 
     # --- shared by both drivers ---------------------------------------------------------

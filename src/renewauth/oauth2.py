@@ -141,7 +141,18 @@ class Client:
         else:
             headers["Content-Type"] = "application/x-www-form-urlencoded"
             body = urlencode(fields).encode()
-        return TokenRequest(url=token_url, body=body, headers=headers, grant=grant)
+        return TokenRequest(
+            url=token_url,
+            body=body,
+            headers=headers,
+            grant=grant,
+            # An assertion's jti is good for one call: a retry signs a new one.
+            again=(
+                (lambda: self.request(token_url, grant, params))
+                if self.assertion is not None
+                else None
+            ),
+        )
 
 
 def basic_credentials(client_id: str, client_secret: str) -> str:
@@ -623,12 +634,12 @@ class JwtBearerGrant:
         public = ("jwt_bearer", self.token_url, self.issuer, self.subject, self.scope or "")
         return (*public, self.audience or ""), (self.key_fingerprint,)
 
-    def fetch(self, current: Token | None) -> Flow:
+    def _request(self) -> TokenRequest:
         signed = self.assertion.assertion(
             issuer=self.issuer, subject=self.subject, audience=self.audience or self.token_url
         )
         fields = _scope_params(self.scope, {"grant_type": JWT_BEARER, "assertion": signed})
-        response = yield TokenRequest(
+        return TokenRequest(
             url=self.token_url,
             body=urlencode(fields).encode(),
             headers={
@@ -636,7 +647,11 @@ class JwtBearerGrant:
                 "Content-Type": "application/x-www-form-urlencoded",
             },
             grant="jwt_bearer",
+            again=self._request,  # a retry sends a new assertion, with a new jti
         )
+
+    def fetch(self, current: Token | None) -> Flow:
+        response = yield self._request()
         return parse_token_response(
             response, grant="jwt_bearer", fix=self.fix, read_error=self.read_error
         )

@@ -42,6 +42,8 @@ from renewauth.testing._wire import (
     unsigned_jwt,
 )
 
+RECENT_TOKEN_REQUESTS = 100  # how many calls `recent_token_requests` keeps
+
 _POLL_INTERVAL_SECONDS = 0.02  # how long stop() may wait for serve_forever to notice shutdown
 
 
@@ -83,6 +85,9 @@ class _BaseFake:
         self._held_token_calls = 0
         self._active_token_calls = 0
         self._last_token_request: RecordedTokenRequest | None = None
+        self._recent_token_requests: deque[RecordedTokenRequest] = deque(
+            maxlen=RECENT_TOKEN_REQUESTS
+        )
         self._token_calls = 0
         self._token_calls_by_grant: dict[str, int] = {}
         self._tokens_issued = 0
@@ -241,6 +246,13 @@ class _BaseFake:
             return self._last_token_request
 
     @property
+    def recent_token_requests(self) -> tuple[RecordedTokenRequest, ...]:
+        """The last 100 token-endpoint calls, oldest first, failed ones included: to compare
+        what a client sent when it tried again."""
+        with self._lock:
+            return tuple(self._recent_token_requests)
+
+    @property
     def token_delay(self) -> float:
         """Seconds the token endpoint waits before answering; tests may change it any time."""
         with self._lock:
@@ -265,6 +277,7 @@ class _BaseFake:
             self._api_forbidden = 0
             self._max_concurrent_token_calls = self._active_token_calls
             self._last_token_request = None
+            self._recent_token_requests.clear()
             self._reset_own_counters_locked()
 
     # -- controls ----------------------------------------------------------------------------
@@ -417,6 +430,7 @@ class _BaseFake:
             grant_key = grant_type or ""
             self._token_calls_by_grant[grant_key] = self._token_calls_by_grant.get(grant_key, 0) + 1
             self._last_token_request = recorded
+            self._recent_token_requests.append(recorded)
             self._active_token_calls += 1
             self._max_concurrent_token_calls = max(
                 self._max_concurrent_token_calls, self._active_token_calls
