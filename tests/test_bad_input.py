@@ -36,6 +36,7 @@ from renewauth.testing import FakeOAuth2Provider
 from .redis_server import free_port
 
 SENT_AT = 1_700_000_000.0
+IDP = "https://idp.example.com/oauth/token"
 HUGE = 10**400  # past float's range: float(HUGE) raises OverflowError
 
 
@@ -223,3 +224,43 @@ def test_unpicklable_option_raises_a_pickling_error_not_a_leak() -> None:
         pickle.dumps(auth)
     assert secret not in str(caught.value)
     assert not isinstance(caught.value, TokenRequestError)
+
+
+# --- a store of the user's own that is not one -----------------------------------------------
+
+
+def test_store_missing_methods_is_refused_naming_each_missing_method() -> None:
+    class SyncOnly:
+        """A user's store written for requests only: no async methods."""
+
+        def __init__(self) -> None:
+            self._inner = MemoryStore()
+
+        def get(self, key: str) -> Token | None:
+            return self._inner.get(key)
+
+        def set(self, key: str, token: Token) -> None:
+            self._inner.set(key, token)
+
+        def delete(self, key: str) -> None:
+            self._inner.delete(key)
+
+        def lock(self, key: str) -> object:
+            return self._inner.lock(key)
+
+    with pytest.raises(ConfigurationError) as caught:
+        OAuth2ClientCredentials(IDP, "app", "s3", store=SyncOnly())  # type: ignore[arg-type]
+    message = str(caught.value)
+    assert "got SyncOnly, whose class lacks aget, aset, adelete, alock" in message
+    assert "define each method on the class" in message
+    # Something that is no store at all gets the short message.
+    with pytest.raises(ConfigurationError, match=r"got int$"):
+        OAuth2ClientCredentials(IDP, "app", "s3", store=42)  # type: ignore[arg-type]
+
+
+def test_store_method_list_in_the_message_matches_the_protocol() -> None:
+    from renewauth import auth
+    from renewauth.stores import TokenStore
+
+    declared = {name for name in vars(TokenStore) if not name.startswith("_")}
+    assert set(auth._STORE_METHODS) == declared

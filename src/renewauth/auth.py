@@ -206,6 +206,21 @@ def require_tls_certificate(client_auth: str, options: Mapping[str, object]) -> 
             )
 
 
+_STORE_METHODS = ("get", "set", "delete", "lock", "aget", "aset", "adelete", "alock")
+
+
+def _not_a_store(store: object) -> str:
+    """Why `store` is no `TokenStore`: the methods its class lacks."""
+    missing = [name for name in _STORE_METHODS if not hasattr(type(store), name)]
+    message = f"store= must be a token store such as MemoryStore(), got {type(store).__name__}"
+    if missing and len(missing) < len(_STORE_METHODS):
+        message += (
+            f", whose class lacks {', '.join(missing)}: define each method on the class (a "
+            "__getattr__ that forwards them does not count)"
+        )
+    return message
+
+
 def _key_fingerprint(private_key: object) -> str:
     """Something that changes with the key, hashed with the other secrets for the cache key."""
     return (
@@ -300,9 +315,7 @@ class TokenAuth(RequestsSigning, HttpxSigning):
         if store is None:
             store = default_store()
         elif not isinstance(store, TokenStore):
-            raise ConfigurationError(
-                f"store= must be a token store such as MemoryStore(), got {type(store).__name__}"
-            )
+            raise ConfigurationError(_not_a_store(store))
         if on_token is not None and not callable(on_token):
             raise ConfigurationError("on_token= must be a callable taking a Token, or None")
         if on_event is not None and not callable(on_event):
