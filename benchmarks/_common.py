@@ -12,7 +12,10 @@ import datetime
 import gc
 import os
 import platform
+import re
 import statistics
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -361,3 +364,28 @@ def print_part(title: str, part: Callable[[], Sequence[str]]) -> None:
         print()
         print(table, flush=True)
     print()
+
+
+_COLLECTED = re.compile(r"Collected\s*:\s*(\d+)")
+
+
+def callgrind_instructions(script: str, arguments: Sequence[str], what: str) -> int:
+    """Instructions `python script arguments…` runs under callgrind (hash seed fixed).
+
+    `what` names the run in the error raised when it fails: its last Python line.
+    """
+    command = [
+        "valgrind",
+        "--tool=callgrind",
+        "--callgrind-out-file=/dev/null",
+        sys.executable,
+        script,
+        *arguments,
+    ]
+    environment = {**os.environ, "PYTHONHASHSEED": "0"}
+    done = subprocess.run(command, capture_output=True, text=True, env=environment, check=False)
+    found = _COLLECTED.search(done.stderr)
+    if done.returncode != 0 or found is None:
+        python_lines = [line for line in done.stderr.splitlines() if not line.startswith("==")]
+        raise RuntimeError(f"{what}: {(python_lines or ['failed'])[-1]}")
+    return int(found.group(1))

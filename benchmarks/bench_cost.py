@@ -19,10 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import os
-import re
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -37,6 +34,7 @@ from _common import (
     CLIENT_SECRET,
     LONG_LIFETIME_SECONDS,
     FakeHost,
+    callgrind_instructions,
     check_signed,
     header_line,
     markdown_table,
@@ -55,7 +53,6 @@ WARM_UP = 50
 N = 100  # requests in the short run; the long run sends 5N
 TIMED_BATCH = 1_000
 TIMED_REPETITIONS = 15
-_COLLECTED = re.compile(r"Collected\s*:\s*(\d+)")
 
 
 def _requests_oauth2client(setup: Setup) -> requests.Session:
@@ -144,26 +141,8 @@ def worker(client: str, library: str, count: int, token_url: str, token: str) ->
 
 
 def _instructions(client: str, library: str, count: int, token_url: str, token: str) -> int:
-    command = [
-        "valgrind",
-        "--tool=callgrind",
-        "--callgrind-out-file=/dev/null",
-        sys.executable,
-        __file__,
-        "--worker",
-        client,
-        library,
-        str(count),
-        token_url,
-        token,
-    ]
-    environment = {**os.environ, "PYTHONHASHSEED": "0"}
-    done = subprocess.run(command, capture_output=True, text=True, env=environment, check=False)
-    found = _COLLECTED.search(done.stderr)
-    if done.returncode != 0 or found is None:
-        python_lines = [line for line in done.stderr.splitlines() if not line.startswith("==")]
-        raise RuntimeError(f"{library} on {client}: {(python_lines or ['failed'])[-1]}")
-    return int(found.group(1))
+    arguments = ["--worker", client, library, str(count), token_url, token]
+    return callgrind_instructions(__file__, arguments, f"{library} on {client}")
 
 
 def instructions_per_request(client: str, library: str, token_url: str, token: str) -> float:

@@ -15,10 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import os
-import re
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -27,7 +24,7 @@ from typing import Any
 
 import httpx
 import requests
-from _common import CANNED_URL, header_line, markdown_table
+from _common import CANNED_URL, callgrind_instructions, header_line, markdown_table
 from bench_core import Setup, _async_options, _httpx_options, _pooled
 
 import renewauth
@@ -38,7 +35,6 @@ TIMED_BATCH = 500
 TIMED_REPETITIONS = 9
 CLIENTS = ("requests", "httpx", "httpx async")
 MODES = ("Bearer", "DPoP")
-_COLLECTED = re.compile(r"Collected\s*:\s*(\d+)")
 _SETUP = Setup(
     token_url="https://idp.example.com/token",
     leeway=30.0,
@@ -115,23 +111,8 @@ def worker(client: str, mode: str, count: int) -> None:
 
 
 def _instructions(client: str, mode: str, count: int) -> int:
-    command = [
-        "valgrind",
-        "--tool=callgrind",
-        "--callgrind-out-file=/dev/null",
-        sys.executable,
-        __file__,
-        "--worker",
-        client,
-        mode,
-        str(count),
-    ]
-    environment = {**os.environ, "PYTHONHASHSEED": "0"}
-    done = subprocess.run(command, capture_output=True, text=True, env=environment, check=False)
-    found = _COLLECTED.search(done.stderr)
-    if done.returncode != 0 or found is None:
-        raise RuntimeError(done.stderr.strip().splitlines()[-1] if done.stderr else "failed")
-    return int(found.group(1))
+    arguments = ["--worker", client, mode, str(count)]
+    return callgrind_instructions(__file__, arguments, f"{mode} on {client}")
 
 
 def _per_request(client: str, mode: str) -> float:

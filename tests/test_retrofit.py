@@ -677,3 +677,61 @@ def test_the_scheme_named_in_a_log_line_is_a_known_scheme_or_a_fixed_phrase(
     """The first word of a header without a scheme may be a secret: it is never echoed."""
     named = _scheme_of(authorization)
     assert named in {*_KNOWN_SCHEMES.values(), "a value without a scheme", "a scheme of its own"}
+
+
+# --- a program's own token requests, and what it is told when a request it sends alone fails --
+
+
+def _post(kind: str, url: str, **options: Any) -> httpx.Response | requests.Response:
+    if kind == "requests":
+        return requests.post(url, timeout=10, **options)
+    if kind == "httpx":
+        return httpx.post(url, **options)
+
+    async def call() -> httpx.Response:
+        async with httpx.AsyncClient() as client:
+            return await client.post(url, **options)
+
+    return asyncio.run(call())
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_programs_own_token_request_under_a_prefix_is_never_signed(
+    kind: str, fake: FakeOAuth2Provider, clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    # shopware-api-client's pattern: the SDK posts its client credentials from a client with
+    # no auth, to a token endpoint the prefix covers. It must not carry renewauth's token.
+    renewauth.patch({fake.base_url + "/": _auth(fake, clock)}, explain=True)
+    assert requests.get(fake.api_url + "orders", timeout=10).status_code == 200  # signed
+    assert fake.token_calls == 1
+    form = {"grant_type": "client_credentials", "client_id": "client-id"}
+    form["client_secret"] = "client-secret"
+    reply = _post(kind, fake.token_url, data=form)
+    assert reply.status_code == 200
+    assert fake.last_token_request is not None
+    assert "authorization" not in fake.last_token_request.headers
+    # The same for a token request to another path, told by its body (JSON here).
+    echoed = _post(kind, fake.base_url + "/echo-headers", json=form)
+    assert "authorization" not in {name.lower() for name in echoed.json()}
+    assert fake.token_calls == 2  # renewauth's one and the program's own
+    explained = " | ".join(_explained(caplog))
+    assert "a request to the token endpoint of prefix" in explained
+    assert "a token request of the program's own (its body names a grant_type)" in explained
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_request_left_alone_that_the_api_rejects_is_warned_about_once_with_the_reason(
+    kind: str, fake: FakeOAuth2Provider, clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    # PyGithub's pattern with a pasted token: `Authorization: token …`, not Bearer. renewauth
+    # leaves a scheme of the program's own alone; the program sees only 401s, so say why.
+    renewauth.patch({fake.api_url: _auth(fake, clock)})
+    headers = {"Authorization": "token ghp_pasted-last-month"}
+    replies = [_get(kind, fake.api_url + "user", headers)[0] for _ in range(3)]
+    assert replies == [401] * 3
+    assert fake.token_calls == 0
+    [warning] = _warnings(caplog)
+    assert "answered 401 to a request under prefix" in warning
+    assert "that renewauth did not sign: carries a non-Bearer Authorization" in warning
+    assert "(scheme: Token)" in warning
+    assert "ghp_pasted" not in caplog.text

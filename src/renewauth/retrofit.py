@@ -33,6 +33,7 @@ import contextvars
 import hashlib
 import importlib
 import logging
+import re
 import sys
 import threading
 from collections.abc import AsyncGenerator, Callable, Generator, Iterable, Mapping
@@ -237,6 +238,27 @@ def _is_signature(authorization: str | None) -> bool:
     return isinstance(getattr(authorization, "token", None), Token)
 
 
+_GRANT_TYPE = re.compile(rb'(?:^|&)grant_type=|"grant_type"\s*:')
+
+
+def _token_request(method: str, url: str, body: object) -> str | None:
+    """Why a request is a token request, not an API call, or None: it goes to the token
+    endpoint of a route's auth, or it is a POST whose body names a `grant_type` (RFC 6749
+    §4). A program's own token request must never carry a renewauth token."""
+    if method.upper() != "POST":
+        return None
+    target = origin_of(url) + urlsplit(url).path
+    for route in _ROUTES:
+        token_url = route.auth._manager.grant.token_url
+        if origin_of(token_url) + urlsplit(token_url).path == target:
+            return f"left alone: a request to the token endpoint of {route.label}"
+    if isinstance(body, str):
+        body = body.encode("utf-8", "replace")
+    if isinstance(body, bytes) and _GRANT_TYPE.search(body[:4096]):
+        return "left alone: a token request of the program's own (its body names a grant_type)"
+    return None
+
+
 def _decide(
     route: _Route,
     authorization: str | None,
@@ -258,8 +280,12 @@ def _decide(
         )
     scheme = _scheme_of(authorization)
     if scheme.lower() != "bearer":
-        if own_auth is not None:
-            return _Decision(_LEAVE, f"left alone: brings its own auth ({own_auth}, {scheme})")
+        if own_auth is not None and not header_given:
+            return _Decision(
+                _LEAVE,
+                f"left alone: brings its own auth ({own_auth}), which set a non-Bearer "
+                f"Authorization (scheme: {scheme})",
+            )
         if userinfo:
             return _Decision(
                 _LEAVE,
@@ -272,7 +298,9 @@ def _decide(
                 "(set trust_env = False on the session, or drop the host from ~/.netrc, to have "
                 "it signed)",
             )
-        return _Decision(_LEAVE, f"left alone: carries a non-Bearer Authorization ({scheme})")
+        return _Decision(
+            _LEAVE, f"left alone: carries a non-Bearer Authorization (scheme: {scheme})"
+        )
     current = route.auth.token
     if _is_signature(authorization) or (
         current is not None and authorization == current.authorization
@@ -398,6 +426,19 @@ def _port(parts: Any) -> int:
     return int(port if port is not None else {"http": 80, "https": 443}.get(parts.scheme, 0))
 
 
+def _warn_if_rejected(route: _Route, origin: str, reason: str, status: int) -> None:
+    """A request under a route that renewauth left alone came back 401: say once per (route,
+    origin) why it was left alone, since the program will only see its 401s."""
+    if status == 401 and route.state.first_time(origin, "left alone, rejected"):
+        logger.warning(
+            "%s answered 401 to a request under %s that renewauth did not sign: %s. "
+            "`renewauth run --explain` lists every such decision",
+            origin,
+            route.label,
+            reason.removeprefix("left alone: "),
+        )
+
+
 def _report_failure(route: _Route, exc: AuthError) -> None:
     """Log a token failure at ERROR once per distinct failure in a row: legacy code may wrap
     the exception in its own ("Can't connect to server") or swallow it."""
@@ -488,6 +529,10 @@ def _requests_send(
     if challenger is not None:
         _explain(origin, f"left alone: brings its own auth ({challenger})")
         return wrapped(*args, **kwargs)
+    own_token_request = _token_request(request.method or "", url, request.body)
+    if own_token_request is not None:
+        _explain(origin, own_token_request)
+        return wrapped(*args, **kwargs)
     call = _CALL.get()
     authorization = request.headers.get("Authorization")
     if _is_signature(authorization) and any(owner is route.auth for owner in owners):
@@ -518,6 +563,10 @@ def _requests_send(
         hooks = request.hooks.setdefault("response", [])
         if _replace_rejected_bearer not in hooks:
             hooks.append(_replace_rejected_bearer)
+    elif not decision.existing:  # (a Bearer token kept on purpose was warned about above)
+        response = wrapped(*args, **kwargs)
+        _warn_if_rejected(route, origin, decision.reason, response.status_code)
+        return response
     return wrapped(*args, **kwargs)
 
 
@@ -724,10 +773,28 @@ def _signed_class(flavour: _Flavour) -> type:
     return Signed
 
 
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """How an httpx request under a route is sent: with these arguments, or as the caller
+    asked (`left` then says why, for the warning when it comes back 401)."""
+
+    route: _Route
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    left: str | None = None
+
+
+def _request_body(request: Any) -> bytes | None:
+    try:
+        return bytes(request.content)
+    except Exception:  # a streamed body not read yet (RequestNotRead): no token request
+        return None
+
+
 def _plan_httpx(
     flavour: _Flavour, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> tuple[_Route, tuple[Any, ...], dict[str, Any]] | None:
-    """The route and the arguments to send with, or None to send as the caller asked."""
+) -> _Plan | None:
+    """How to send the request, or None to send it as the caller asked and look no further."""
     if isinstance(instance, TokenClients):  # renewauth's own token requests
         return None
     request = args[0] if args else kwargs["request"]
@@ -737,6 +804,11 @@ def _plan_httpx(
         _explain_unmatched(url)
         return None
     origin = origin_of(url)
+    body = _request_body(request) if request.method == "POST" else None
+    own_token_request = _token_request(request.method, url, body)
+    if own_token_request is not None:
+        _explain(origin, own_token_request)
+        return None
     given = kwargs.get("auth", flavour.client_default)
     # httpx's module functions pass `auth=None` down: that is no auth of their own.
     own = instance.auth if given is flavour.client_default else given
@@ -765,12 +837,23 @@ def _plan_httpx(
         _warn_about_existing_bearer(route, origin)
     if decision.action == _SIGN:
         request.headers.pop("Authorization", None)
-        return route, args, {**kwargs, "auth": flavour.signed(route)}
+        return _Plan(route, args, {**kwargs, "auth": flavour.signed(route)})
     if decision.action == _KEEP_UNTIL_REJECTED:
-        return route, args, {**kwargs, "auth": flavour.keep_class(route)}
-    if function is None:
-        return None
-    return route, args, {**kwargs, "auth": flavour.unchanged}  # the callable ran already
+        return _Plan(route, args, {**kwargs, "auth": flavour.keep_class(route)})
+    if function is not None:  # the callable ran already
+        kwargs = {**kwargs, "auth": flavour.unchanged}
+    # A Bearer token kept on purpose was warned about above; anything else left alone is
+    # warned about if the API rejects it.
+    return _Plan(route, args, kwargs, left=None if decision.existing else decision.reason)
+
+
+def _sent(plan: _Plan, response: Any) -> Any:
+    if plan.left is not None:
+        origin = origin_of(str(response.request.url))
+        _warn_if_rejected(plan.route, origin, plan.left, response.status_code)
+    else:
+        _report_success(plan.route)
+    return response
 
 
 def _httpx_wrappers(flavour: _Flavour) -> tuple[Any, Any]:
@@ -778,14 +861,12 @@ def _httpx_wrappers(flavour: _Flavour) -> tuple[Any, Any]:
         plan = _plan_httpx(flavour, instance, args, kwargs)
         if plan is None:
             return wrapped(*args, **kwargs)
-        route, args, kwargs = plan
         try:
-            response = wrapped(*args, **kwargs)
+            response = wrapped(*plan.args, **plan.kwargs)
         except AuthError as exc:
-            _report_failure(route, exc)
+            _report_failure(plan.route, exc)
             raise
-        _report_success(route)
-        return response
+        return _sent(plan, response)
 
     async def asend(
         wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -793,14 +874,12 @@ def _httpx_wrappers(flavour: _Flavour) -> tuple[Any, Any]:
         plan = _plan_httpx(flavour, instance, args, kwargs)
         if plan is None:
             return await wrapped(*args, **kwargs)
-        route, args, kwargs = plan
         try:
-            response = await wrapped(*args, **kwargs)
+            response = await wrapped(*plan.args, **plan.kwargs)
         except AuthError as exc:
-            _report_failure(route, exc)
+            _report_failure(plan.route, exc)
             raise
-        _report_success(route)
-        return response
+        return _sent(plan, response)
 
     return send, asend
 
