@@ -19,6 +19,7 @@ from renewauth import (
     MemoryStore,
     OAuth2ClientCredentials,
     OAuth2JwtBearer,
+    OAuth2Password,
     TokenAuth,
     TokenEndpointUnavailable,
 )
@@ -265,3 +266,33 @@ def test_async_token_call_retried_after_503_carries_new_assertion_and_proof(
         assert len(calls) == 3
         assert len({_jti(call.params["client_assertion"]) for call in calls}) == 3
         assert len({_jti(call.headers["dpop"]) for call in calls}) == 3
+
+
+def test_dpop_nonce_retry_carries_new_client_assertion_and_the_nonce(
+    rsa_key: rsa.RSAPrivateKey,
+) -> None:
+    with FakeOAuth2Provider(token_type="DPoP", clients={"svc": None}) as fake:
+        auth = OAuth2Password(  # the fake lets a public client use the password grant only
+            fake.token_url,
+            "svc",
+            "alice",
+            "alice-password",
+            client_auth="private_key_jwt",
+            private_key=pem(rsa_key),
+            dpop=True,
+            store=MemoryStore(),
+        )
+        refusal = json.dumps({"error": "use_dpop_nonce", "error_description": "nonce"})
+        fake.fail_token_requests(
+            400,
+            body=refusal.encode(),
+            headers={"DPoP-Nonce": "n-1", "Content-Type": "application/json"},
+        )
+
+        assert auth.get_token().token_type == "DPoP"
+
+        first, second = fake.recent_token_requests
+        assert _jti(first.params["client_assertion"]) != _jti(second.params["client_assertion"])
+        assert _jti(first.headers["dpop"]) != _jti(second.headers["dpop"])
+        proof = jwt.decode(second.headers["dpop"], options={"verify_signature": False})
+        assert proof["nonce"] == "n-1"

@@ -193,6 +193,7 @@ def test_keycloak_signed_jwt_client_is_refused_when_its_key_is_another(oidc: Oid
     with pytest.raises(InvalidClient) as caught:
         auth.get_token()
     assert "PRIVATE KEY" not in str(caught.value)
+    assert "the server holds the public half of private_key=" in str(caught.value)
 
 
 def test_jwt_bearer_grant_serves_8_threads_over_several_lifetimes_with_0_failures(

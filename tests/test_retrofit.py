@@ -710,9 +710,10 @@ def test_programs_own_token_request_under_a_prefix_is_never_signed(
     assert reply.status_code == 200
     assert fake.last_token_request is not None
     assert "authorization" not in fake.last_token_request.headers
-    # The same for a token request to another path, told by its body (JSON here).
-    echoed = _post(kind, fake.base_url + "/echo-headers", json=form)
-    assert "authorization" not in {name.lower() for name in echoed.json()}
+    # The same for a token request to another path, told by its form or JSON body.
+    for body in ({"data": form}, {"json": form}):
+        echoed = _post(kind, fake.base_url + "/echo-headers", **body)
+        assert "authorization" not in {name.lower() for name in echoed.json()}
     assert fake.token_calls == 2  # renewauth's one and the program's own
     explained = " | ".join(_explained(caplog))
     assert "a request to the token endpoint of prefix" in explained
@@ -735,3 +736,49 @@ def test_request_left_alone_that_the_api_rejects_is_warned_about_once_with_the_r
     assert "that renewauth did not sign: carries a non-Bearer Authorization" in warning
     assert "(scheme: Token)" in warning
     assert "ghp_pasted" not in caplog.text
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"json": {"settings": {"grant_type": "client_credentials"}}},  # nested: an API's data
+        {"json": {"callback": "https://a.example/?b=1&grant_type=code"}},  # inside a string
+        {"json": [{"grant_type": "password"}]},  # not an object at the top
+        {"content": b"grant_type=password", "headers": {"Content-Type": "text/plain"}},
+        {"data": {"grant_type": "x" * 9000}},  # larger than any token request
+    ],
+    ids=["nested", "in-a-string", "array", "text-plain", "large-form"],
+)
+def test_post_api_call_that_only_mentions_grant_type_is_still_signed(
+    kind: str, body: dict[str, Any], fake: FakeOAuth2Provider, clock: ManualClock
+) -> None:
+    renewauth.patch({fake.base_url + "/": _auth(fake, clock)})
+    if kind == "requests" and "content" in body:
+        body = {"data": body["content"], "headers": body["headers"]}
+    echoed = _post(kind, fake.base_url + "/echo-headers", **body)
+    received = {name.lower(): value for name, value in echoed.json().items()}
+    assert received["authorization"].startswith("Bearer ")
+
+
+@given(
+    content_type=st.sampled_from(
+        [
+            "application/json",
+            "application/x-www-form-urlencoded",
+            "application/vnd.api+json; charset=utf-8",
+            "",
+            "text/plain",
+        ]
+    ),
+    body=st.one_of(
+        st.binary(max_size=300),
+        st.text(max_size=300),
+        st.just(b"[" * 5000),
+        st.none(),
+        st.integers(),
+    ),
+)
+def test_token_request_sniff_never_raises_on_any_body(content_type: str, body: object) -> None:
+    result = renewauth.retrofit._names_a_grant(content_type, body)
+    assert isinstance(result, bool)

@@ -84,6 +84,28 @@ _MAX_DESCRIPTION = 200
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]+")
 
 
+# What to check when the token endpoint refuses the client, by how it authenticates.
+_CLIENT_FIX = "check client_id= and client_secret=, and try client_auth='basic' or 'body'"
+_CLIENT_FIXES: Mapping[str, str] = MappingProxyType({
+    "private_key_jwt": (
+        "check client_id= and that the server holds the public half of private_key= for this "
+        "client (and key_id=, when it holds several keys)"
+    ),
+    "client_secret_jwt": (
+        "check client_id= and client_secret=, and that the server expects client_secret_jwt "
+        "for this client"
+    ),
+    "tls_client_auth": (
+        "check client_id= and that cert= is the certificate the server registered for this "
+        "client (its subject, or the CA that issued it)"
+    ),
+    "self_signed_tls_client_auth": (
+        "check client_id= and that cert= is the self-signed certificate the server holds for "
+        "this client"
+    ),
+})  # fmt: skip
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Client:
     """An OAuth 2 client as the token endpoint sees it.
@@ -110,6 +132,10 @@ class Client:
     headers: Mapping[str, str] = field(default_factory=lambda: _NO_STRINGS, repr=False)
     assertion: AssertionMaker | None = field(default=None, repr=False, compare=False)
     key_fingerprint: str = field(default="", repr=False)
+
+    def fix_when_refused(self, fix: str) -> str:
+        """`fix`, or what to check for this client's method when `fix` is the generic one."""
+        return _CLIENT_FIXES.get(self.auth, fix) if fix == _CLIENT_FIX else fix
 
     def secrets(self) -> tuple[str, ...]:
         """What identifies this client's credentials, hashed into the cache key, never shown."""
@@ -473,7 +499,7 @@ class ClientCredentialsGrant:
     audience: str | None = None
     extra: Mapping[str, str] = field(default_factory=lambda: _NO_STRINGS, repr=False)
     refresh: bool = False
-    fix: str = "check client_id= and client_secret=, and try client_auth='basic' or 'body'"
+    fix: str = _CLIENT_FIX
     read_error: ErrorReader = field(default=read_oauth_error, repr=False, compare=False)
     refresh_refused: RefusalRule | None = field(default=None, repr=False, compare=False)
     can_renew: bool = True
@@ -495,7 +521,7 @@ class ClientCredentialsGrant:
                 self.client,
                 current,
                 read_error=self.read_error,
-                fix=self.fix,
+                fix=self.client.fix_when_refused(self.fix),
                 fallback="client_credentials",
                 refused=self.refresh_refused,
             )
@@ -506,7 +532,10 @@ class ClientCredentialsGrant:
             params["audience"] = self.audience
         response = yield self.client.request(self.token_url, "client_credentials", params)
         return parse_token_response(
-            response, grant="client_credentials", fix=self.fix, read_error=self.read_error
+            response,
+            grant="client_credentials",
+            fix=self.client.fix_when_refused(self.fix),
+            read_error=self.read_error,
         )
 
 
@@ -522,7 +551,7 @@ class PasswordGrant:
     scope: str | None = None
     extra: Mapping[str, str] = field(default_factory=lambda: _NO_STRINGS, repr=False)
     fix: str = "check username= and password= (and client_id=, client_secret=)"
-    client_fix: str = "check client_id= and client_secret=, and try client_auth='basic' or 'body'"
+    client_fix: str = _CLIENT_FIX
     read_error: ErrorReader = field(default=read_oauth_error, repr=False, compare=False)
     refresh_refused: RefusalRule | None = field(default=None, repr=False, compare=False)
     can_renew: bool = True
@@ -543,7 +572,7 @@ class PasswordGrant:
             self.client,
             current,
             read_error=self.read_error,
-            fix=self.client_fix,
+            fix=self.client.fix_when_refused(self.client_fix),
             fallback="password",
             refused=self.refresh_refused,
         )
@@ -558,7 +587,7 @@ class PasswordGrant:
             grant="password",
             fix=self.fix,
             read_error=self.read_error,
-            client_fix=self.client_fix,
+            client_fix=self.client.fix_when_refused(self.client_fix),
         )
 
 
@@ -578,7 +607,7 @@ class RefreshTokenGrant:
         "the refresh token is spent, revoked or expired: obtain a new one and pass it as "
         "refresh_token= (a store keeps rotated ones: share it between runs)"
     )
-    client_fix: str = "check client_id= and client_secret=, and try client_auth='basic' or 'body'"
+    client_fix: str = _CLIENT_FIX
     read_error: ErrorReader = field(default=read_oauth_error, repr=False, compare=False)
     can_renew: bool = True
 
@@ -600,7 +629,7 @@ class RefreshTokenGrant:
             grant="refresh_token",
             fix=self.fix,
             read_error=self.read_error,
-            client_fix=self.client_fix,
+            client_fix=self.client.fix_when_refused(self.client_fix),
         )
 
 

@@ -30,10 +30,11 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import hashlib
 import importlib
+import json
 import logging
-import re
 import sys
 import threading
 from collections.abc import AsyncGenerator, Callable, Generator, Iterable, Mapping
@@ -238,23 +239,52 @@ def _is_signature(authorization: str | None) -> bool:
     return isinstance(getattr(authorization, "token", None), Token)
 
 
-_GRANT_TYPE = re.compile(rb'(?:^|&)grant_type=|"grant_type"\s*:')
+_TOKEN_BODY_LIMIT = 8192  # bytes: a token request is small; a larger body is never one
 
 
-def _token_request(method: str, url: str, body: object) -> str | None:
-    """Why a request is a token request, not an API call, or None: it goes to the token
-    endpoint of a route's auth, or it is a POST whose body names a `grant_type` (RFC 6749
-    §4). A program's own token request must never carry a renewauth token."""
+@functools.lru_cache(maxsize=64)
+def _endpoint(url: str) -> str:
+    """Origin and path of `url`: what two URLs of one endpoint share."""
+    return origin_of(url) + urlsplit(url).path
+
+
+def _names_a_grant(content_type: str, body: object) -> bool:
+    """Whether a small form or JSON body has a top-level `grant_type` (RFC 6749 §4)."""
+    if isinstance(body, str):
+        body = body[: _TOKEN_BODY_LIMIT + 1].encode("utf-8", "replace")
+    if not isinstance(body, bytes) or not body or len(body) > _TOKEN_BODY_LIMIT:
+        return False
+    media = content_type.partition(";")[0].strip().lower()
+    if media == "application/x-www-form-urlencoded":
+        return any(field.partition(b"=")[0] == b"grant_type" for field in body.split(b"&"))
+    if media == "application/json" or media.endswith("+json"):
+        try:
+            fields = json.loads(body)
+        except (ValueError, RecursionError):  # not JSON, or nested past the parser's depth
+            return False
+        return isinstance(fields, dict) and isinstance(fields.get("grant_type"), str)
+    return False
+
+
+def _token_url_of(route: _Route) -> str | None:
+    try:
+        return str(route.auth._manager.grant.token_url)
+    except Exception:  # a grant of the user's own that cannot say: it matches nothing
+        return None
+
+
+def _token_request(method: str, url: str, content_type: str, body: object) -> str | None:
+    """Why a request is a token request, not an API call, or None: a POST to the token
+    endpoint of a route's auth, or a POST whose small form or JSON body has a top-level
+    `grant_type`. A program's own token request must never carry a renewauth token."""
     if method.upper() != "POST":
         return None
-    target = origin_of(url) + urlsplit(url).path
+    target = _endpoint(url)
     for route in _ROUTES:
-        token_url = route.auth._manager.grant.token_url
-        if origin_of(token_url) + urlsplit(token_url).path == target:
+        token_url = _token_url_of(route)
+        if token_url is not None and _endpoint(token_url) == target:
             return f"left alone: a request to the token endpoint of {route.label}"
-    if isinstance(body, str):
-        body = body.encode("utf-8", "replace")
-    if isinstance(body, bytes) and _GRANT_TYPE.search(body[:4096]):
+    if _names_a_grant(content_type, body):
         return "left alone: a token request of the program's own (its body names a grant_type)"
     return None
 
@@ -529,10 +559,14 @@ def _requests_send(
     if challenger is not None:
         _explain(origin, f"left alone: brings its own auth ({challenger})")
         return wrapped(*args, **kwargs)
-    own_token_request = _token_request(request.method or "", url, request.body)
+    own_token_request = _token_request(
+        request.method or "", url, request.headers.get("Content-Type", ""), request.body
+    )
     if own_token_request is not None:
         _explain(origin, own_token_request)
-        return wrapped(*args, **kwargs)
+        response = wrapped(*args, **kwargs)
+        _warn_if_rejected(route, origin, own_token_request, response.status_code)
+        return response
     call = _CALL.get()
     authorization = request.headers.get("Authorization")
     if _is_signature(authorization) and any(owner is route.auth for owner in owners):
@@ -775,12 +809,15 @@ def _signed_class(flavour: _Flavour) -> type:
 
 @dataclass(frozen=True, slots=True)
 class _Plan:
-    """How an httpx request under a route is sent: with these arguments, or as the caller
-    asked (`left` then says why, for the warning when it comes back 401)."""
+    """How an httpx request under a route is sent, with these arguments: `signed` when a
+    renewauth token may go with it; `left` says why it was left alone, for the warning when
+    it comes back 401 (None for a Bearer token of the program's own kept on purpose)."""
 
     route: _Route
+    origin: str  # the origin the caller addressed
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
+    signed: bool = False
     left: str | None = None
 
 
@@ -805,17 +842,19 @@ def _plan_httpx(
         return None
     origin = origin_of(url)
     body = _request_body(request) if request.method == "POST" else None
-    own_token_request = _token_request(request.method, url, body)
+    content_type = request.headers.get("Content-Type", "")
+    own_token_request = _token_request(request.method, url, content_type, body)
     if own_token_request is not None:
         _explain(origin, own_token_request)
-        return None
+        return _Plan(route, origin, args, kwargs, left=own_token_request)
     given = kwargs.get("auth", flavour.client_default)
     # httpx's module functions pass `auth=None` down: that is no auth of their own.
     own = instance.auth if given is flavour.client_default else given
     own_name, function = flavour.own_auth(own)
     if own_name is not None and function is None:
-        _explain(origin, f"left alone: brings its own auth ({own_name})")
-        return None
+        reason = f"left alone: brings its own auth ({own_name})"
+        _explain(origin, reason)
+        return _Plan(route, origin, args, kwargs, left=reason)
     if function is not None:  # run the caller's callable now, once, and look at the result
         result = function(request)
         if result is not None and result is not request:
@@ -837,22 +876,22 @@ def _plan_httpx(
         _warn_about_existing_bearer(route, origin)
     if decision.action == _SIGN:
         request.headers.pop("Authorization", None)
-        return _Plan(route, args, {**kwargs, "auth": flavour.signed(route)})
+        return _Plan(route, origin, args, {**kwargs, "auth": flavour.signed(route)}, signed=True)
     if decision.action == _KEEP_UNTIL_REJECTED:
-        return _Plan(route, args, {**kwargs, "auth": flavour.keep_class(route)})
+        keep = {**kwargs, "auth": flavour.keep_class(route)}
+        return _Plan(route, origin, args, keep, signed=True)  # resent with ours after a 401
     if function is not None:  # the callable ran already
         kwargs = {**kwargs, "auth": flavour.unchanged}
     # A Bearer token kept on purpose was warned about above; anything else left alone is
     # warned about if the API rejects it.
-    return _Plan(route, args, kwargs, left=None if decision.existing else decision.reason)
+    return _Plan(route, origin, args, kwargs, left=None if decision.existing else decision.reason)
 
 
 def _sent(plan: _Plan, response: Any) -> Any:
-    if plan.left is not None:
-        origin = origin_of(str(response.request.url))
-        _warn_if_rejected(plan.route, origin, plan.left, response.status_code)
-    else:
+    if plan.signed:
         _report_success(plan.route)
+    elif plan.left is not None:
+        _warn_if_rejected(plan.route, plan.origin, plan.left, response.status_code)
     return response
 
 
@@ -864,7 +903,8 @@ def _httpx_wrappers(flavour: _Flavour) -> tuple[Any, Any]:
         try:
             response = wrapped(*plan.args, **plan.kwargs)
         except AuthError as exc:
-            _report_failure(plan.route, exc)
+            if plan.signed:
+                _report_failure(plan.route, exc)
             raise
         return _sent(plan, response)
 
@@ -877,7 +917,8 @@ def _httpx_wrappers(flavour: _Flavour) -> tuple[Any, Any]:
         try:
             response = await wrapped(*plan.args, **plan.kwargs)
         except AuthError as exc:
-            _report_failure(plan.route, exc)
+            if plan.signed:
+                _report_failure(plan.route, exc)
             raise
         return _sent(plan, response)
 
