@@ -1,18 +1,60 @@
-"""One way to drive requests, httpx and httpx async from a test body, and a manual clock."""
+"""One way to drive requests, httpx and httpx async from a test body, a manual clock, and
+stand-ins for a user's own store."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
 from collections.abc import Callable, Iterable
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from dataclasses import dataclass
 
 import httpx
 import requests
 
-from renewauth import TokenAuth
+from renewauth import MemoryStore, Token, TokenAuth
 
 KINDS = ("requests", "httpx", "httpx-async")
+
+
+class SyncOnlyStore:
+    """A user's store written for requests only: the sync token methods, no async ones.
+
+    Each method is defined on the class: from Python 3.12 a runtime protocol check looks
+    methods up statically, so a ``__getattr__`` forwarder would not count as a store at all.
+    """
+
+    def __init__(self, inner: MemoryStore | None = None) -> None:
+        self._inner = inner if inner is not None else MemoryStore()
+
+    def get(self, key: str) -> Token | None:
+        return self._inner.get(key)
+
+    def set(self, key: str, token: Token) -> None:
+        self._inner.set(key, token)
+
+    def delete(self, key: str) -> None:
+        self._inner.delete(key)
+
+    def lock(self, key: str) -> AbstractContextManager[object]:
+        return self._inner.lock(key)
+
+
+class TokensOnlyStore(SyncOnlyStore):
+    """A user's store with every token method and none of the optional ones (no pauses, no
+    generations): the plain `TokenStore` protocol, forwarded to a `MemoryStore`."""
+
+    async def aget(self, key: str) -> Token | None:
+        return await self._inner.aget(key)
+
+    async def aset(self, key: str, token: Token) -> None:
+        await self._inner.aset(key, token)
+
+    async def adelete(self, key: str) -> None:
+        await self._inner.adelete(key)
+
+    def alock(self, key: str) -> AbstractAsyncContextManager[object]:
+        return self._inner.alock(key)
 
 
 class ManualClock:

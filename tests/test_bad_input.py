@@ -33,6 +33,7 @@ from renewauth.providers import Keycloak
 from renewauth.stores import default_store
 from renewauth.testing import FakeOAuth2Provider
 
+from .helpers import SyncOnlyStore
 from .redis_server import free_port
 
 SENT_AT = 1_700_000_000.0
@@ -230,28 +231,10 @@ def test_unpicklable_option_raises_a_pickling_error_not_a_leak() -> None:
 
 
 def test_store_missing_methods_is_refused_naming_each_missing_method() -> None:
-    class SyncOnly:
-        """A user's store written for requests only: no async methods."""
-
-        def __init__(self) -> None:
-            self._inner = MemoryStore()
-
-        def get(self, key: str) -> Token | None:
-            return self._inner.get(key)
-
-        def set(self, key: str, token: Token) -> None:
-            self._inner.set(key, token)
-
-        def delete(self, key: str) -> None:
-            self._inner.delete(key)
-
-        def lock(self, key: str) -> object:
-            return self._inner.lock(key)
-
     with pytest.raises(ConfigurationError) as caught:
-        OAuth2ClientCredentials(IDP, "app", "s3", store=SyncOnly())  # type: ignore[arg-type]
+        OAuth2ClientCredentials(IDP, "app", "s3", store=SyncOnlyStore())  # type: ignore[arg-type]
     message = str(caught.value)
-    assert "got SyncOnly, whose class lacks aget, aset, adelete, alock" in message
+    assert "got SyncOnlyStore, whose class lacks aget, aset, adelete, alock" in message
     assert "define each method on the class" in message
     # Something that is no store at all gets the short message.
     with pytest.raises(ConfigurationError, match=r"got int$"):

@@ -15,7 +15,6 @@ import multiprocessing
 import os
 import time
 from collections.abc import Iterator
-from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,6 @@ from renewauth import (
     OAuth2ClientCredentials,
     RedisStore,
     StoreError,
-    Token,
     TokenEndpointUnavailable,
     TokenRequestError,
     events,
@@ -40,7 +38,7 @@ from renewauth import (
 from renewauth.stores import Pause, PauseStore
 from renewauth.testing import FakeOAuth2Provider
 
-from .helpers import ManualClock, send
+from .helpers import ManualClock, TokensOnlyStore, send
 from .redis_server import RedisServer
 
 CONTEXT = multiprocessing.get_context("spawn")
@@ -303,43 +301,9 @@ def test_a_pause_that_cannot_be_stored_still_pauses_its_own_process(
 def test_a_store_without_pauses_keeps_each_pause_to_its_process(
     fake: FakeOAuth2Provider, clock: ManualClock
 ) -> None:
-    class TokensOnly:
-        """A user's store with the token methods and no pause methods.
-
-        Each method is spelled out: from Python 3.12 a runtime protocol check looks methods up
-        statically, so a ``__getattr__`` forwarder would not count as a token store at all.
-        """
-
-        def __init__(self, inner: MemoryStore) -> None:
-            self._inner = inner
-
-        def get(self, key: str) -> Token | None:
-            return self._inner.get(key)
-
-        def set(self, key: str, token: Token) -> None:
-            self._inner.set(key, token)
-
-        def delete(self, key: str) -> None:
-            self._inner.delete(key)
-
-        def lock(self, key: str) -> AbstractContextManager[object]:
-            return self._inner.lock(key)
-
-        async def aget(self, key: str) -> Token | None:
-            return await self._inner.aget(key)
-
-        async def aset(self, key: str, token: Token) -> None:
-            await self._inner.aset(key, token)
-
-        async def adelete(self, key: str) -> None:
-            await self._inner.adelete(key)
-
-        def alock(self, key: str) -> AbstractAsyncContextManager[object]:
-            return self._inner.alock(key)
-
     shared = MemoryStore()
-    first = _auth(fake, TokensOnly(shared), clock, secret="wrong")
-    second = _auth(fake, TokensOnly(shared), clock, secret="wrong")
+    first = _auth(fake, TokensOnlyStore(shared), clock, secret="wrong")
+    second = _auth(fake, TokensOnlyStore(shared), clock, secret="wrong")
     assert not isinstance(first._manager.store, PauseStore)
     for auth in (first, second, first, second):
         with pytest.raises(InvalidClient):
