@@ -241,9 +241,10 @@ def test_store_missing_methods_is_refused_naming_each_missing_method() -> None:
         OAuth2ClientCredentials(IDP, "app", "s3", store=42)  # type: ignore[arg-type]
 
 
-def test_store_method_list_in_the_message_matches_the_protocol() -> None:
+def test_store_method_list_in_the_message_is_the_protocols_eight_methods() -> None:
     from renewauth import auth
-    from renewauth.stores import TokenStore
 
-    declared = {name for name in vars(TokenStore) if not name.startswith("_")}
-    assert set(auth._STORE_METHODS) == declared
+    # Read off TokenStore itself: nothing of typing's protocol machinery, nothing missing.
+    assert auth._STORE_METHODS == (
+        "get", "set", "delete", "lock", "aget", "aset", "adelete", "alock",
+    )  # fmt: skip

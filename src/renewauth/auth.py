@@ -206,7 +206,8 @@ def require_tls_certificate(client_auth: str, options: Mapping[str, object]) -> 
             )
 
 
-_STORE_METHODS = ("get", "set", "delete", "lock", "aget", "aset", "adelete", "alock")
+# The protocol's own methods, in the order it declares them: the error names the missing ones.
+_STORE_METHODS = tuple(name for name in vars(TokenStore) if not name.startswith("_"))
 
 
 def _not_a_store(store: object) -> str:
