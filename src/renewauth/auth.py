@@ -583,7 +583,9 @@ class OAuth2Password(TokenAuth):
         scope: a space-separated string or a sequence of scopes.
         client_auth: any method `OAuth2ClientCredentials` takes (`"body"` by default).
         body: `"form"` or `"json"`.
-        private_key, key_id: for `client_auth="private_key_jwt"`.
+        private_key: the client's RSA or EC private key for `client_auth="private_key_jwt"`,
+            PEM or JWK.
+        key_id: the `kid` of that key, when the server holds several.
         **options: the options of `TokenAuth`.
     """
 
@@ -648,7 +650,9 @@ class OAuth2RefreshToken(TokenAuth):
         scope: narrows the scope of the renewed token (the server may ignore it).
         client_auth: any method `OAuth2ClientCredentials` takes (`"body"` by default).
         body: `"form"` or `"json"`.
-        private_key, key_id: for `client_auth="private_key_jwt"`.
+        private_key: the client's RSA or EC private key for `client_auth="private_key_jwt"`,
+            PEM or JWK.
+        key_id: the `kid` of that key, when the server holds several.
         **options: the options of `TokenAuth`.
     """
 

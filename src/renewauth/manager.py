@@ -234,8 +234,9 @@ class TokenManager:
             state nothing (Keycloak's offline sessions: 30 days by default); `None`: unknown.
         on_event: called with every `renewauth.events` value of this manager.
         clock: seconds since the epoch; injected by tests.
-        sleep, async_sleep, uniform: the waits between retries and their jitter; injected by
-            tests.
+        sleep: the wait between retries of a thread; injected by tests.
+        async_sleep: the wait between retries of a task; injected by tests.
+        uniform: the jitter of those waits; injected by tests.
     """
 
     def __init__(

@@ -37,8 +37,12 @@ class Pause:
         reason: `"retry-after"` (the endpoint asked to wait) or `"refused"`.
         error: the error's type: `"InvalidGrant"`, `"InvalidClient"` or
             `"TokenEndpointUnavailable"`.
-        message, status, code, description, retry_after: the error's own fields (its OAuth
-            `error` is `code`). None of them is a secret (see `renewauth.errors`).
+        message: the error's message. None of these fields is a secret (see
+            `renewauth.errors`).
+        status: the token endpoint's HTTP status, if it answered.
+        code: the OAuth `error` code of the answer (`invalid_grant`, …).
+        description: the answer's `error_description`.
+        retry_after: the seconds the endpoint asked to wait.
     """
 
     until: float
