@@ -50,6 +50,18 @@ def pytest_runtest_makereport(
     return report
 
 
+@pytest.fixture(autouse=True)
+def _private_state_directory(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> pathlib.Path:
+    """Every test gets renewauth's state directory (the durable default store and the spare
+    copies) of its own, and no runtime directory: nothing a test does reaches the user's."""
+    state = tmp_path_factory.mktemp("state")
+    monkeypatch.setenv("RENEWAUTH_STATE_DIR", str(state))
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    return state
+
+
 # --- the secrets canary, over every test -----------------------------------------------------
 
 # Every credential the fakes accept by default, and what every token they issue starts with

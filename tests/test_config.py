@@ -225,17 +225,24 @@ def test_config_entries_share_one_store_object_per_spec(tmp_path: Path) -> None:
     assert stores["c"].path == tmp_path / "other"  # relative to the configuration file
 
 
-def test_config_file_store_defaults_to_xdg_cache_home(tmp_path: Path) -> None:
-    """Without store_path, the FileStore lives in $XDG_CACHE_HOME/renewauth."""
+def test_config_file_store_defaults_to_the_durable_default_of_the_python_api(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without store_path, the FileStore is the one the Python API gives a refresh-token
+    chain without store=: renewauth's state directory, so a script and `renewauth run`
+    with the same credential share one chain."""
+    monkeypatch.setenv("RENEWAUTH_STATE_DIR", str(tmp_path / "state"))
     path = tmp_path / "renewauth.toml"
     path.write_text(PRICING)
     path.chmod(0o600)
 
-    entry = load_config(path, environ={"XDG_CACHE_HOME": str(tmp_path / "cache")})["pricing"]
+    entry = load_config(path)["pricing"]
 
     store = store_of(entry.auth)
     assert isinstance(store, FileStore)
-    assert store.path == tmp_path / "cache" / "renewauth"
+    assert store.path == tmp_path / "state" / "tokens"
+    chain = OAuth2RefreshToken("https://idp.example.com/token", "app", "a-refresh-token")
+    assert store_of(chain).path == store.path  # type: ignore[attr-defined]
 
 
 def test_config_reads_a_secret_from_the_named_environment_variable(tmp_path: Path) -> None:

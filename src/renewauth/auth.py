@@ -23,7 +23,7 @@ from .discovery import DiscoveredGrant, ServerMetadata
 from .dpop import DpopGrant, DpopKey
 from .errors import ConfigurationError, InsecureTransportError
 from .events import OnEvent
-from .flows import Grant, StaticGrant
+from .flows import Grant, StaticGrant, chain_grant
 from .manager import OnToken, TokenManager
 from .oauth2 import (
     CLIENT_AUTH_METHODS,
@@ -37,6 +37,7 @@ from .oauth2 import (
     RefreshTokenGrant,
 )
 from .stores import MemoryStore, TokenStore, default_store
+from .stores._durable import durable_store
 from .token import Token
 from .transports.httpx import CertOption, HttpxSender, HttpxSigning, VerifyOption
 from .transports.requests import RequestsSigning
@@ -314,7 +315,9 @@ class TokenAuth(RequestsSigning, HttpxSigning):
                 "(a file path or an ssl.SSLContext) instead"
             )
         if store is None:
-            store = default_store()
+            # A chain that only a refresh token carries dies with a store in memory: keep it
+            # on disk (the durable default), so the next run continues it.
+            store = durable_store() if chain_grant(grant) is not None else default_store()
         elif not isinstance(store, TokenStore):
             raise ConfigurationError(_not_a_store(store))
         if on_token is not None and not callable(on_token):

@@ -17,7 +17,6 @@ import os
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import cast
 from urllib.parse import urlsplit
 
@@ -27,6 +26,8 @@ from .errors import ConfigurationError, InsecureTransportError
 from .providers import Keycloak, OrderCloud, Shopware, VanMarcke, Vendorlink
 from .retrofit import DEFAULT_EXISTING_BEARER, EXISTING_BEARER_CHOICES, ExistingBearer
 from .stores import FileStore, RedisStore, TokenStore
+from .stores import default_store as process_store
+from .stores._durable import state_directory
 
 __all__ = ["Entry", "load_config", "prefix_hints"]
 
@@ -129,9 +130,11 @@ def load_config(
     Args:
         path: the TOML file.
         default_store: the store of entries without `store`: `"file"` (a `FileStore` in
-            `store_path`, else `$XDG_CACHE_HOME/renewauth` or `~/.cache/renewauth`),
-            `"memory"` (the process-wide store) or a `redis://` / `rediss://` URL. Entries
-            with the same store spec share one store object.
+            `store_path`, else in renewauth's state directory, the durable default of the
+            Python API: `$RENEWAUTH_STATE_DIR/tokens`, by default
+            `~/.local/state/renewauth/tokens` on Linux), `"memory"` (the process-wide
+            store) or a `redis://` / `rediss://` URL. Entries with the same store spec
+            share one store object.
         environ: where `*_env` keys are looked up; `os.environ` by default.
 
     Returns:
@@ -350,8 +353,8 @@ def _store(  # noqa: PLR0917 - one private call site
     default_store: str,
     environ: Mapping[str, str],
     stores: dict[tuple[object, str], TokenStore],
-) -> TokenStore | None:
-    """The entry's store, shared with every entry of the same spec; `None` for memory."""
+) -> TokenStore:
+    """The entry's store, shared with every entry of the same spec."""
     spec = table.get("store", default_store)
     directory = table.get("store_path", document.get("store_path"))
     if directory is not None and (
@@ -359,11 +362,12 @@ def _store(  # noqa: PLR0917 - one private call site
     ):
         raise fail("store_path must be a directory path, such as '~/.cache/renewauth'")
     if spec == "memory":
-        return None
+        return process_store()  # chosen: not the durable default a chain would get
     if spec == "file":
         if directory is None:
-            cache = environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-            directory = os.path.join(cache, "renewauth")
+            # The durable default of the Python API too: a script and `renewauth run` with
+            # the same credential share one store, and so one refresh-token chain.
+            directory = str(state_directory() / "tokens")
         # A relative path means the same directory wherever the command is started from.
         base = os.path.dirname(os.path.abspath(where))
         spec = os.path.normpath(os.path.join(base, os.path.expanduser(directory)))

@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 from ._urls import origin_of, require_secure_url
@@ -220,6 +220,11 @@ class DiscoveredGrant:
     def metadata(self) -> ServerMetadata | None:
         """The metadata, once the first token call has read it."""
         return self.found.metadata
+
+    @property
+    def wrapped(self) -> Grant:
+        """The grant as configured (`flows.WrappingGrant`)."""
+        return cast(Grant, self.template)
 
     def identity(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
         public, secrets = self.template.identity()

@@ -20,7 +20,7 @@ import time
 import uuid
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 from ._jose import Signer, generate_dpop_key
@@ -135,6 +135,11 @@ class DpopGrant:
     def metadata(self) -> Any:
         """The inner grant's discovered metadata, if it discovers."""
         return getattr(self.inner, "metadata", None)
+
+    @property
+    def wrapped(self) -> Grant:
+        """The grant whose calls get proofs (`flows.WrappingGrant`)."""
+        return cast(Grant, self.inner)
 
     def identity(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
         public, secrets = self.inner.identity()

@@ -19,7 +19,17 @@ from typing import Protocol, runtime_checkable
 from ._urls import origin_of
 from .token import Token
 
-__all__ = ["Flow", "Grant", "RetryHint", "StaticGrant", "TokenRequest", "TokenResponse"]
+__all__ = [
+    "ChainGrant",
+    "Flow",
+    "Grant",
+    "RetryHint",
+    "StaticGrant",
+    "TokenRequest",
+    "TokenResponse",
+    "WrappingGrant",
+    "chain_grant",
+]
 
 _NO_HEADERS: Mapping[str, str] = MappingProxyType({})
 
@@ -138,6 +148,44 @@ class RetryHint(Protocol):
     def retry_after(self, response: TokenResponse) -> float | None:
         """Seconds the endpoint asked to wait, or `None` if this answer does not say."""
         ...
+
+
+@runtime_checkable
+class ChainGrant(Protocol):
+    """The optional part of a `Grant` whose only credential is the refresh token of its last
+    token: its *chain* (`OAuth2RefreshToken`, a Keycloak technical user).
+
+    Nothing in the configuration can start such a chain again once its newest refresh token
+    is lost, so the manager keeps it durably (a store on disk by default, and a spare copy on
+    this machine), never renews it without the store's lock, and pauses only the refresh
+    token that the server refused, not a newer one of the same chain.
+    """
+
+    def presents(self, current: Token | None) -> str:
+        """The refresh token that `fetch(current)` sends."""
+        ...
+
+
+@runtime_checkable
+class WrappingGrant(Protocol):
+    """The optional part of a `Grant` that adds something to another grant (discovery, DPoP):
+    `wrapped` is that grant, so that what it is (a `ChainGrant`) can be seen through it."""
+
+    @property
+    def wrapped(self) -> Grant:
+        """The grant this one wraps."""
+        ...
+
+
+def chain_grant(grant: Grant) -> ChainGrant | None:
+    """`grant` (or the grant it wraps) when its chain cannot be made again, else `None`."""
+    for _ in range(8):  # wrappers nest a few deep at most (discovery inside DPoP)
+        if isinstance(grant, ChainGrant):
+            return grant
+        if not isinstance(grant, WrappingGrant):
+            return None
+        grant = grant.wrapped
+    return None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

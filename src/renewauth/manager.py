@@ -32,14 +32,17 @@ requests nor httpx, and its clock, sleeps and randomness are injected.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import copy
+import hashlib
 import logging
 import math
 import random
 import threading
 import time
-from collections.abc import Awaitable, Callable
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import NamedTuple, Protocol, cast
@@ -55,8 +58,17 @@ from .errors import (
     TokenEndpointUnavailable,
     TokenRequestError,
 )
-from .flows import Flow, Grant, RetryHint, TokenRequest, TokenResponse
-from .stores import FencedStore, Pause, PauseStore, TokenStore, credential_key
+from .flows import Flow, Grant, RetryHint, TokenRequest, TokenResponse, chain_grant
+from .stores import (
+    FencedStore,
+    FileStore,
+    MemoryStore,
+    Pause,
+    PauseStore,
+    TokenStore,
+    credential_key,
+)
+from .stores._durable import Spare, describe_store
 from .token import Token
 
 __all__ = [
@@ -80,6 +92,7 @@ _CREDENTIAL_PAUSE = 60.0  # seconds refused credentials are not sent again
 _TAKEOVER_CHECK = 0.25  # seconds between a waiter's checks that its flight's leader still lives
 _FLUSH_FIRST, _FLUSH_MAX = 0.02, 1.0  # seconds between tries of writing a kept token
 _ARRIVAL_MARGIN = 0.5  # seconds a token must have left when a request leaves (at most)
+_SAME_END = 2.0  # seconds two stated refresh-token ends may differ and still be one end
 REFRESH_WARNING_SHARE = 0.2
 """A refresh token is warned about in the last this share of its life..."""
 REFRESH_WARNING_MAX = 7 * 86400.0
@@ -146,6 +159,7 @@ class _Kept:
     release: Callable[[], None] | None
     loop: asyncio.AbstractEventLoop | None
     busy: bool = False
+    spared: object = None  # where the spare copy of `token` went (a chain's), if it did
 
 
 def _spent_at(token: Token) -> float:
@@ -166,20 +180,61 @@ def _is_spent(token: Token, now: float) -> bool:
     return now >= _spent_at(token)
 
 
-def _refresh_life(token: Token, idle_timeout: float | None) -> tuple[float, float] | None:
-    """A refresh token's life: from its last use (or issue) to its end; `None` if unknown."""
+def _refresh_life(
+    token: Token, idle_timeout: float | None, *, whole: bool = False
+) -> tuple[float, float] | None:
+    """A refresh token's life, `(start, end)`; `None` if its end is unknown.
+
+    The end is the earlier of its stated expiry and its idle end (last use plus
+    `idle_timeout`). An idle end starts its life at the last use; a stated end, with `whole`,
+    when the refresh token was first seen: a server that keeps one refresh token until a
+    fixed time says so by counting `refresh_expires_in` down, and each use must not make
+    that life look new again.
+    """
     end = token.refresh_ends_at(idle_timeout)
     if end is None:
         return None
     start = token.refresh_used_at if token.refresh_used_at is not None else token.issued_at
+    stated = token.refresh_expires_at
+    if whole and stated is not None and end >= stated and token.refresh_seen_at is not None:
+        start = token.refresh_seen_at
     return (end if start is None else min(start, end)), end
+
+
+def _continued(token: Token, base: Token | None) -> Token:
+    """`token`, just fetched by renewing `base`, placed on its chain.
+
+    Its `sequence` is one past `base`'s. Its refresh token's `refresh_seen_at` is kept from
+    `base` when it is the same refresh token, or one that ends when `base`'s did (a session
+    that ends at a fixed time, its refresh tokens rotating); else it is new now.
+    """
+    seen: float | None = None
+    if token.refresh_token is not None:
+        seen = token.refresh_used_at if token.refresh_used_at is not None else token.issued_at
+        if base is not None and base.refresh_token is not None and base.refresh_seen_at:
+            same_end = (
+                token.refresh_expires_at is not None
+                and base.refresh_expires_at is not None
+                and abs(token.refresh_expires_at - base.refresh_expires_at) <= _SAME_END
+            )
+            if token.refresh_token == base.refresh_token or same_end:
+                seen = base.refresh_seen_at
+    return replace(
+        token, sequence=(base.sequence if base is not None else 0) + 1, refresh_seen_at=seen
+    )
+
+
+def _fingerprint(refresh_token: str) -> str:
+    """What a shared pause records of a refused refresh token: a hash, never the token."""
+    return hashlib.sha256(refresh_token.encode()).hexdigest()[:32]
 
 
 def refresh_warning_at(token: Token, idle_timeout: float | None) -> float | None:
     """When the warning window of `token`'s refresh token opens, or `None` if it never does:
-    the last `REFRESH_WARNING_SHARE` of its life, or its last `REFRESH_WARNING_MAX` seconds,
-    whichever begins later."""
-    life = _refresh_life(token, idle_timeout)
+    the last `REFRESH_WARNING_SHARE` of its life (counted from when it was first seen, when
+    it ends at a stated time), or its last `REFRESH_WARNING_MAX` seconds, whichever begins
+    later."""
+    life = _refresh_life(token, idle_timeout, whole=True)
     if life is None:
         return None
     start, end = life
@@ -294,8 +349,17 @@ class TokenManager:
         self._generation = 0
         self._kept: _Kept | None = None
         self._kept_lock = threading.Lock()  # guards `_kept` for a few instructions, no I/O
-        self._local_renewal: bool | None = None
         self._warned_local = False
+        # A chain (a refresh token is the only credential) cannot be made again: it gets a
+        # spare copy on this machine beside any store but memory, this machine's lock beside
+        # a store that is not itself a local file, and pauses about one refresh token only.
+        self._chain = chain_grant(grant)
+        self._spare = Spare() if self._chain is not None and not _in_memory(store) else None
+        self._machine_lock = self._spare is not None and not isinstance(store, FileStore)
+        self._presenting: str | None = None  # fingerprint of the refresh token being sent
+        self._called = False  # whether the leader's renewal reached the token endpoint
+        self._paused_refresh: str | None = None  # ...and of the one the pause is about
+        self._warned_memory = False
         # The token the last 401 renewal produced, until an API answer accepts it (see
         # `confirm`), and when that renewal was made: a bound on renewals after 401s.
         self.unproven: Token | None = None
@@ -611,6 +675,7 @@ class TokenManager:
             flight.finish(abandoned=True)
             return cast(Token, stale)
         started = self._clock()
+        self._called = False
         try:
             token, renewed = self._renew_as_leader(stale)
         except Exception as exc:
@@ -635,6 +700,11 @@ class TokenManager:
             return self._renew_locally(down.error)
 
     def _renew_under_lock(self, stale: Token | None) -> tuple[Token, bool]:
+        spare = self._spare
+        with spare.lock(self.key) if spare and self._machine_lock else contextlib.nullcontext():
+            return self._renew_under_store_lock(stale)
+
+    def _renew_under_store_lock(self, stale: Token | None) -> tuple[Token, bool]:
         try:
             held = self.store.lock(self.key)
             held.__enter__()
@@ -646,44 +716,149 @@ class TokenManager:
                 stored, generation = self._read()
             except StoreError as exc:
                 raise _StoreDown(exc) from None
-            # Another process, or a leader that finished just before us, may have renewed.
-            current = self._current(stored, generation)
+            # Another process, or a leader that finished just before us, may have renewed;
+            # the store may have lost what was written (then ours or the spare is newer).
+            spare = self._spare.get(self.key) if self._spare is not None else None
+            current = self._current(stored, generation, spare)
             if not _needs_renewal(current, stale, self._clock()):
-                logger.debug("token for %s taken from the store", self.origin)
-                self._generation = generation
-                return self._adopt(cast(Token, current)), False
+                return self._taken(cast(Token, current), stored, generation, spare), False
             self._load_pause()
-            self._check_pause()  # a pause stops token calls, never a read of the store
             try:
-                token = self._run_flow(self.grant.fetch(current))
+                token, fetched, generation = self._fetch_chain(current, stale, generation)
             except TokenRequestError as exc:
-                self._share_pause(exc)  # still under the lock: the next process sees it
+                # Still under the lock: the next process sees the pause this error starts.
+                self._share_pause(self._named_store(exc))
                 raise
+            if not fetched:
+                return token, False
             self._end_pause()
             # The rotated refresh token is stored before the new access token is used. If
             # the store refuses it, it is kept in memory (and written by a thread that holds
-            # the lock until then): the old refresh token is spent, this one must survive.
+            # the lock until then, where that protects a refresh token): the old refresh
+            # token is spent, this one must survive.
             try:
                 written = self._write(token, generation)
+                if written is None:
+                    written = self._write_again(token, generation)
             except StoreError as exc:
-                self._keep(token, generation, _exiter(held), None, exc)
-                handed_over = True
+                release = _exiter(held) if self._chain is not None else None
+                handed_over = release is not None
+                self._keep(token, generation, release, None, exc)
                 return self._announce(token), True
             if written is None:
                 return self._fenced_out(token, self._read_or_nothing()), True
             self._generation = written
+            if self._spare is not None:
+                self._spare.put(self.key, token)
         finally:
             if not handed_over:
                 held.__exit__(None, None, None)
         return self._announce(token), True
+
+    def _fetch_chain(
+        self, current: Token | None, stale: Token | None, generation: int
+    ) -> tuple[Token, bool, int]:
+        """A token call renewing `current`: the token, whether it was fetched (else adopted)
+        and the store generation to write over. A chain whose refresh token is refused
+        continues from a newer token of it in the store (read again) or the spare copy: a
+        process that held the lock when the store forgot it may have written since."""
+        try:
+            return self._fetch(current), True, generation
+        except InvalidGrant:
+            stored, generation = self._read_or_nothing()
+            spare = self._spare.get(self.key) if self._spare is not None else None
+            newer = self._newer_chain(current, stored, generation, spare)
+            if newer is None:
+                raise
+        if not _needs_renewal(newer, stale, self._clock()):
+            return self._taken(newer, stored, generation, None), False, generation
+        return self._fetch(newer), True, generation
+
+    def _fetch(self, current: Token | None) -> Token:
+        """One token call renewing `current`, unless a pause stops it."""
+        self._check_pause(current)  # a pause stops token calls, never a read of the store
+        self._presenting, self._called = self._presented(current), True
+        return self._fetched(self._run_flow(self.grant.fetch(current)), current)
+
+    def _taken(
+        self, token: Token, stored: Token | None, generation: int, spare: Token | None
+    ) -> Token:
+        """Adopt a valid `token` found under the lock, giving it to the store if the store
+        lost it, and to the spare copy if it is further along than the spare's."""
+        logger.debug("token for %s taken from the store", self.origin)
+        self._generation = generation
+        if token is not stored:
+            self._restore(token, generation)
+        if self._spare is not None and (spare is None or token.sequence > spare.sequence):
+            self._spare.put(self.key, token)
+        return self._adopt(token)
+
+    def _restore(self, token: Token, generation: int) -> None:
+        """Write back a token the store lost or never took (read under the lock)."""
+        try:
+            written = self._write(token, generation)
+        except StoreError:
+            return  # the store is failing: the next renewal tries again
+        if written is not None:
+            self._generation = written
+            logger.info(
+                "the token store had lost the token for %s; it was written back", self.origin
+            )
+
+    def _write_again(self, token: Token, generation: int) -> int | None:
+        """After a fenced write was refused: write again if the store went back (emptied, a
+        Redis restarted without persistence, a deleted file) rather than moved on; `None`
+        when another process really wrote after this one's lock ran out."""
+        latest, latest_generation = self._read()
+        if not self._went_back(generation, latest, latest_generation):
+            return None
+        return self._write(token, latest_generation)
+
+    def _went_back(self, generation: int, latest: Token | None, latest_generation: int) -> bool:
+        """Whether a store that refused our fenced write (over `generation`) went
+        back (emptied, a Redis restarted without persistence, a deleted file) rather than
+        moved on: then `token` is written again, and nobody else renewed."""
+        if latest is not None and latest_generation > generation:
+            return False  # another process wrote after this one's lock ran out
+        logger.warning(
+            "the token store lost the token for %s during its renewal (emptied, or restarted "
+            "without persistence); the renewed token is written again",
+            self.origin,
+        )
+        return True
+
+    def _newer_chain(
+        self, refused: Token | None, stored: Token | None, generation: int, spare: Token | None
+    ) -> Token | None:
+        """After a chain's refresh token was refused: a token of the same chain further
+        along than `refused`, from the store (read again) or the spare copy, or `None`."""
+        if self._chain is None:
+            return None
+        base = -1 if refused is None else refused.sequence
+        best: Token | None = None
+        for candidate in (stored, spare):
+            if (
+                candidate is not None
+                and candidate.refresh_token is not None
+                and candidate.sequence > base
+                and (best is None or candidate.sequence > best.sequence)
+            ):
+                best = candidate
+        if best is not None:
+            self._generation = generation
+            logger.info(
+                "the refresh token for %s was refused, but the store holds a newer one of "
+                "its chain: continuing from that",
+                self.origin,
+            )
+        return best
 
     def _renew_kept(self, kept: _Kept, stale: Token | None) -> tuple[Token, bool]:
         """Renew from the kept token, which only this process holds (the store is behind)."""
         try:
             if not _needs_renewal(kept.token, stale, self._clock()):
                 return self._adopt(kept.token), False
-            self._check_pause()
-            token = self._run_flow(self.grant.fetch(kept.token))
+            token = self._fetch(kept.token)
             kept.token = token  # the writer thread writes this one now
             return self._announce(token), True
         finally:
@@ -693,8 +868,9 @@ class TokenManager:
     def _renew_locally(self, error: StoreError) -> tuple[Token, bool]:
         """Renew without the store, where that spends nothing another process needs."""
         self._require_local_renewal(error)
-        self._check_pause()
-        token = self._run_flow(self.grant.fetch(None))
+        self._check_pause(None)
+        self._called = True
+        token = self._fetched(self._run_flow(self.grant.fetch(None)), self.token)
         self._keep(token, self._generation, None, None, error)
         return self._announce(token), True
 
@@ -768,6 +944,7 @@ class TokenManager:
             flight.finish(abandoned=True)
             return cast(Token, stale)
         started = self._clock()
+        self._called = False
         try:
             token, renewed = await self._arenew_as_leader(stale)
         except Exception as exc:
@@ -789,12 +966,34 @@ class TokenManager:
             return await self._arenew_under_lock(stale)
         except _StoreDown as down:
             self._require_local_renewal(down.error)
-            self._check_pause()
-            token = await self._arun_flow(self.grant.fetch(None))
+            self._check_pause(None)
+            self._called = True
+            token = self._fetched(await self._arun_flow(self.grant.fetch(None)), self.token)
             self._keep(token, self._generation, None, asyncio.get_running_loop(), down.error)
             return self._announce(token), True
 
     async def _arenew_under_lock(self, stale: Token | None) -> tuple[Token, bool]:
+        async with self._amachine_lock():
+            return await self._arenew_under_store_lock(stale)
+
+    @contextlib.asynccontextmanager
+    async def _amachine_lock(self) -> AsyncIterator[None]:
+        """This machine's lock beside the store's (see `Spare.lock`), taken in a thread."""
+        if not self._machine_lock or self._spare is None:
+            yield
+            return
+        held = self._spare.lock(self.key)
+        await asyncio.to_thread(held.__enter__)
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(held.__exit__, None, None, None)
+
+    async def _aspare(self) -> Token | None:
+        spare = self._spare
+        return None if spare is None else await asyncio.to_thread(spare.get, self.key)
+
+    async def _arenew_under_store_lock(self, stale: Token | None) -> tuple[Token, bool]:
         try:
             release, handover = await self._atake_lock()
         except StoreError as exc:
@@ -805,36 +1004,87 @@ class TokenManager:
                 stored, generation = await self._aread()
             except StoreError as exc:
                 raise _StoreDown(exc) from None
-            current = self._current(stored, generation)
+            spare = await self._aspare()
+            current = self._current(stored, generation, spare)
             if not _needs_renewal(current, stale, self._clock()):
-                logger.debug("token for %s taken from the store", self.origin)
-                self._generation = generation
-                return self._adopt(cast(Token, current)), False
+                return await self._ataken(cast(Token, current), stored, generation, spare), False
             await self._aload_pause()
-            self._check_pause()
             try:
-                token = await self._arun_flow(self.grant.fetch(current))
+                token, fetched, generation = await self._afetch_chain(current, stale, generation)
             except TokenRequestError as exc:
-                await self._ashare_pause(exc)
+                await self._ashare_pause(self._named_store(exc))
                 raise
+            if not fetched:
+                return token, False
             await self._aend_pause()
             try:
                 written = await self._awrite(token, generation)
+                if written is None:
+                    written = await self._awrite_again(token, generation)
             except StoreError as exc:
-                self._keep(token, generation, handover, asyncio.get_running_loop(), exc)
-                handed_over = True
+                handed_over = self._chain is not None
+                loop = asyncio.get_running_loop()
+                self._keep(token, generation, handover if handed_over else None, loop, exc)
                 return self._announce(token), True
             if written is None:
-                try:
-                    latest = await self._aread()
-                except StoreError:
-                    latest = (None, generation)
-                return self._fenced_out(token, latest), True
+                return self._fenced_out(token, await self._aread_or_nothing()), True
             self._generation = written
+            if self._spare is not None:
+                await asyncio.to_thread(self._spare.put, self.key, token)
         finally:
             if not handed_over:
                 await release()
         return self._announce(token), True
+
+    async def _afetch_chain(
+        self, current: Token | None, stale: Token | None, generation: int
+    ) -> tuple[Token, bool, int]:
+        try:
+            return await self._afetch(current), True, generation
+        except InvalidGrant:
+            stored, generation = await self._aread_or_nothing()
+            newer = self._newer_chain(current, stored, generation, await self._aspare())
+            if newer is None:
+                raise
+        if not _needs_renewal(newer, stale, self._clock()):
+            return await self._ataken(newer, stored, generation, None), False, generation
+        return await self._afetch(newer), True, generation
+
+    async def _afetch(self, current: Token | None) -> Token:
+        self._check_pause(current)
+        self._presenting, self._called = self._presented(current), True
+        return self._fetched(await self._arun_flow(self.grant.fetch(current)), current)
+
+    async def _ataken(
+        self, token: Token, stored: Token | None, generation: int, spare: Token | None
+    ) -> Token:
+        logger.debug("token for %s taken from the store", self.origin)
+        self._generation = generation
+        if token is not stored:
+            try:
+                written = await self._awrite(token, generation)
+            except StoreError:
+                written = None
+            if written is not None:
+                self._generation = written
+                logger.info(
+                    "the token store had lost the token for %s; it was written back", self.origin
+                )
+        if self._spare is not None and (spare is None or token.sequence > spare.sequence):
+            await asyncio.to_thread(self._spare.put, self.key, token)
+        return self._adopt(token)
+
+    async def _awrite_again(self, token: Token, generation: int) -> int | None:
+        latest, latest_generation = await self._aread()
+        if not self._went_back(generation, latest, latest_generation):
+            return None
+        return await self._awrite(token, latest_generation)
+
+    async def _aread_or_nothing(self) -> tuple[Token | None, int]:
+        try:
+            return await self._aread()
+        except StoreError:
+            return None, self._generation
 
     async def _atake_lock(self) -> tuple[Callable[[], Awaitable[object]], Callable[[], None]]:
         """Take the store lock from a task: how to release it there, and from the writer thread.
@@ -858,8 +1108,7 @@ class TokenManager:
         try:
             if not _needs_renewal(kept.token, stale, self._clock()):
                 return self._adopt(kept.token), False
-            self._check_pause()
-            token = await self._arun_flow(self.grant.fetch(kept.token))
+            token = await self._afetch(kept.token)
             kept.token = token
             return self._announce(token), True
         finally:
@@ -920,14 +1169,21 @@ class TokenManager:
         await self.store.aset(self.key, token)
         return generation + 1
 
-    def _current(self, stored: Token | None, generation: int) -> Token | None:
-        """What to renew from: the store's token, unless the store lost what we wrote."""
+    def _current(
+        self, stored: Token | None, generation: int, spare: Token | None = None
+    ) -> Token | None:
+        """What to renew from: the store's token, unless the store lost what we wrote or a
+        token further along the chain is held here (ours) or in the spare copy."""
         own = self.token
+        best = stored
         if stored is None or (self._fenced and own is not None and generation < self._generation):
             # Nothing stored, or an older generation than we saw (a Redis restarted without
             # persistence): our own token is the newest there is.
-            return stored if own is None else own
-        return stored
+            best = stored if own is None else own
+        for other in (own, spare):
+            if other is not None and (best is None or other.sequence > best.sequence):
+                best = other
+        return best
 
     def _fenced_out(self, token: Token, latest: tuple[Token | None, int]) -> Token:
         """Our write was refused: another leader wrote after our lock ran out. Its token is
@@ -945,17 +1201,7 @@ class TokenManager:
 
     def _require_local_renewal(self, error: StoreError) -> None:
         """Raise `error` unless this grant can renew without spending a shared refresh token."""
-        if self._local_renewal is None:
-            flow = self.grant.fetch(None)
-            try:
-                first = next(flow)
-            except StopIteration:
-                self._local_renewal = False
-            else:
-                self._local_renewal = first.grant != "refresh_token"
-            finally:
-                flow.close()
-        if not self._local_renewal:
+        if self._chain is not None:
             raise error  # a refresh token must never be spent twice: wait for the store
         if not self._warned_local:
             self._warned_local = True
@@ -981,10 +1227,17 @@ class TokenManager:
         loop: asyncio.AbstractEventLoop | None,
         error: StoreError,
     ) -> None:
-        """Keep a renewed token the store refused, and write it as soon as the store can."""
+        """Keep a renewed token the store refused, and write it as soon as the store can.
+
+        `release` (the store lock, handed over) is given only where the lock protects a
+        refresh token (a chain's): other processes then wait rather than present the spent
+        one. Any other grant loses nothing if another process renews meanwhile, so its lock
+        is let go at once and nobody waits for this write.
+        """
         with self._kept_lock:
             self._kept = _Kept(token, generation, release, loop)
-        if release is not None:
+        _KEEPERS.add(self)
+        if release is not None or self._chain is not None:
             logger.warning(
                 "the renewed token for %s could not be stored (%s); it is kept in memory "
                 "and written as soon as the store takes writes again",
@@ -996,9 +1249,13 @@ class TokenManager:
         ).start()
 
     def _write_kept(self) -> None:
-        """The writer thread: retries until the store has the kept token (or a newer one)."""
+        """The writer thread: retries until the store has the kept token (or a newer one).
+
+        A chain's kept token goes to the spare copy first, so that a process that exits (or
+        is killed) before the store takes it leaves it where the next one finds it."""
         delay = _FLUSH_FIRST
         pause = threading.Event()
+        spared: Token | None = None
         while True:
             with self._kept_lock:
                 kept = self._kept
@@ -1008,6 +1265,9 @@ class TokenManager:
             if busy:  # a renewal runs from it: write its result instead
                 pause.wait(_FLUSH_FIRST)
                 continue
+            if self._spare is not None and token is not spared:
+                kept.spared = self._spare.put(self.key, token)
+                spared = token
             try:
                 written = self._write_from_thread(kept, token, generation)
                 lost = written is None and self._read()[1] < generation
@@ -1033,6 +1293,46 @@ class TokenManager:
                 except Exception as exc:
                     logger.warning("store lock for %s not released (%s)", self.origin, exc)
             return
+
+    def _flush_at_exit(self) -> None:
+        """At interpreter exit: a kept token the store never took is written once more, else
+        left in the spare copy for the next process of this machine, else an ERROR says
+        that the chain breaks. Never a token in the message: its origin and store key."""
+        with self._kept_lock:
+            kept, self._kept = self._kept, None
+        if kept is None:
+            return
+        try:
+            written = self._write_from_thread(kept, kept.token, kept.generation)
+        except Exception:
+            written = None
+        if written is None and self._chain is not None:
+            spared = kept.spared
+            if spared is None and self._spare is not None:
+                spared = self._spare.put(self.key, kept.token)
+            if spared is not None:
+                logger.warning(
+                    "the token store never took the renewed token for %s (store key %s) "
+                    "before this process exited; it is left in %s, where the next process "
+                    "with this credential on this machine continues from it",
+                    self.origin,
+                    self.key[:12],
+                    spared,
+                )
+            else:
+                logger.error(
+                    "the renewed token for %s (store key %s) could not be written to %s or "
+                    "to a spare copy before this process exited: the server has spent the "
+                    "refresh token the store still holds, so the chain breaks and the next "
+                    "run is refused; free the store (disk space, Redis) and keep this "
+                    "process running until it is written, or issue a new refresh token",
+                    self.origin,
+                    self.key[:12],
+                    describe_store(self.store),
+                )
+        if kept.release is not None:
+            with contextlib.suppress(Exception):
+                kept.release()
 
     def _read_or_nothing(self) -> tuple[Token | None, int]:
         try:
@@ -1152,7 +1452,9 @@ class TokenManager:
     ) -> Token:
         """End a failed renewal: back off and keep the token in the soft window, else raise."""
         now = self._clock()
-        attempted = now >= self._paused_until  # not the re-raised error of a running pause
+        # Not the re-raised error of a running pause (a call past a pause about an older
+        # refresh token of the chain was made, though).
+        attempted = now >= self._paused_until or self._called
         paused: events.Paused | None = None
         if attempted:
             pause = _pause_for(exc, now)
@@ -1161,6 +1463,7 @@ class TokenManager:
                 if self._shared_until is not None and self._shared_until > now:
                     until = self._shared_until  # the very `until` the other processes read
                 self._pause_error, self._paused_until = cast(TokenRequestError, exc), until
+                self._paused_refresh = self._refused_refresh(exc)
                 paused = events.Paused(origin=self.origin, until=until, reason=reason)
         learned, self._learned = self._learned, None  # a pause read from the store
         next_try_in = self._paused_until - now if self._paused_until > now else None
@@ -1231,6 +1534,7 @@ class TokenManager:
             if pause.until != self._shared_until:  # not the one this process knows
                 self._pause_error = pause.to_error(self.origin)
                 self._paused_until = self._shared_until = pause.until
+                self._paused_refresh = pause.refresh if self._chain is not None else None
                 self._learned = events.Paused(
                     origin=self.origin, until=pause.until, reason=pause.reason
                 )
@@ -1242,6 +1546,7 @@ class TokenManager:
     def _clear_pause(self) -> None:
         self._paused_until = -math.inf
         self._pause_error = None
+        self._paused_refresh = None
         self._shared_until = None
         self._learned = None
 
@@ -1271,7 +1576,13 @@ class TokenManager:
         if self._pauses is None:
             return None
         found = _pause_for(exc, self._clock())
-        return None if found is None else Pause.of(exc, *found)
+        if found is None:
+            return None
+        return Pause.of(exc, *found, refresh=self._refused_refresh(exc))
+
+    def _refused_refresh(self, exc: Exception) -> str | None:
+        """The fingerprint of the refresh token `exc` refused, when it is a chain's."""
+        return self._presenting if isinstance(exc, InvalidGrant) else None
 
     def _unshared(self, error: StoreError) -> None:
         logger.warning(
@@ -1294,11 +1605,58 @@ class TokenManager:
                 await self._pauses.adelete_pause(self.key)
             self._pause_recorded = False
 
-    def _check_pause(self) -> None:
-        """Raise the last "try later" again, without a call, while its pause lasts."""
+    def _check_pause(self, current: Token | None) -> None:
+        """Raise the last "try later" again, without a call, while its pause lasts; a pause
+        about one refused refresh token does not stop a renewal from a newer one."""
         error = self._pause_error
-        if error is not None and self._clock() < self._paused_until:
-            raise _copy_of(error) from error
+        if error is None or self._clock() >= self._paused_until:
+            return
+        if self._paused_refresh is not None and self._paused_refresh != self._presented(current):
+            return
+        raise _copy_of(error) from error
+
+    def _presented(self, current: Token | None) -> str | None:
+        """The fingerprint of the refresh token a chain's renewal from `current` sends."""
+        chain = self._chain
+        return None if chain is None else _fingerprint(chain.presents(current))
+
+    def _fetched(self, token: Token, base: Token | None) -> Token:
+        """A token the endpoint just gave, renewing `base`: placed on its chain, and the
+        one warning a rotated refresh token kept only in memory gets."""
+        token = _continued(token, base)
+        chain = self._chain
+        if (
+            chain is not None
+            and not self._warned_memory
+            and _in_memory(self.store)
+            and token.refresh_token is not None
+            and token.refresh_token != chain.presents(base)
+        ):
+            self._warned_memory = True
+            logger.warning(
+                "the refresh token for %s was rotated and lives only in this process's memory "
+                "(store=MemoryStore()): when the process exits, the next run presents a "
+                "spent one and is refused; pass store=FileStore(path) or RedisStore(url), or "
+                "no store= for renewauth's durable default",
+                self.origin,
+            )
+        return token
+
+    def _named_store(self, exc: TokenRequestError) -> TokenRequestError:
+        """`exc` (a refused refresh token of a chain), its message naming where the chain
+        was looked for: the store's kind and place, never a secret."""
+        if self._chain is not None and isinstance(exc, InvalidGrant) and exc.args:
+            if "newest refresh token was looked for" in str(exc.args[0]):
+                return exc
+            where = describe_store(self.store)
+            if self._spare is not None:
+                where += " and this machine's spare copies"
+            exc.args = (
+                f"{exc.args[0]} (its newest refresh token was looked for in {where}, "
+                f"store key {self.key[:12]})",
+                *exc.args[1:],
+            )
+        return exc
 
     def _announce(self, token: Token) -> Token:
         self._adopt(token)
@@ -1388,3 +1746,19 @@ def _copy_of(error: Exception) -> Exception:
         return copy.copy(error)
     except Exception:  # an exception type that cannot be copied: share it after all
         return error
+
+
+def _in_memory(store: object) -> bool:
+    """Whether `store` keeps tokens in this process only (nothing survives its exit)."""
+    return isinstance(store, MemoryStore)
+
+
+# Managers that kept a token the store refused: at exit each writes it once more, or leaves
+# it in the spare copy, or says that it is lost (`TokenManager._flush_at_exit`).
+_KEEPERS: weakref.WeakSet[TokenManager] = weakref.WeakSet()
+
+
+@atexit.register
+def _flush_kept_at_exit() -> None:
+    for manager in list(_KEEPERS):
+        manager._flush_at_exit()

@@ -355,11 +355,17 @@ def refresh_expiry(
     `refresh_token_expires_in` (Microsoft, GitHub apps), else the `exp` claim of a refresh
     token that is a JWT (read, never verified), counted as `jwt_expiry` counts.
     """
+    stated = _stated_refresh_end(data, response)
+    return stated if stated is not None else jwt_expiry(refresh_token, response)
+
+
+def _stated_refresh_end(data: Mapping[str, object], response: TokenResponse) -> float | None:
+    """The refresh token's end the answer states in seconds from now, if it does."""
     for name in ("refresh_expires_in", "refresh_token_expires_in"):
         lifetime = _seconds(data.get(name))
         if lifetime is not None:
             return response.sent_at + lifetime
-    return jwt_expiry(refresh_token, response)
+    return None
 
 
 def parse_token_response(
@@ -413,7 +419,11 @@ def parse_token_response(
     refresh_token = data.get("refresh_token")
     if not isinstance(refresh_token, str) or not refresh_token:
         refresh_token = previous_refresh_token or (previous.refresh_token if previous else None)
-        refresh_expires_at = previous.refresh_expires_at if previous else None
+        # A server that keeps the refresh token may still say how long it has left (a fixed
+        # end, counted down in `refresh_expires_in`): that is its end, not the old reading.
+        refresh_expires_at = _stated_refresh_end(data, response)
+        if refresh_expires_at is None and previous is not None:
+            refresh_expires_at = previous.refresh_expires_at
         # The kept refresh token was used by this very request when it was a refresh.
         refresh_used_at = (
             response.sent_at
@@ -612,15 +622,20 @@ class RefreshTokenGrant:
     can_renew: bool = True
 
     def identity(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        # The chain is the credential: the refresh token it started from names it. The
+        # client's secret or key is left out, so that rotating the client secret keeps the
+        # chain (the server binds refresh tokens to the client, not to one of its secrets).
         public = ("refresh_token", self.token_url, self.client.client_id, self.scope or "")
-        return public, (*self.client.secrets(), self.refresh_token)
+        return public, (self.refresh_token,)
+
+    def presents(self, current: Token | None) -> str:
+        """The refresh token a renewal from `current` sends: `current`'s, else the first."""
+        if current is not None and current.refresh_token:
+            return current.refresh_token
+        return self.refresh_token
 
     def fetch(self, current: Token | None) -> Flow:
-        refresh_token = (
-            current.refresh_token
-            if current is not None and current.refresh_token
-            else self.refresh_token
-        )
+        refresh_token = self.presents(current)
         params = _scope_params(self.scope, {"refresh_token": refresh_token})
         response = yield self.client.request(self.token_url, "refresh_token", params)
         return parse_token_response(

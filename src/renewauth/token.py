@@ -34,6 +34,13 @@ class Token:
             no expiry (Keycloak's `refresh_expires_in: 0`, or nothing at all).
         refresh_used_at: when the refresh token was last used or issued (the request's send
             time), or `None` when unknown: the start of its idle window.
+        refresh_seen_at: when this refresh token was first seen (the send time of the call
+            that issued it), or `None` when unknown: the start of a life that ends at a fixed
+            time, however often the token is used meanwhile.
+        sequence: how many renewals lead from the first token of this credential's chain to
+            this one (the manager counts them). It orders the tokens of one credential
+            wherever they were kept (a store, a process, a spare copy), whatever the clocks
+            of the machines involved say.
         scope: the granted scope as the server wrote it, if it did.
         api_origin: the origin the server assigned for API calls (Vendorlink names another
             server at login), or `None`: requests to the configured origin go there instead.
@@ -50,9 +57,11 @@ class Token:
     refresh_token: str | None = field(default=None, repr=False)
     refresh_expires_at: float | None = None
     refresh_used_at: float | None = None
+    refresh_seen_at: float | None = None
     scope: str | None = None
     api_origin: str | None = None
     raw: Mapping[str, object] = field(default_factory=lambda: _EMPTY, repr=False, compare=False)
+    sequence: int = field(default=0, compare=False)
     authorization: str = field(init=False, repr=False, compare=False)
     """The `Authorization` header value, built once: the hot path only reads it."""
 
@@ -61,6 +70,8 @@ class Token:
             raise ValueError("Token.access_token must not be empty")
         if not self.token_type or not self.token_type.strip():
             raise ValueError("Token.token_type must not be empty")
+        if isinstance(self.sequence, bool) or not isinstance(self.sequence, int):
+            raise ValueError("Token.sequence must be a whole number")
         if (
             self.expires_at is not None
             and self.issued_at is not None
@@ -130,8 +141,10 @@ class Token:
             "refresh_token": self.refresh_token,
             "refresh_expires_at": self.refresh_expires_at,
             "refresh_used_at": self.refresh_used_at,
+            "refresh_seen_at": self.refresh_seen_at,
             "scope": self.scope,
             "api_origin": self.api_origin,
+            "sequence": self.sequence,
         }
 
     @classmethod
@@ -164,6 +177,9 @@ class Token:
                 raise ValueError(f"stored token field {name!r} is not finite")
             return number
 
+        sequence = data.get("sequence", 0)
+        if isinstance(sequence, bool) or not isinstance(sequence, int) or sequence < 0:
+            raise ValueError("stored token field 'sequence' is not a whole number")
         return cls(
             access_token=text("access_token", required=True) or "",
             token_type=text("token_type") or "Bearer",
@@ -172,6 +188,8 @@ class Token:
             refresh_token=text("refresh_token"),
             refresh_expires_at=number("refresh_expires_at"),
             refresh_used_at=number("refresh_used_at"),
+            refresh_seen_at=number("refresh_seen_at"),
             scope=text("scope"),
             api_origin=text("api_origin"),
+            sequence=sequence,
         )

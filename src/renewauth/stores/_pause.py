@@ -43,6 +43,9 @@ class Pause:
         code: the OAuth `error` code of the answer (`invalid_grant`, …).
         description: the answer's `error_description`.
         retry_after: the seconds the endpoint asked to wait.
+        refresh: for a refused refresh token of a chain (`flows.ChainGrant`), a fingerprint
+            of that refresh token (a hash, never the token): the pause stops only a renewal
+            that would present it again, not one from a newer token of the same chain.
     """
 
     until: float
@@ -53,10 +56,19 @@ class Pause:
     code: str | None = None
     description: str | None = None
     retry_after: float | None = None
+    refresh: str | None = None
 
     @classmethod
-    def of(cls, exc: TokenRequestError, until: float, reason: PauseReason) -> Pause:
-        """The pause that `exc` starts, lasting until `until`."""
+    def of(
+        cls,
+        exc: TokenRequestError,
+        until: float,
+        reason: PauseReason,
+        *,
+        refresh: str | None = None,
+    ) -> Pause:
+        """The pause that `exc` starts, lasting until `until` (for the refresh token whose
+        fingerprint is `refresh`, if it is about one)."""
         return cls(
             until=until,
             reason=reason,
@@ -68,6 +80,7 @@ class Pause:
             if exc.error_description is None
             else exc.error_description[:_TEXT_LIMIT],
             retry_after=getattr(exc, "retry_after", None),
+            refresh=refresh,
         )
 
     def to_error(self, origin: str) -> TokenRequestError:
@@ -98,6 +111,7 @@ class Pause:
             "code": self.code,
             "description": self.description,
             "retry_after": self.retry_after,
+            "refresh": self.refresh,
         }
 
     @classmethod
@@ -120,6 +134,7 @@ class Pause:
             status = None
         if retry_after is not None and not _is_number(retry_after):
             retry_after = None
+        refresh = data.get("refresh")
         return cls(
             until=float(cast(float, until)),
             reason=cast(PauseReason, reason),
@@ -129,6 +144,7 @@ class Pause:
             code=code if isinstance(code, str) else None,
             description=description[:_TEXT_LIMIT] if isinstance(description, str) else None,
             retry_after=None if retry_after is None else float(retry_after),
+            refresh=refresh[:64] if isinstance(refresh, str) else None,
         )
 
 

@@ -58,7 +58,7 @@ class FileStore:
         import filelock
 
         self._filelock = filelock
-        self.path = Path(path)
+        self.path = Path(path).expanduser()  # "~/.cache/app" means the user's home
         try:
             self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
             mode = self.path.stat().st_mode & 0o777
@@ -120,7 +120,9 @@ class FileStore:
         Returns:
             The new generation, or `None` when another writer moved it on (nothing written).
         """
-        if self._generation_of(key) != generation:
+        # A file that cannot be read raises here: taken for "no generation", it would look
+        # like a store that lost its data, and the token would be written again on top.
+        if self.get_with_generation(key)[1] != generation:
             return None
         self._write(key, token, generation + 1)
         return generation + 1
@@ -159,8 +161,15 @@ class FileStore:
             ) from None
 
     def delete(self, key: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            self._file(key).unlink()
+        file = self._file(key)
+        try:
+            file.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise StoreError(
+                f"the token store cannot delete the token file {file}: {exc.strerror}"
+            ) from None
 
     def _pause_file(self, key: str) -> Path:
         return self._file(key).with_suffix(".pause")
@@ -211,14 +220,24 @@ class FileStore:
     @contextlib.contextmanager
     def _locked(self, key: str) -> Iterator[None]:
         lock = self._lock_for(key)
-        try:
-            lock.acquire(timeout=_LOCK_TIMEOUT)
-        except self._filelock.Timeout:
-            raise self._stuck() from None
+        self._acquire(lock)
         try:
             yield
         finally:
             lock.release()
+
+    def _acquire(self, lock: filelock.BaseFileLock) -> None:
+        """Take `lock`; a lock file that cannot be made (a read-only or full file system)
+        is a `StoreError` naming it, like every other failure of this store."""
+        try:
+            lock.acquire(timeout=_LOCK_TIMEOUT)
+        except self._filelock.Timeout:
+            raise self._stuck() from None
+        except OSError as exc:
+            raise StoreError(
+                f"the token store cannot take its lock {lock.lock_file}: {exc.strerror}; "
+                f"check that {self.path} is writable"
+            ) from None
 
     def _stuck(self) -> StoreError:
         return StoreError(
@@ -255,11 +274,8 @@ class FileStore:
     @contextlib.asynccontextmanager
     async def _alocked(self, key: str) -> AsyncIterator[None]:
         lock = self._lock_for(key)
-        try:
-            # Waited for in a worker thread: the event loop keeps running meanwhile.
-            await asyncio.to_thread(lock.acquire, timeout=_LOCK_TIMEOUT)
-        except self._filelock.Timeout:
-            raise self._stuck() from None
+        # Waited for in a worker thread: the event loop keeps running meanwhile.
+        await asyncio.to_thread(self._acquire, lock)
         try:
             yield
         finally:

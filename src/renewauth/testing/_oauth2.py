@@ -8,6 +8,7 @@ renewauth or from requests, httpx or pytest; the fake runs on the standard libra
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
@@ -56,6 +57,11 @@ class FakeOAuth2Provider(_BaseFake):
         clients: Client id to secret; None marks a public client.
         users: Username to password, for the password grant.
         token_delay: Seconds the token endpoint waits before answering; settable later.
+        refresh_token_lifetime: Seconds a refresh token works after it was issued, however
+            often it is used: every answer that uses or issues one says how long it has
+            left as ``refresh_expires_in`` (counting down when it is not rotated), and a
+            refresh token past its end is refused (``invalid_grant``). None (the default):
+            refresh tokens have no stated end.
         clock: Returns the current time in seconds since the epoch.
 
     Raises:
@@ -75,9 +81,15 @@ class FakeOAuth2Provider(_BaseFake):
         clients: Mapping[str, str | None] = _DEFAULT_CLIENTS,
         users: Mapping[str, str] = _DEFAULT_USERS,
         token_delay: float = 0.0,
+        refresh_token_lifetime: float | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         super().__init__(token_lifetime=token_lifetime, token_delay=token_delay, clock=clock)
+        if refresh_token_lifetime is not None and not (
+            math.isfinite(refresh_token_lifetime) and refresh_token_lifetime > 0
+        ):
+            raise ValueError("refresh_token_lifetime must be seconds > 0, or None")
+        self._refresh_token_lifetime = refresh_token_lifetime
         self._refresh_tokens = refresh_tokens
         self._refresh_on_client_credentials = refresh_on_client_credentials
         self._rotate_refresh_tokens = rotate_refresh_tokens
@@ -109,8 +121,14 @@ class FakeOAuth2Provider(_BaseFake):
         """
         with self._lock:
             return self._mint_refresh_token_locked(
-                RefreshGrant(subject=username, client_id=client_id)
+                RefreshGrant(
+                    subject=username, client_id=client_id, expires_at=self._refresh_end_locked()
+                )
             )
+
+    def _refresh_end_locked(self) -> float | None:
+        lifetime = self._refresh_token_lifetime
+        return None if lifetime is None else self._clock() + lifetime
 
     # -- token endpoint ----------------------------------------------------------------------
 
@@ -140,10 +158,16 @@ class FakeOAuth2Provider(_BaseFake):
             if not grant.is_active:
                 self._stale_refresh_tokens += 1
                 raise OAuthError(400, "invalid_grant", "Token is not active")
+            if grant.expires_at is not None and self._clock() >= grant.expires_at:
+                raise OAuthError(400, "invalid_grant", "Refresh token expired")
             if self._rotate_refresh_tokens:
                 self._refresh_grants[refresh_token] = replace(grant, is_active=False)
             return self._issue_tokens_locked(
-                grant.subject, client_id, scope, self._rotate_refresh_tokens
+                grant.subject,
+                client_id,
+                scope,
+                self._rotate_refresh_tokens,
+                refresh_end=None if self._rotate_refresh_tokens else grant.expires_at,
             )
         if grant_type is None:
             raise OAuthError(400, "unsupported_grant_type", "Missing parameter: grant_type")
@@ -176,7 +200,13 @@ class FakeOAuth2Provider(_BaseFake):
         return client_id, True
 
     def _issue_tokens_locked(
-        self, subject: str, client_id: str, scope: str | None, with_refresh_token: bool
+        self,
+        subject: str,
+        client_id: str,
+        scope: str | None,
+        with_refresh_token: bool,
+        *,
+        refresh_end: float | None = None,
     ) -> Reply:
         access_token = self._mint_access_token_locked(
             subject, claims={"azp": client_id}, client_id=client_id
@@ -186,9 +216,12 @@ class FakeOAuth2Provider(_BaseFake):
             expires_in = self._lifetime_number()
             payload["expires_in"] = str(expires_in) if self._expires_in_as_string else expires_in
         if with_refresh_token:
+            refresh_end = self._refresh_end_locked()
             payload["refresh_token"] = self._mint_refresh_token_locked(
-                RefreshGrant(subject=subject, client_id=client_id)
+                RefreshGrant(subject=subject, client_id=client_id, expires_at=refresh_end)
             )
+        if refresh_end is not None:  # issued now, or the one used, counting down to its end
+            payload["refresh_expires_in"] = max(round(refresh_end - self._clock()), 1)
         if scope is not None:
             payload["scope"] = scope
         return token_reply(payload)

@@ -101,6 +101,7 @@ class RefreshGrant:
     is_offline: bool = False
     host: str = ""
     scope: str | None = None
+    expires_at: float | None = None  # a fixed end, whatever the uses (None: no stated end)
 
 
 class ErrorReply(Exception):
