@@ -434,6 +434,90 @@ def test_run_gives_each_sdk_pattern_live_tokens_and_says_what_it_did(
         assert warnings == []
 
 
+# --- `renewauth run` when an httpx fork fails to import: gql's `import httpx2 as httpx` ---------
+
+FALLBACK_SCRIPT = """
+import sys
+
+try:
+    import httpx2 as httpx
+except ImportError:
+    import httpx
+
+reply = httpx.get(sys.argv[1])
+waiting = [finder for finder in sys.meta_path if type(finder).__name__ == "_PatchOnImport"]
+print(httpx.__name__, reply.status_code, reply.json().get("subject"), len(waiting))
+"""
+
+# How `import httpx2` fails in the child: a file that makes it so, placed first on its path.
+HTTPX2_FAILURES = {
+    # No spec found. httpx2 may be installed here: a path finder that never finds it stands in
+    # for the interpreter's own, so the bootstrap's lookup comes back empty as if it were not.
+    "not-installed": (
+        "sitecustomize.py",
+        """
+import importlib.machinery, sys
+
+
+class _WithoutHttpx2(importlib.machinery.PathFinder):
+    @classmethod
+    def find_spec(cls, name, path=None, target=None):
+        return None if name == "httpx2" else super().find_spec(name, path, target)
+
+
+sys.meta_path[sys.meta_path.index(importlib.machinery.PathFinder)] = _WithoutHttpx2
+""",
+    ),
+    # Found, but its code fails: a partial install missing one of its dependencies.
+    "broken": ("httpx2.py", "raise ImportError('cannot import name Limits from httpcore2')\n"),
+    # Found, imports httpx itself, then fails: httpx is loaded before the fork is given up.
+    "broken-after-importing-httpx": (
+        "httpx2.py",
+        "import httpx\nraise ImportError('cannot import name Limits from httpcore2')\n",
+    ),
+}
+
+
+@pytest.mark.parametrize("failure", HTTPX2_FAILURES)
+def test_run_patches_httpx_when_the_program_falls_back_from_an_httpx2_that_fails_to_import(
+    failure: str, tmp_path: pathlib.Path
+) -> None:
+    """A program that tries httpx2 first, as gql does, sends renewauth's token through httpx."""
+    file_name, content = HTTPX2_FAILURES[failure]
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / file_name).write_text(content)
+    script = tmp_path / "gql_like.py"
+    script.write_text(FALLBACK_SCRIPT)
+    environment = {
+        **os.environ,
+        "P": "alice-password",
+        "S": "client-secret",
+        "PYTHONPATH": str(tmp_path / "site"),
+    }
+    with FakeOAuth2Provider() as fake:
+        config = _config(tmp_path, fake)
+        result = subprocess.run(
+            [
+                *(sys.executable, "-m", "renewauth.cli", "-v", "run", "--config", str(config)),
+                *("--", sys.executable, str(script), fake.api_url + "orders"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            env=environment,
+        )
+        token_calls = fake.token_calls
+    # httpx patched, and the bootstrap's finder gone from sys.meta_path once httpx had loaded.
+    assert (result.returncode, result.stdout.split()) == (0, ["httpx", "200", "alice", "0"]), (
+        result.stderr
+    )
+    assert token_calls == 1
+    # -v tells what happened: a token renewed for httpx's call, and no word of an httpx2 patched.
+    assert f"token for {fake.base_url} renewed" in result.stderr
+    assert "httpx2" not in result.stderr
+
+
 def test_run_replaces_an_sdks_bearer_when_the_entry_says_replace(tmp_path: pathlib.Path) -> None:
     script = tmp_path / "sdk.py"
     script.write_text(SDK_SCRIPT)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import pathlib
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ import requests
 from renewauth import (
     AuthError,
     ConfigurationError,
+    FileStore,
     InvalidClient,
     InvalidGrant,
     MemoryStore,
@@ -480,6 +482,36 @@ def test_keycloak_technical_user_refused_says_to_reissue_it(clock: ManualClock) 
         fake.end_session()
         with pytest.raises(InvalidGrant, match="re-issue the technical user"):
             auth.get_token()
+
+
+def test_keycloak_reissued_technical_user_works_in_the_store_of_the_refused_one(
+    clock: ManualClock, tmp_path: pathlib.Path
+) -> None:
+    """A re-issued refresh token needs no clean-up of the store the refused chain is in."""
+    with FakeKeycloak(clock=clock) as fake:
+
+        def technical_user(refresh_token: str) -> Keycloak:
+            return Keycloak(
+                fake.server_url,
+                "portal",
+                client_id="portal-client",
+                client_secret="portal-secret",
+                refresh_token=refresh_token,
+                store=FileStore(tmp_path),
+                clock=clock,
+            )
+
+        refused = technical_user(fake.issue_refresh_token())
+        refused.get_token()
+        fake.end_session()
+        clock.advance(301)  # past the fake's 300 s access token
+        with pytest.raises(InvalidGrant):
+            refused.get_token()  # the refusal and its pause are now in the store
+        fake.reset_counters()
+
+        reissued = technical_user(fake.issue_refresh_token())
+        assert reissued.get_token().access_token
+        assert fake.token_calls_by_grant == {"refresh_token": 1}
 
 
 def test_keycloak_wrong_secret_is_invalid_client(clock: ManualClock) -> None:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import ast
 import base64
+import inspect
 import json
+import pathlib
+import re
 import threading
 import types
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import httpx
 import pytest
@@ -666,3 +670,130 @@ def test_fake_fixture_yields_started_provider_when_plugin_is_loaded(
     response = client_credentials(oauth2_fake, client)
 
     assert response.status_code == 200
+
+
+# -- docs/testing.md states what the fakes really do ----------------------------------------
+
+TESTING_PAGE = pathlib.Path(__file__).parent.parent / "docs" / "testing.md"
+DOCUMENTED_FAKES = [
+    renewauth.testing.FakeOAuth2Provider,
+    renewauth.testing.FakeKeycloak,
+    renewauth.testing.FakeOrderCloud,
+    renewauth.testing.FakeShopware,
+    renewauth.testing.FakeVendorlink,
+    renewauth.testing.FakeVanMarcke,
+]
+COMMON_SECTION = "Every fake"
+
+
+def _page_sections() -> dict[str, str]:
+    """The page's sections by heading (## or ###), backticks dropped."""
+    parts = re.split(r"^#{2,3} (.+)$", TESTING_PAGE.read_text(), flags=re.MULTILINE)
+    return {
+        heading.strip("`"): body for heading, body in zip(parts[1::2], parts[2::2], strict=True)
+    }
+
+
+def _settings_table(section: str) -> dict[str, str]:
+    """The rows of a section's "| setting | default |" table: name → the default as written."""
+    lines = section.splitlines()
+    start = next(index for index, line in enumerate(lines) if line.startswith("| setting |"))
+    rows: dict[str, str] = {}
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        match = re.match(r"\| `(\w+)` \| `([^`]+)` \|", line)
+        assert match, f"a row the test cannot read: {line}"
+        rows[match[1]] = match[2]
+    return rows
+
+
+def _as_written(value: object) -> object:
+    """A default as the page writes it: mappings as dicts, sets of names as sets."""
+    if isinstance(value, Mapping):
+        return dict(value)
+    if isinstance(value, frozenset):
+        return set(value)
+    if callable(value):
+        return f"{value.__module__}.{value.__qualname__}"
+    return value
+
+
+def _read(written: str) -> object:
+    try:
+        return ast.literal_eval(written)
+    except ValueError:
+        return written  # a callable, by its dotted name
+
+
+def _assert_call_matches(fake_class: type, name: str, arguments: str) -> None:
+    """A call the page shows, `name(arguments)`: a method of the fake, with its defaults."""
+    parameters = inspect.signature(getattr(fake_class, name)).parameters
+    call = ast.parse(f"f({arguments})", mode="eval").body
+    assert isinstance(call, ast.Call)
+    for argument in call.args:
+        assert isinstance(argument, ast.Name), (name, arguments)
+        assert argument.id in parameters, (name, argument.id)
+    for keyword in call.keywords:
+        assert keyword.arg is not None
+        assert ast.literal_eval(keyword.value) == parameters[keyword.arg].default, (name, arguments)
+
+
+@pytest.mark.parametrize("fake_class", DOCUMENTED_FAKES, ids=lambda cls: cls.__name__)
+def test_testing_page_states_every_constructor_default_of_each_fake(fake_class: type) -> None:
+    """Each fake's table, with the settings every fake takes, is its constructor's signature."""
+    sections = _page_sections()
+    documented = {
+        **_settings_table(sections[COMMON_SECTION]),
+        **_settings_table(sections[fake_class.__name__]),
+    }
+    parameters = inspect.signature(fake_class).parameters
+
+    assert documented.keys() == parameters.keys()
+    for name, written in documented.items():
+        assert _read(written) == _as_written(parameters[name].default), name
+
+
+@pytest.mark.parametrize("fake_class", DOCUMENTED_FAKES, ids=lambda cls: cls.__name__)
+def test_testing_page_states_each_fakes_urls_and_method_defaults(fake_class: type) -> None:
+    """The URLs a default fake serves and the defaults of the methods the page shows."""
+    section = _page_sections()[fake_class.__name__]
+    urls = re.findall(r"`(\w+_url)`(?: \(also `(\w+_url)`\))?\s+=\s+`\{base_url\}([^`]*)`", section)
+    calls = re.findall(r"`(\w+)\(([^`]*)\)`", section)
+    assert urls
+    fake = fake_class()
+    try:
+        for name, other_name, path in urls:
+            for attribute in filter(None, (name, other_name)):
+                assert getattr(fake, attribute) == fake.base_url + path, attribute
+    finally:
+        fake.stop()
+    for name, arguments in calls:
+        _assert_call_matches(fake_class, name, arguments)
+
+
+def test_testing_page_names_only_counters_and_controls_every_fake_has() -> None:
+    """The shared tables name attributes and method defaults that every fake really has."""
+    section = _page_sections()[COMMON_SECTION]
+    first_cells = [line.split("|")[1] for line in section.splitlines() if line.startswith("| `")]
+    names = [name for cell in first_cells for name in re.findall(r"`(\w+)`", cell)]
+    calls = re.findall(r"^\| `(\w+)\(([^`]*)\)`", section, flags=re.MULTILINE)
+    assert "api_unauthorized" in names
+    assert calls
+    for fake_class in DOCUMENTED_FAKES:
+        for name in names:
+            if name != "clock":  # a setting, checked above (token_delay is an attribute too)
+                assert hasattr(fake_class, name), (fake_class.__name__, name)
+        for name, arguments in calls:
+            _assert_call_matches(fake_class, name, arguments)
+
+
+def test_fixtures_build_each_fake_with_its_defaults() -> None:
+    """The page promises each fixture is its fake with the defaults in the tables."""
+    from renewauth.testing import pytest_plugin
+
+    exported = {name for name in renewauth.testing.__all__ if name.startswith("Fake")}
+    assert {fake_class.__name__ for fake_class in DOCUMENTED_FAKES} == exported
+    source = inspect.getsource(pytest_plugin)
+    for fake_class in DOCUMENTED_FAKES:
+        assert f"with {fake_class.__name__}() as fake:" in source

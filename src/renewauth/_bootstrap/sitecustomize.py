@@ -1,8 +1,8 @@
 """Run by every Python process that `renewauth run` starts (this directory leads PYTHONPATH).
 
 It runs the `sitecustomize` that would have run without renewauth, if there is one, then
-waits: only when the program imports `requests`, `httpx` or an httpx fork (`httpx2`) does it
-load renewauth, send renewauth's log to stderr (WARNING and up; `renewauth -v run` adds
+waits: only once the program has imported `requests`, `httpx` or an httpx fork (`httpx2`)
+does it load renewauth, send renewauth's log to stderr (WARNING and up; `renewauth -v run` adds
 DEBUG, `--explain` the INFO lines that say why each origin was signed or left alone) and
 patch them from the configuration named by RENEWAUTH_CONFIG. A program that never imports
 any of them gets nothing but this file. A broken configuration stops the program with one
@@ -66,25 +66,62 @@ def _patch_from_config() -> None:
 
 
 class _PatchOnImport(importlib.abc.MetaPathFinder):
-    """Finds nothing itself: it wraps the loader of the first watched module imported, so
-    that the patch is applied once that module has run."""
+    """Finds nothing itself: it wraps the loader of each watched module imported, and patches
+    once one of them has really loaded.
+
+    A watched import can fail, and programs expect it to: gql and others try
+    `import httpx2 as httpx` and fall back to httpx on ImportError. So the finder stays in
+    place until a watched module has run to the end (it may find no spec, or its code may
+    raise), then removes itself: renewauth patches the others itself. It patches only when no
+    watched import is still running: a fork whose own code imports httpx would otherwise be
+    judged half-initialized.
+    """
+
+    def __init__(self) -> None:
+        self._finding: set[str] = set()  # names being looked up: find_spec asks us again
+        self._running: list[str] = []  # watched modules whose code is running, in any thread
+        self._loaded = False
+        self._patched = False
 
     def find_spec(self, name: str, path: Any, target: Any = None) -> Any:
-        if name not in _WATCHED:
+        if name not in _WATCHED or name in self._finding or self._patched:
             return None
-        sys.meta_path.remove(self)  # once: renewauth patches the others itself
-        spec = importlib.util.find_spec(name)
-        if spec is None or spec.loader is None:
-            return spec
+        self._finding.add(name)
+        try:
+            spec = importlib.util.find_spec(name)
+        finally:
+            self._finding.discard(name)
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return spec  # not installed: the program may import another watched module next
         loader = spec.loader
         original = loader.exec_module
 
         def exec_module(module: ModuleType) -> None:
-            original(module)
-            _patch_from_config()
+            self._running.append(name)
+            try:
+                original(module)
+                self._loaded = True
+            except BaseException:
+                # importlib drops a module that failed right after this; a patch applied below
+                # must not take what it left in sys.modules for a loaded fork.
+                if sys.modules.get(name) is module:
+                    del sys.modules[name]
+                raise
+            finally:
+                self._running.remove(name)
+                if self._loaded and not self._running:
+                    self._patch_once()
 
         loader.exec_module = exec_module  # type: ignore[method-assign]
         return spec
+
+    def _patch_once(self) -> None:
+        if self._patched:
+            return
+        self._patched = True
+        if self in sys.meta_path:
+            sys.meta_path.remove(self)
+        _patch_from_config()
 
 
 _run_users_sitecustomize()
