@@ -1,20 +1,42 @@
 """Objects that cross processes, or get copied, keep working.
 
-A `Token` pickles and deep-copies whole, its read-only `raw` included.
+An auth object pickles after any use (requests, httpx, httpx async) and its copy fetches a
+token and signs, here and in a spawned process. A `Token` pickles and deep-copies whole, its
+read-only `raw` included.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import multiprocessing
 import pickle
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from types import MappingProxyType
 from typing import Any
 
 import pytest
 
-from renewauth import Token
+from renewauth import MemoryStore, OAuth2ClientCredentials, Token
+from renewauth.testing import FakeOAuth2Provider
+
+from .helpers import KINDS, send
+
+CLIENT_ID, CLIENT_SECRET = "client-id", "client-secret"
+
+# No injected clock here: a clock that crosses must pickle, and the suite's ManualClock holds
+# a lock. The fake's tokens live an hour; revocation, not time, makes them fail.
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeOAuth2Provider]:
+    with FakeOAuth2Provider() as provider:
+        yield provider
+
+
+def credentials(fake: FakeOAuth2Provider) -> OAuth2ClientCredentials:
+    return OAuth2ClientCredentials(fake.token_url, CLIENT_ID, CLIENT_SECRET, store=MemoryStore())
 
 
 def _unpickled(data: bytes) -> Any:
@@ -26,6 +48,49 @@ def _pickled(value: Any) -> Any:
 
 
 COPIERS: dict[str, Callable[[Any], Any]] = {"pickle": _pickled, "deepcopy": copy.deepcopy}
+
+
+def _send_with_every_client(auth: OAuth2ClientCredentials, url: str) -> list[int]:
+    """Run in a spawned process: the statuses the API gives each client there."""
+    return [send(kind, auth, url).status for kind in KINDS]
+
+
+# --- auth objects --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "uses",
+    [("requests",), ("httpx",), ("httpx-async",), KINDS],
+    ids=["requests", "httpx", "httpx-async", "all"],
+)
+def test_auth_object_pickles_after_use_and_its_copy_signs_with_every_client(
+    uses: Sequence[str], fake: FakeOAuth2Provider
+) -> None:
+    """Whatever used it, the object pickles, and its copy (used by every client in turn,
+    the async one included) pickles again: what a client keeps per use never crosses."""
+    auth = credentials(fake)
+    for kind in uses:
+        assert send(kind, auth, fake.api_url).status == 200
+    crossed = _pickled(auth)
+    assert crossed.token is None  # the token never travels
+    replies = [send(kind, crossed, fake.api_url) for kind in KINDS]
+    again = _pickled(crossed)
+    assert [(reply.status, reply.history) for reply in replies] == [(200, 0)] * 3
+    assert send("httpx-async", again, fake.api_url).status == 200
+    assert fake.token_calls == 3  # one each: a MemoryStore arrives empty
+
+
+def test_auth_object_used_by_every_client_gets_200_in_a_spawned_process(
+    fake: FakeOAuth2Provider,
+) -> None:
+    auth = credentials(fake)
+    for kind in KINDS:
+        assert send(kind, auth, fake.api_url).status == 200
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+        statuses = pool.submit(_send_with_every_client, auth, fake.api_url).result(timeout=120)
+    assert statuses == [200, 200, 200]
+    assert fake.token_calls == 2  # the child fetched its own token, once
 
 
 # --- tokens ------------------------------------------------------------------------------------

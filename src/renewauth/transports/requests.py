@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Collection, Mapping
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urljoin, urlsplit
 
 import requests
@@ -126,6 +126,10 @@ class RequestsSigning(requests.auth.AuthBase):
     _api_headers: Mapping[str, str]
     _home_origin: str | None
     _dpop: DpopKey | None = None
+    # What this transport keeps on the auth object for this process only, which a pickled
+    # or copied auth object leaves behind (`TokenAuth.__reduce__`): nothing, as per-request
+    # state lives on the prepared request.
+    _TRANSIENT: ClassVar[frozenset[str]] = frozenset()
 
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
         token = self._manager.token_for_request()
