@@ -357,16 +357,19 @@ def test_saturated_pool_gives_no_401_to_the_caller(
     assert live_fake.token_calls <= 2.5 * lifetimes + 1
 
 
-def test_signed_headers_pickle_and_copy_as_plain_strings(
+def test_signed_headers_pickle_and_copy_to_the_header_they_write(
     fake: FakeOAuth2Provider, clock: ManualClock
 ) -> None:
+    """A copied header reads and writes as the original (what else a copy keeps, so that
+    its 401 is renewed too, is tested in test_crossing.py)."""
     auth = credentials(fake, clock)
     headers = requests.Request("GET", fake.api_url, auth=auth).prepare().headers
     sent = headers["Authorization"]
     for copied in (pickle.loads(pickle.dumps(headers)), copy.deepcopy(headers)):  # noqa: S301
         header = copied["Authorization"]
-        assert type(header) is str
+        assert isinstance(header, str)
         assert header == sent
+        assert header.encode() == sent.encode()
 
 
 def test_declined_renewal_still_takes_a_newer_token_from_the_shared_store(

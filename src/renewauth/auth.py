@@ -357,11 +357,14 @@ class TokenAuth(RequestsSigning, HttpxSigning):
         The copy rebuilds its own manager on the other side (a spawn worker, a
         `ProcessPoolExecutor`) around the same store, so a `FileStore` or `RedisStore` shares
         tokens and renewals with this object; a `MemoryStore` cannot cross processes and
-        arrives as the default (or a new) store there. Callables given as options
-        (`on_token=`, `clock=`) must be picklable themselves.
+        arrives as the default (or a new) store there. What a transport keeps for this
+        process (an async client's admission gates, named in its `_TRANSIENT`) stays behind
+        too, whatever used the object. Callables given as options (`on_token=`, `clock=`)
+        must be picklable themselves.
         """
         manager = self._manager
-        state = {name: value for name, value in self.__dict__.items() if name != "_manager"}
+        left_behind = _transient_attributes(type(self))
+        state = {name: value for name, value in self.__dict__.items() if name not in left_behind}
         options = {
             "store": manager.store,
             "leeway": manager.leeway,
@@ -433,6 +436,13 @@ class TokenAuth(RequestsSigning, HttpxSigning):
     def invalidate(self) -> None:
         """Drop the access token (keeping its refresh token): the next request renews."""
         self._manager.invalidate()
+
+
+def _transient_attributes(cls: type) -> frozenset[str]:
+    """What an auth object of `cls` keeps for this process only: its manager, and what each
+    transport among its bases declares in `_TRANSIENT` (gates bound to event loops, …)."""
+    declared = (vars(base).get("_TRANSIENT", frozenset()) for base in cls.__mro__)
+    return frozenset({"_manager"}).union(*declared)
 
 
 def _portable(value: object) -> object:

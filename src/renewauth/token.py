@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from functools import partial
 from types import MappingProxyType
 
 __all__ = ["Token"]
@@ -193,3 +194,13 @@ class Token:
             api_origin=text("api_origin"),
             sequence=sequence,
         )
+
+    def __reduce__(self) -> tuple[object, ...]:
+        """Pickled and deep-copied through the constructor, from every field it takes (those
+        added later too): pickle refuses the read-only `raw`, which travels as a plain dict
+        and is made read-only again by `__post_init__`, as is everything derived."""
+        values = {item.name: getattr(self, item.name) for item in fields(self) if item.init}
+        for name, value in values.items():
+            if isinstance(value, MappingProxyType):
+                values[name] = dict(value)
+        return partial(type(self), **values), ()

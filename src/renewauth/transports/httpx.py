@@ -33,7 +33,7 @@ import threading
 import weakref
 from collections.abc import AsyncGenerator, Awaitable, Callable, Collection, Generator, Mapping
 from types import MappingProxyType
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 import certifi
@@ -372,6 +372,9 @@ class HttpxSigning(httpx.Auth):
     _api_headers: Mapping[str, str]
     _home_origin: str | None
     _dpop: DpopKey | None = None
+    # What `_gate` keeps on the auth object for this process's event loops: a pickled or
+    # copied auth object leaves it behind (`TokenAuth.__reduce__`) and makes its own.
+    _TRANSIENT: ClassVar[frozenset[str]] = frozenset({"_gates", "_last_gate"})
 
     def _sign_httpx(self, request: httpx.Request, url: httpx.URL, token: Token) -> None:
         request.headers["Authorization"] = token.authorization

@@ -5,7 +5,8 @@
 same adapter, appending the rejected answer to `history`. Per-request state (which token was
 sent, whether this is the resend) lives on the prepared request, never on the shared auth
 object. A redirect creates a new prepared request without that state, so an answer from a
-redirect target never triggers a renewal.
+redirect target never triggers a renewal; a deep copy or a pickle of the prepared request
+keeps it (see `_Signature`).
 
 The header value is a `_Signature`, a `str` that also remembers its token. A request signed
 now may wait in urllib3's pool (`pool_block=True`) longer than a short token lives, so the
@@ -17,9 +18,11 @@ through http.client (a mock, a canned answer) reads the value as the plain strin
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import logging
 from collections.abc import Collection, Mapping
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urljoin, urlsplit
 
 import requests
@@ -39,27 +42,51 @@ logger = logging.getLogger(__name__)
 _STATE = "_renewauth_signature"
 
 
+def _carried(token: Token) -> Token:
+    """`token` as a pickled request carries it: what its header and its 401 need (the access
+    token, the public fields). The other secrets (the `repr=False` fields: the refresh
+    token, the raw response) never leave this process in a request."""
+    kept = {
+        item.name: getattr(token, item.name)
+        for item in dataclasses.fields(token)
+        if item.init and (item.repr or item.name == "access_token")
+    }
+    return Token(**kept)
+
+
 class _Signature(str):
     """The `Authorization` value renewauth sets, and what the request carries with it.
 
     Attributes: `token`, the token the header holds (replaced when it is written, if it
     aged meanwhile); `url`, where the request goes after routing; `addressed`, the URL the
     caller addressed; `resent`, whether this is the one resend.
+
+    A request that is deep-copied or pickled (a cache, a recorder, a retry library) keeps
+    its signature, so its 401 renews and resends as the original's would. A deep copy asks
+    the same manager when it leaves; an unpickled one has none (the manager, with its
+    locks, stays in its process) and leaves with the token it carries.
     """
 
     token: Token
     url: str
     addressed: str
     resent: bool = False
-    _manager: TokenManager
+    _manager: TokenManager | None = None
 
-    def __reduce__(self) -> tuple[type[str], tuple[str]]:
-        # A pickled or deep-copied request (a cache, a recorder) carries the plain header
-        # value: the manager behind it, with its locks, stays in this process.
-        return str, (str(self),)
+    def __reduce__(self) -> tuple[object, ...]:
+        state = {name: value for name, value in vars(self).items() if name != "_manager"}
+        state["token"] = _carried(self.token)
+        return _Signature, (str(self),), state
+
+    def __deepcopy__(self, memo: dict[int, object]) -> _Signature:
+        copied = _Signature(self)
+        copied.__dict__.update(vars(self))  # frozen values, and the manager is shared
+        return copied
 
     def leaving(self) -> Token:
         """The token the request leaves with: the one signed, unless it aged meanwhile."""
+        if self._manager is None:  # unpickled: no manager to ask
+            return self.token
         token = self._manager.token_at_departure(self.token)
         if token is not self.token:
             logger.debug("token replaced as the request left: it aged while queued")
@@ -78,14 +105,24 @@ class _Proof(str):
     signature: _Signature
     token: Token
     method: str
-    key: DpopKey
+    key: DpopKey | None = None
 
-    def __reduce__(self) -> tuple[type[str], tuple[str]]:
-        return str, (str(self),)  # as `_Signature`: a copy holds the plain value
+    def __reduce__(self) -> tuple[object, ...]:
+        # As `_Signature`: the key stays in this process, and the unpickled proof is written
+        # as it is (its signature has no manager, so its token never changes).
+        state = {name: value for name, value in vars(self).items() if name != "key"}
+        state["token"] = _carried(self.token)
+        return _Proof, (str(self),), state
+
+    def __deepcopy__(self, memo: dict[int, object]) -> _Proof:
+        copied = _Proof(self)
+        copied.__dict__.update(vars(self))  # the key is shared: one key per auth object
+        copied.signature = copy.deepcopy(self.signature, memo)  # the header's copy
+        return copied
 
     def encode(self, encoding: str = "utf-8", errors: str = "strict") -> bytes:
         token = self.signature.leaving()
-        if token is self.token:
+        if token is self.token or self.key is None:
             return str.encode(self, encoding, errors)
         proof = self.key.proof(self.method, self.signature.url, access_token=token.access_token)
         return proof.encode(encoding, errors)
@@ -126,6 +163,10 @@ class RequestsSigning(requests.auth.AuthBase):
     _api_headers: Mapping[str, str]
     _home_origin: str | None
     _dpop: DpopKey | None = None
+    # What this transport keeps on the auth object for this process only, which a pickled
+    # or copied auth object leaves behind (`TokenAuth.__reduce__`): nothing, as per-request
+    # state lives on the prepared request.
+    _TRANSIENT: ClassVar[frozenset[str]] = frozenset()
 
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
         token = self._manager.token_for_request()
