@@ -67,8 +67,9 @@ from .stores import (
     PauseStore,
     TokenStore,
     credential_key,
+    default_store,
 )
-from .stores._durable import Spare, describe_store
+from .stores._durable import Spare, describe_store, fell_back_to_memory
 from .token import Token
 
 __all__ = [
@@ -871,7 +872,7 @@ class TokenManager:
         self._check_pause(None)
         self._called = True
         token = self._fetched(self._run_flow(self.grant.fetch(None)), self.token)
-        self._keep(token, self._generation, None, None, error)
+        self._keep(token, self._generation, None, None, error, quiet=True)
         return self._announce(token), True
 
     def _run_flow(self, flow: Flow) -> Token:
@@ -969,7 +970,8 @@ class TokenManager:
             self._check_pause(None)
             self._called = True
             token = self._fetched(await self._arun_flow(self.grant.fetch(None)), self.token)
-            self._keep(token, self._generation, None, asyncio.get_running_loop(), down.error)
+            loop = asyncio.get_running_loop()
+            self._keep(token, self._generation, None, loop, down.error, quiet=True)
             return self._announce(token), True
 
     async def _arenew_under_lock(self, stale: Token | None) -> tuple[Token, bool]:
@@ -1226,6 +1228,8 @@ class TokenManager:
         release: Callable[[], None] | None,
         loop: asyncio.AbstractEventLoop | None,
         error: StoreError,
+        *,
+        quiet: bool = False,
     ) -> None:
         """Keep a renewed token the store refused, and write it as soon as the store can.
 
@@ -1237,7 +1241,7 @@ class TokenManager:
         with self._kept_lock:
             self._kept = _Kept(token, generation, release, loop)
         _KEEPERS.add(self)
-        if release is not None or self._chain is not None:
+        if not quiet:  # a local renewal while the store is unreachable said so already
             logger.warning(
                 "the renewed token for %s could not be stored (%s); it is kept in memory "
                 "and written as soon as the store takes writes again",
@@ -1629,6 +1633,7 @@ class TokenManager:
             chain is not None
             and not self._warned_memory
             and _in_memory(self.store)
+            and not (self.store is default_store() and fell_back_to_memory())  # warned then
             and token.refresh_token is not None
             and token.refresh_token != chain.presents(base)
         ):

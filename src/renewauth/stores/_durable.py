@@ -33,7 +33,14 @@ from ..token import Token
 from .file import FileStore
 from .memory import MemoryStore, default_store
 
-__all__ = ["STATE_DIR_VARIABLE", "Spare", "describe_store", "durable_store", "state_directory"]
+__all__ = [
+    "STATE_DIR_VARIABLE",
+    "Spare",
+    "describe_store",
+    "durable_store",
+    "fell_back_to_memory",
+    "state_directory",
+]
 
 logger = logging.getLogger("renewauth.stores")
 
@@ -44,6 +51,7 @@ store and the spare copies); by default the platform's per-user state directory.
 _lock = threading.Lock()
 _stores: dict[Path, FileStore | None] = {}  # None: that directory could not be used
 _told: set[Path] = set()
+_fell_back = False  # whether a chain was given memory instead (and a WARNING said so)
 
 
 def state_directory() -> Path:
@@ -86,6 +94,8 @@ def durable_store() -> FileStore | MemoryStore:
                 directory,
             )
         return store
+    global _fell_back  # noqa: PLW0603 - one flag for the process, set once
+    _fell_back = True
     if first:
         logger.warning(
             "renewauth cannot keep tokens in %s (not a private directory it can create and "
@@ -97,6 +107,11 @@ def durable_store() -> FileStore | MemoryStore:
             STATE_DIR_VARIABLE,
         )
     return default_store()
+
+
+def fell_back_to_memory() -> bool:
+    """Whether `durable_store()` gave the process-wide `MemoryStore` (and warned)."""
+    return _fell_back
 
 
 def describe_store(store: object) -> str:
