@@ -790,3 +790,42 @@ def test_renewauth_check_reports_a_fixed_end_refresh_token_near_its_end() -> Non
         report = _check_entry("user", auth, clock.now)
     assert report["status"] == "warning"
     assert json.dumps(report)  # the --json shape
+
+
+def test_a_read_only_file_system_is_a_store_error_and_client_credentials_renew_locally(
+    small_disk: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with FakeOAuth2Provider() as fake:
+        store = FileStore(small_disk / "tokens")
+        remount = subprocess.run(
+            ["/bin/mount", "-o", "remount,ro", str(small_disk)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert remount.returncode == 0, remount.stderr
+        with pytest.raises(StoreError, match="Read-only file system"), store.lock("ab12"):
+            pass
+        auth = OAuth2ClientCredentials(fake.token_url, "client-id", "client-secret", store=store)
+        assert auth.get_token().access_token  # renewed in this process, 1 call
+        assert fake.token_calls == 1
+        chain = _chain(fake, store, ManualClock(START))
+        with pytest.raises(StoreError):
+            chain.get_token()  # a refresh token is never spent without the store's lock
+        assert fake.token_calls == 1
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1, warnings
+
+
+def test_a_discovered_refresh_token_is_never_spent_without_the_stores_lock(
+    tmp_path: Path,
+) -> None:
+    with FakeOAuth2Provider() as fake:
+        probe = OAuth2RefreshToken.from_issuer(fake.base_url, "client-id", "refresh-token")
+        store = _unlockable(tmp_path, probe._manager.key)
+        auth = OAuth2RefreshToken.from_issuer(
+            fake.base_url, "client-id", "refresh-token", store=store
+        )
+        with pytest.raises(StoreError):
+            auth.get_token()
+        assert fake.token_calls == 0
