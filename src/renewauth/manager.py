@@ -766,6 +766,8 @@ class TokenManager:
         try:
             return self._fetch(current), True, generation
         except InvalidGrant:
+            if self._chain is None:
+                raise
             stored, generation = self._read_or_nothing()
             spare = self._spare.get(self.key) if self._spare is not None else None
             newer = self._newer_chain(current, stored, generation, spare)
@@ -1044,6 +1046,8 @@ class TokenManager:
         try:
             return await self._afetch(current), True, generation
         except InvalidGrant:
+            if self._chain is None:
+                raise
             stored, generation = await self._aread_or_nothing()
             newer = self._newer_chain(current, stored, generation, await self._aspare())
             if newer is None:

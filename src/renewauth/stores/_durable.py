@@ -161,10 +161,13 @@ class Spare:
         return best
 
     def put(self, key: str, token: Token) -> Path | None:
-        """Keep `token` as the spare of `key`: the place that took it, or `None`."""
+        """Keep `token` as the spare of `key`: the place that took it (or that holds a token
+        further along the chain already), or `None`."""
         for store in self._stores():
             try:
-                store.set(key, token)
+                held = store.get(key)
+                if held is None or held.sequence <= token.sequence:
+                    store.set(key, token)
             except StoreError:
                 continue
             return store.path
