@@ -10,23 +10,27 @@ from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 
 import requests
 
-from renewauth import Token
+from renewauth import FileStore, Token
 from renewauth.providers import Keycloak
 from renewauth.testing import FakeKeycloak
 
 
 def remember(token: Token) -> None:
-    # The refresh token is the technical user's only credential: keep every rotated one
-    # (a FileStore does this for you; this is where you would write it elsewhere).
+    # The refresh token is the technical user's only credential: every rotated one is kept
+    # on disk for you (renewauth's durable default, or the store= you pass); this is where
+    # you would also copy it elsewhere (a secrets manager).
     print("new token; refresh token rotated:", token.refresh_token is not None)
 
 
 def main() -> None:
     with contextlib.ExitStack() as stack:
         if "KEYCLOAK_TOKEN_URL" in os.environ:
+            # No store=: the chain is kept in renewauth's state directory (an INFO line says
+            # where), so the next run continues from the refresh token this one got.
             auth = Keycloak.from_token_url(
                 os.environ["KEYCLOAK_TOKEN_URL"],
                 client_id=os.environ["KEYCLOAK_CLIENT_ID"],
@@ -37,6 +41,9 @@ def main() -> None:
             api_url = os.environ["API_URL"]
         else:
             fake = stack.enter_context(FakeKeycloak(rotate_refresh_tokens=True))
+            # A fake's refresh token dies with the fake: keep its chain in a throw-away
+            # directory rather than in your state directory.
+            scratch = stack.enter_context(tempfile.TemporaryDirectory())
             auth = Keycloak(
                 fake.server_url,
                 "portal",
@@ -44,6 +51,7 @@ def main() -> None:
                 client_secret="portal-secret",
                 refresh_token=fake.issue_refresh_token(),
                 on_token=remember,
+                store=FileStore(scratch),
             )
             api_url = fake.api_url + "apps"
 
