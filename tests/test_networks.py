@@ -6,6 +6,7 @@ port, an untrusted certificate), with the low-level error as its cause and no se
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import pathlib
@@ -390,6 +391,22 @@ def test_refusing_proxy_is_named_as_what_refused_the_token_call(
     with pytest.raises(TokenEndpointUnavailable, match=re.escape(expected)) as caught:
         canary_auth(UNRESOLVABLE, **options).get_token()
     assert type(caught.value.__cause__) is ConnectionRefusedError
+
+
+def test_callers_that_waited_for_the_failed_renewal_see_the_same_cause(
+    refused_url: str, clean_environment: pytest.MonkeyPatch
+) -> None:
+    auth = canary_auth(refused_url)
+
+    async def four_callers() -> list[BaseException]:
+        # The first leads the renewal (as a task of its own, scheduled after the other
+        # three), so the other three are waiters of its flight and get copies of its error.
+        return await asyncio.gather(*(auth.aget_token() for _ in range(4)), return_exceptions=True)
+
+    errors = asyncio.run(four_callers())
+    assert all(isinstance(error, TokenEndpointUnavailable) for error in errors)
+    assert len({id(error) for error in errors}) == 4
+    assert [type(error.__cause__) for error in errors] == [ConnectionRefusedError] * 4
 
 
 def reachable_from(error: BaseException) -> Iterator[object]:
