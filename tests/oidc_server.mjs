@@ -89,6 +89,17 @@ const provider = new Provider(issuer, {
 });
 provider.proxy = false;
 
+// What the DPoP tests count: token calls, and those oidc-provider answered use_dpop_nonce (a
+// proof without the nonce it wants). Read at /api/counts with the API's own challenges.
+const counts = { tokenCalls: 0, tokenNonceChallenges: 0, nonceChallenges: 0 };
+provider.use(async (ctx, next) => {
+  await next();
+  if (ctx.method === 'POST' && ctx.path === '/token') {
+    counts.tokenCalls += 1;
+    if (ctx.body && ctx.body.error === 'use_dpop_nonce') counts.tokenNonceChallenges += 1;
+  }
+});
+
 // A second issuer laid out as a Keycloak realm is (`/realms/NAME`, its token endpoint at
 // `/protocol/openid-connect/token`), for the Keycloak class's signed-JWT and X509 clients. It is
 // mounted the way oidc-provider documents for an issuer with a path: the request reaches it
@@ -159,7 +170,6 @@ provider.registerGrantType(
 // store is the judge. Its DPoP nonce changes every `lifetime` seconds (RFC 9449 §9).
 const apiNonces = [randomBytes(16).toString('base64url')];
 setInterval(() => apiNonces.unshift(randomBytes(16).toString('base64url')), config.lifetime * 1000).unref();
-const counts = { nonceChallenges: 0 };
 
 async function api(req, res) {
   if (req.url === '/api/counts') {

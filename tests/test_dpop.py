@@ -15,9 +15,9 @@ from renewauth import MemoryStore, OAuth2ClientCredentials, Token
 from renewauth.dpop import DpopGrant, DpopKey, htu_of
 from renewauth.flows import TokenResponse
 from renewauth.oauth2 import Client, ClientCredentialsGrant
-from renewauth.testing import FakeOAuth2Provider, FakeOrderCloud
+from renewauth.testing import FakeOAuth2Provider, FakeOrderCloud, RecordedTokenRequest
 
-from .helpers import KINDS, send
+from .helpers import KINDS, ManualClock, send
 
 TOKEN_URL = "https://idp.example.com/token"
 
@@ -56,6 +56,17 @@ def test_proof_carries_nonce_of_its_origin_only_when_server_sent_one() -> None:
     dpop.remember_nonce("https://api.example.com/a", "n-1")
     assert claims_of(dpop.proof("GET", "https://api.example.com/b"), dpop)["nonce"] == "n-1"
     assert "nonce" not in claims_of(dpop.proof("GET", "https://other.example.com/"), dpop)
+
+
+def test_proof_carries_its_own_servers_nonce_when_token_endpoint_and_api_share_an_origin() -> None:
+    dpop = key()
+    dpop.remember_nonce(TOKEN_URL, "as-1", server="authorization")
+    dpop.remember_nonce("https://idp.example.com/api/items", "rs-1")  # an API's answer
+    token_call = claims_of(dpop.proof("POST", TOKEN_URL, server="authorization"), dpop)
+    api_request = claims_of(
+        dpop.proof("GET", "https://idp.example.com/api/x", access_token="t"), dpop
+    )
+    assert (token_call["nonce"], api_request["nonce"]) == ("as-1", "rs-1")
 
 
 def test_htu_drops_query_and_fragment_when_url_has_them() -> None:
@@ -107,3 +118,39 @@ def test_dpop_proof_never_follows_a_redirect_to_another_origin(kind: str) -> Non
         assert reply.status == 200
         assert "dpop" not in received
         assert "authorization" not in received
+
+
+def nonce_of(call: RecordedTokenRequest) -> object:
+    return jwt.decode(call.headers["dpop"], options={"verify_signature": False}).get("nonce")
+
+
+def test_dpop_token_calls_carry_the_token_endpoints_nonce_when_api_on_its_origin_sends_its_own(
+    kind: str, clock: ManualClock
+) -> None:
+    """RFC 9449 §8: after the first nonce, every token call carries the latest nonce the
+    token endpoint gave, although the API on the same origin sends its own on every answer;
+    use_dpop_nonce comes again only when the server changed its nonce."""
+    with FakeOAuth2Provider(
+        token_type="DPoP", dpop_nonces=True, token_lifetime=600, clock=clock
+    ) as fake:
+        auth = OAuth2ClientCredentials(
+            fake.token_url,
+            "client-id",
+            "client-secret",
+            dpop=True,
+            store=MemoryStore(),
+            clock=clock,
+        )
+        for _ in range(4):  # the first token, then three renewals
+            assert send(kind, auth, fake.api_url).status == 200
+            clock.advance(600)
+        fake.rotate_dpop_nonces()
+        for _ in range(2):
+            assert send(kind, auth, fake.api_url).status == 200
+            clock.advance(600)
+
+    nonces = [nonce_of(call) for call in fake.recent_token_requests]
+    first, rotated = nonces[1], nonces[-1]
+    assert nonces == [None, first, first, first, first, first, rotated, rotated]
+    assert fake.token_calls - fake.tokens_issued == 2  # use_dpop_nonce: first call, rotation
+    assert fake.api_unauthorized == 2  # the API's too: its first request, its rotation

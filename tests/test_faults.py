@@ -45,6 +45,18 @@ def test_hanging_token_endpoint_is_bounded_by_timeout_and_tries(kind: str) -> No
         assert fake.token_calls == 2  # the first try and one retry, each cut at 0.3 s
 
 
+def test_hanging_token_endpoint_error_says_how_long_it_waited_and_keeps_the_timeout(
+    kind: str,
+) -> None:
+    with FakeOAuth2Provider() as fake, fake.hold_token_requests():
+        auth = _auth(fake.token_url, timeout=0.3, retries=0)
+        with pytest.raises(
+            TokenEndpointUnavailable, match=r"did not answer within 0\.3 s; raise timeout="
+        ) as caught:
+            send(kind, auth, fake.api_url)
+    assert type(caught.value.__cause__) is TimeoutError
+
+
 def test_event_loop_keeps_running_while_the_token_endpoint_hangs() -> None:
     with FakeOAuth2Provider() as fake, fake.hold_token_requests():
         auth = _auth(fake.token_url, timeout=0.5, retries=0)
@@ -94,6 +106,57 @@ def test_connection_reset_is_retried_then_unavailable(kind: str, resetting_serve
     auth = _auth(resetting_server, retries=2)
     with pytest.raises(TokenEndpointUnavailable, match="could not be reached"):
         send(kind, auth, resetting_server.replace("/oauth/token", "/api/"))
+
+
+@pytest.fixture
+def server_resetting_after_the_request() -> Iterator[str]:
+    """A token URL whose server reads each request whole, then resets the connection: the
+    client is waiting for the answer when the reset comes (not still writing, when httpcore
+    would drop the write error and report only a closed connection)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    stop = threading.Event()
+
+    def serve() -> None:
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                connection, _ = listener.accept()
+            except TimeoutError:
+                continue
+            with connection:
+                connection.settimeout(10)
+                received = b""
+                while b"\r\n\r\n" not in received:
+                    received += connection.recv(65536)
+                head, _, body = received.partition(b"\r\n\r\n")
+                length = next(
+                    int(line.split(b":", 1)[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                )
+                while len(body) < length:
+                    body += connection.recv(65536)
+                connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{port}/oauth/token"
+    stop.set()
+    thread.join()
+    listener.close()
+
+
+def test_reset_token_call_says_connection_reset_and_keeps_the_reset_as_cause(
+    kind: str, server_resetting_after_the_request: str
+) -> None:
+    token_url = server_resetting_after_the_request
+    origin = token_url.removesuffix("/oauth/token")
+    with pytest.raises(
+        TokenEndpointUnavailable, match=f"connection reset by {origin}; check the network"
+    ) as caught:
+        send(kind, _auth(token_url, retries=0), token_url.replace("/oauth/token", "/api/"))
+    assert type(caught.value.__cause__) is ConnectionResetError
 
 
 @pytest.mark.parametrize(

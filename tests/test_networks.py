@@ -1,17 +1,29 @@
 """Corporate networks: the token call's trust store (`verify=`, `SSL_CERT_FILE`,
 `REQUESTS_CA_BUNDLE`), its route (`proxy=`, `HTTPS_PROXY`, `NO_PROXY`) and its client
-certificate, over real TLS on loopback made by trustme, through a real CONNECT proxy."""
+certificate, over real TLS on loopback made by trustme, through a real CONNECT proxy; and
+what a token call that gets no answer says: why (a name that does not resolve, a refused
+port, an untrusted certificate), with the low-level error as its cause and no secret behind."""
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import contextlib
+import pathlib
+import re
 import select
 import socket
 import socketserver
 import ssl
 import threading
-from collections.abc import Iterator
+import types
+from collections.abc import Iterator, Mapping
+from urllib.parse import quote, quote_plus
 
+import httpcore
+import httpx
 import pytest
+import trustme
 
 from renewauth import (
     ConfigurationError,
@@ -24,6 +36,7 @@ from renewauth._urls import is_loopback_host
 from renewauth.flows import TokenRequest
 from renewauth.transports.httpx import HttpxSender
 
+from .helpers import send
 from .oidc_fixture import SECRET, Oidc
 
 CA_VARIABLES = ("SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
@@ -243,3 +256,223 @@ def test_pickling_refuses_private_keys_and_ssl_contexts() -> None:
     for auth in holders:
         with pytest.raises(ConfigurationError, match="cannot be pickled"):
             pickle.dumps(auth)
+
+
+# --- a token call that gets no answer: the message says why, the cause is kept, cleanly ------
+
+UNRESOLVABLE = "https://nonexistent.invalid/oauth/token"  # RFC 2606: .invalid never resolves
+CANARY_SECRET = "network-canary-secret+/:%="
+
+
+def api_of(token_url: str) -> str:
+    return token_url.replace("/oauth/token", "/api/")
+
+
+def canary_auth(token_url: str, **options: object) -> OAuth2ClientCredentials:
+    return OAuth2ClientCredentials(
+        token_url,
+        "canary-client",
+        CANARY_SECRET,
+        store=MemoryStore(),
+        retries=0,
+        **options,  # type: ignore[arg-type]
+    )
+
+
+@pytest.fixture
+def refused_url() -> str:
+    """A token URL on a loopback port that was bound and closed: connecting is refused."""
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    return f"http://127.0.0.1:{port}/oauth/token"
+
+
+class _Handshake(socketserver.BaseRequestHandler):
+    server: UntrustedTlsServer
+
+    def handle(self) -> None:
+        with contextlib.suppress(OSError):  # the client refuses the certificate: SSLError
+            self.server.context.wrap_socket(self.request, server_side=True).close()
+
+
+class UntrustedTlsServer(socketserver.ThreadingTCPServer):
+    """A TLS server on loopback whose certificate no client trusts by default: a trustme
+    CA's, either issued for 127.0.0.1 or the CA's own (self-signed)."""
+
+    daemon_threads = True
+
+    def __init__(self, *, self_signed: bool, directory: pathlib.Path) -> None:
+        super().__init__(("127.0.0.1", 0), _Handshake)
+        ca = trustme.CA()
+        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        if self_signed:
+            ca.cert_pem.write_to_path(str(directory / "ca.pem"))
+            ca.private_key_pem.write_to_path(str(directory / "ca.key"))
+            self.context.load_cert_chain(directory / "ca.pem", directory / "ca.key")
+            self.reason = "self-signed certificate"
+        else:
+            ca.issue_cert("127.0.0.1").configure_cert(self.context)
+            self.reason = "unable to get local issuer certificate"
+
+    @property
+    def token_url(self) -> str:
+        return f"https://127.0.0.1:{self.server_address[1]}/oauth/token"
+
+
+@contextlib.contextmanager
+def untrusted_tls_server(
+    *, self_signed: bool, directory: pathlib.Path
+) -> Iterator[UntrustedTlsServer]:
+    server = UntrustedTlsServer(self_signed=self_signed, directory=directory)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def test_refused_token_call_says_connection_refused_and_keeps_the_refusal_as_cause(
+    kind: str, refused_url: str, clean_environment: pytest.MonkeyPatch
+) -> None:
+    origin = refused_url.removesuffix("/oauth/token")
+    expected = f"connection refused by {origin}; check the network and token_url="
+    with pytest.raises(TokenEndpointUnavailable, match=re.escape(expected)) as caught:
+        send(kind, canary_auth(refused_url), api_of(refused_url))
+    assert type(caught.value.__cause__) is ConnectionRefusedError
+
+
+def test_unresolvable_token_host_is_named_and_the_resolver_error_kept_as_cause(
+    kind: str, clean_environment: pytest.MonkeyPatch
+) -> None:
+    # Fails fast with or without DNS: getaddrinfo answers "not known" or "temporary failure".
+    with pytest.raises(
+        TokenEndpointUnavailable, match=r"could not resolve nonexistent\.invalid"
+    ) as caught:
+        send(kind, canary_auth(UNRESOLVABLE), api_of(UNRESOLVABLE))
+    assert caught.value.args[0].endswith(
+        "check the network and token_url=, or raise timeout= if it is slow"
+    )
+    assert type(caught.value.__cause__) is socket.gaierror
+
+
+@pytest.mark.parametrize("self_signed", [False, True], ids=["unknown-ca", "self-signed"])
+def test_untrusted_certificate_says_why_openssl_refused_it_and_how_to_trust_it(
+    kind: str, self_signed: bool, tmp_path: pathlib.Path, clean_environment: pytest.MonkeyPatch
+) -> None:
+    with untrusted_tls_server(self_signed=self_signed, directory=tmp_path) as server:
+        expected = (
+            f"certificate not trusted ({server.reason}); pass verify= the CA bundle that "
+            "signed the server's certificate, or name it in SSL_CERT_FILE"
+        )
+        with pytest.raises(TokenEndpointUnavailable, match=re.escape(expected)) as caught:
+            send(kind, canary_auth(server.token_url), api_of(server.token_url))
+    cause = caught.value.__cause__
+    assert type(cause) is ssl.SSLCertVerificationError
+    assert cause.verify_message == server.reason
+    assert cause.verify_code == (18 if self_signed else 20)  # OpenSSL's X509_V_ERR_* codes
+
+
+@pytest.mark.parametrize("route", ["proxy=", "HTTPS_PROXY"])
+def test_refusing_proxy_is_named_as_what_refused_the_token_call(
+    route: str, refused_url: str, clean_environment: pytest.MonkeyPatch
+) -> None:
+    proxy = refused_url.removesuffix("/oauth/token")
+    options = {"proxy": proxy} if route == "proxy=" else {}
+    if route == "HTTPS_PROXY":
+        clean_environment.setenv("HTTPS_PROXY", proxy)
+    expected = (
+        f"token endpoint https://nonexistent.invalid through the proxy {proxy} could not be "
+        f"reached: connection refused by {proxy}; check the proxy (proxy=, HTTPS_PROXY)"
+    )
+    with pytest.raises(TokenEndpointUnavailable, match=re.escape(expected)) as caught:
+        canary_auth(UNRESOLVABLE, **options).get_token()
+    assert type(caught.value.__cause__) is ConnectionRefusedError
+
+
+def test_callers_that_waited_for_the_failed_renewal_see_the_same_cause(
+    refused_url: str, clean_environment: pytest.MonkeyPatch
+) -> None:
+    auth = canary_auth(refused_url)
+
+    async def four_callers() -> list[BaseException]:
+        # The first leads the renewal (as a task of its own, scheduled after the other
+        # three), so the other three are waiters of its flight and get copies of its error.
+        return await asyncio.gather(*(auth.aget_token() for _ in range(4)), return_exceptions=True)
+
+    errors = asyncio.run(four_callers())
+    assert all(isinstance(error, TokenEndpointUnavailable) for error in errors)
+    assert len({id(error) for error in errors}) == 4
+    assert [type(error.__cause__) for error in errors] == [ConnectionRefusedError] * 4
+
+
+def reachable_from(error: BaseException) -> Iterator[object]:
+    """Everything a crash reporter could read off `error`: each exception along every
+    `__cause__` and `__context__`, their args and attributes, the local variables of every
+    frame of their tracebacks (but the test's own), the items of the containers among those,
+    and the body and headers of any httpx request among them."""
+    seen: set[int] = set()
+    pending: list[object] = [error]
+    while pending:
+        item = pending.pop()
+        if item is None or id(item) in seen:
+            continue
+        seen.add(id(item))
+        yield item
+        if isinstance(item, BaseException):
+            pending += [item.__cause__, item.__context__, *item.args, *vars(item).values()]
+            trace = item.__traceback__
+            while trace is not None:
+                if trace.tb_frame.f_code.co_filename != __file__:  # not the test's own frame
+                    pending.append(trace.tb_frame)
+                trace = trace.tb_next
+        elif isinstance(item, types.FrameType):
+            pending += list(item.f_locals.values())
+        elif isinstance(item, httpx.Request):  # what a leaked token request would show
+            pending += [item.headers.raw, item.content]
+        elif isinstance(item, Mapping):
+            pending += [*item.keys(), *item.values()]
+        elif isinstance(item, list | tuple | set | frozenset):
+            pending += list(item)
+
+
+@pytest.mark.parametrize("client_auth", ["body", "basic"])
+@pytest.mark.parametrize("endpoint", ["refused", "unresolvable", "untrusted"])
+def test_unreachable_error_chain_holds_no_secret_and_nothing_of_the_token_request(
+    kind: str,
+    endpoint: str,
+    client_auth: str,
+    refused_url: str,
+    tmp_path: pathlib.Path,
+    clean_environment: pytest.MonkeyPatch,
+) -> None:
+    """httpx's exception holds the token request and its body; only a clean copy of the
+    low-level error may be reachable from what the caller catches."""
+    with contextlib.ExitStack() as stack:
+        token_url = {"refused": refused_url, "unresolvable": UNRESOLVABLE}.get(endpoint)
+        if token_url is None:
+            server = stack.enter_context(
+                untrusted_tls_server(self_signed=False, directory=tmp_path)
+            )
+            token_url = server.token_url
+        with pytest.raises(TokenEndpointUnavailable) as caught:
+            send(kind, canary_auth(token_url, client_auth=client_auth), api_of(token_url))
+    error = caught.value
+    assert isinstance(error.__cause__, OSError)  # the cause is kept...
+    basic = base64.b64encode(f"canary-client:{quote_plus(CANARY_SECRET)}".encode()).decode()
+    secrets = {CANARY_SECRET, quote_plus(CANARY_SECRET), quote(CANARY_SECRET, safe=""), basic}
+    texts: list[str] = []
+    of_the_token_call: list[str] = []
+    for item in reachable_from(error):
+        if isinstance(item, httpx.HTTPError | httpcore.ConnectError | httpcore.TimeoutException):
+            of_the_token_call.append(repr(item))  # ...but never httpx's own exception
+        if isinstance(item, httpx.Request | httpcore.Request) and "/oauth/token" in str(item.url):
+            of_the_token_call.append(repr(item))
+        if isinstance(item, bytes):
+            texts.append(item.decode("latin-1"))
+        texts += [repr(item), str(item)]
+    assert [text[:200] for secret in secrets for text in texts if secret in text] == []
+    assert of_the_token_call == []

@@ -31,6 +31,7 @@ from renewauth import (
 from renewauth.providers import Keycloak
 from renewauth.testing import FakeOAuth2Provider
 
+from .helpers import KINDS, send
 from .oidc_fixture import LIFETIME, SECRET, Oidc, pem
 
 THREADS = 8
@@ -305,10 +306,39 @@ def test_dpop_binds_tokens_and_serves_8_threads_over_several_lifetimes_with_0_fa
     assert "PRIVATE" not in repr(auth)
 
 
+def oidc_counts(oidc: Oidc) -> dict[str, int]:
+    counts: dict[str, int] = requests.get(
+        f"{oidc.issuer}/api/counts", verify=oidc.ca, timeout=20
+    ).json()
+    return counts
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_dpop_token_calls_reuse_the_servers_nonce_when_the_api_on_its_origin_sends_its_own(
+    oidc: Oidc, kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """oidc-provider's token endpoint and the API share an origin but not a nonce: after the
+    first, every token call carries the token endpoint's nonce and is not refused."""
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", oidc.ca)  # the API calls trust the test CA too
+    monkeypatch.setenv("SSL_CERT_FILE", oidc.ca)
+    auth = OAuth2ClientCredentials(
+        oidc.token_url, "dpop", SECRET, client_auth="basic", dpop=True, **options(oidc)
+    )
+    renewals = 6
+    before = oidc_counts(oidc)
+    for _ in range(renewals):
+        assert send(kind, auth, oidc.api).status == 200  # the API's answer sends its nonce
+        auth.invalidate()
+    after = oidc_counts(oidc)
+    # One use_dpop_nonce for the first call (it had no nonce yet), then one call per renewal.
+    assert after["tokenNonceChallenges"] - before["tokenNonceChallenges"] == 1
+    assert after["tokenCalls"] - before["tokenCalls"] == renewals + 1
+
+
 def test_dpop_raises_token_request_error_when_server_issues_bearer_token(
     oauth2_fake: FakeOAuth2Provider,
 ) -> None:
-    # renewauth's own fake knows nothing of DPoP: it ignores the proof and issues Bearer.
+    # renewauth's own fake, unless told to demand nonces, ignores the proof and issues Bearer.
     auth = OAuth2ClientCredentials(
         oauth2_fake.token_url, "client-id", "client-secret", dpop=True, store=MemoryStore()
     )

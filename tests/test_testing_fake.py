@@ -377,6 +377,55 @@ def test_fake_sends_configured_token_type_when_set(client: httpx.Client) -> None
     assert body["token_type"] == "bearer"
 
 
+def proof_with(nonce: str | None) -> str:
+    """A DPoP proof as the fake reads it: unsigned, since it reads only the `nonce` claim."""
+    claims: dict[str, object] = {"htm": "POST", "jti": "proof-1"}
+    if nonce is not None:
+        claims["nonce"] = nonce
+    payload = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+    return f"e30.{payload}.signature"
+
+
+def test_fake_demands_a_dpop_nonce_of_its_own_at_token_endpoint_and_api_when_asked(
+    client: httpx.Client,
+) -> None:
+    """RFC 9449 §8 and §9: the authorization server and the resource server keep their own
+    nonce; rotate_dpop_nonces() changes both."""
+    with FakeOAuth2Provider(token_type="DPoP", dpop_nonces=True) as fake:
+
+        def token_call(nonce: str | None) -> httpx.Response:
+            data = {"grant_type": "client_credentials", **CLIENT_BODY_AUTH}
+            return client.post(fake.token_url, data=data, headers={"DPoP": proof_with(nonce)})
+
+        refused = token_call(None)
+        token_nonce = refused.headers["DPoP-Nonce"]
+        issued = token_call(token_nonce)
+        access_token = issued.json()["access_token"]
+
+        def api_call(nonce: str | None) -> httpx.Response:
+            headers = {"Authorization": f"DPoP {access_token}", "DPoP": proof_with(nonce)}
+            return client.get(fake.api_url, headers=headers)
+
+        challenged = api_call(token_nonce)  # the token endpoint's nonce is not the API's
+        api_nonce = challenged.headers["DPoP-Nonce"]
+        served = api_call(api_nonce)
+        fake.rotate_dpop_nonces()
+        stale_token_call, stale_api_call = token_call(token_nonce), api_call(api_nonce)
+
+    assert (refused.status_code, refused.json()["error"]) == (400, "use_dpop_nonce")
+    assert (issued.status_code, issued.json()["token_type"]) == (200, "DPoP")
+    assert challenged.status_code == 401
+    assert challenged.headers["WWW-Authenticate"].startswith('DPoP error="use_dpop_nonce"')
+    assert api_nonce != token_nonce
+    assert (served.status_code, served.headers["DPoP-Nonce"]) == (200, api_nonce)
+    assert stale_token_call.status_code == 400
+    assert stale_token_call.headers["DPoP-Nonce"] not in (token_nonce, api_nonce)
+    assert stale_api_call.status_code == 401
+    assert stale_api_call.headers["DPoP-Nonce"] not in (token_nonce, api_nonce)
+    assert (fake.token_calls, fake.tokens_issued) == (3, 1)
+    assert (fake.api_unauthorized, fake.api_ok) == (2, 1)
+
+
 # -- injected failures, holds and delays ------------------------------------------------------
 
 

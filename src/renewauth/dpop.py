@@ -7,6 +7,12 @@ inputs. `DpopGrant` wraps a grant as a sans-IO flow: it adds a proof to every to
 remembers a `DPoP-Nonce` the server sends, resends once when the server answers
 `use_dpop_nonce`, and insists on a `token_type` of `DPoP`.
 
+The nonces of the authorization server (its token endpoint, RFC 9449 §8) and of resource
+servers (the APIs, §9) are kept apart, each per origin: an API on the token endpoint's
+origin (Keycloak's, oidc-provider's own resources) has a nonce of its own, and sends it on
+its answers; kept in one place, each would overwrite the other, and every token call and
+the first API request after it would meet `use_dpop_nonce`.
+
 No I/O here; the transports put the API proofs on requests.
 """
 
@@ -20,7 +26,7 @@ import time
 import uuid
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, Literal, cast
 from urllib.parse import urlsplit, urlunsplit
 
 from ._jose import Signer, generate_dpop_key
@@ -30,7 +36,10 @@ from .flows import Flow, Grant, TokenRequest, TokenResponse
 from .oauth2 import read_oauth_error
 from .token import Token
 
-__all__ = ["DpopGrant", "DpopKey", "htu_of"]
+__all__ = ["DpopGrant", "DpopKey", "NonceServer", "htu_of"]
+
+NonceServer = Literal["authorization", "resource"]
+"""Whose nonce: the authorization server's (token calls) or a resource server's (APIs)."""
 
 
 def _b64(data: bytes) -> str:
@@ -70,7 +79,7 @@ class DpopKey:
         }
         canonical = json.dumps(required, separators=(",", ":"), sort_keys=True).encode()
         self.thumbprint = _b64(hashlib.sha256(canonical).digest())  # RFC 7638, the `jkt`
-        self._nonces: dict[str, str] = {}
+        self._nonces: dict[tuple[NonceServer, str], str] = {}  # (server, origin) -> nonce
         self._ath: tuple[str, str] = ("", "")
 
     def __repr__(self) -> str:
@@ -79,14 +88,17 @@ class DpopKey:
     def __reduce__(self) -> tuple[object, ...]:
         return self.signer.__reduce__()  # refused: the key stays in this process
 
-    def remember_nonce(self, url: str, nonce: str | None) -> None:
-        """Keep the nonce a server sent (`DPoP-Nonce`) for its next proofs."""
+    def remember_nonce(
+        self, url: str, nonce: str | None, *, server: NonceServer = "resource"
+    ) -> None:
+        """Keep the nonce a server sent (`DPoP-Nonce`) for its next proofs: the token
+        endpoint's (`server="authorization"`) apart from an API's on the same origin."""
         if nonce:
-            self._nonces[origin_of(url)] = nonce
+            self._nonces[server, origin_of(url)] = nonce
 
-    def nonce_for(self, url: str) -> str | None:
-        """The last nonce the origin of `url` sent, if any."""
-        return self._nonces.get(origin_of(url)) if self._nonces else None
+    def nonce_for(self, url: str, *, server: NonceServer = "resource") -> str | None:
+        """The last nonce that `server` at the origin of `url` sent, if any."""
+        return self._nonces.get((server, origin_of(url))) if self._nonces else None
 
     def _access_hash(self, access_token: str) -> str:
         token, ath = self._ath
@@ -95,8 +107,16 @@ class DpopKey:
             self._ath = (access_token, ath)
         return ath
 
-    def proof(self, method: str, url: str, *, access_token: str | None = None) -> str:
-        """A signed proof for one request: `htm`, `htu`, `iat`, `jti`, `ath`, `nonce`."""
+    def proof(
+        self,
+        method: str,
+        url: str,
+        *,
+        access_token: str | None = None,
+        server: NonceServer = "resource",
+    ) -> str:
+        """A signed proof for one request: `htm`, `htu`, `iat`, `jti`, `ath`, and the
+        `nonce` that `server` last sent (a token call's is the authorization server's)."""
         claims: dict[str, object] = {
             "htm": method.upper(),
             "htu": htu_of(url),
@@ -105,7 +125,7 @@ class DpopKey:
         }
         if access_token is not None:
             claims["ath"] = self._access_hash(access_token)
-        nonce = self.nonce_for(url)
+        nonce = self.nonce_for(url, server=server)
         if nonce is not None:
             claims["nonce"] = nonce
         return self._sign(claims)
@@ -155,7 +175,7 @@ class DpopGrant:
             # The nonce retry is a new call: a client assertion in it is made again too.
             response = yield self._proven(request if attempt == 0 else request.retry())
             nonce = response.headers.get("dpop-nonce")
-            self.key.remember_nonce(request.url, nonce)
+            self.key.remember_nonce(request.url, nonce, server="authorization")
             asked = (
                 response.status in (400, 401) and read_oauth_error(response)[0] == "use_dpop_nonce"
             )
@@ -166,7 +186,7 @@ class DpopGrant:
     def _proven(self, request: TokenRequest) -> TokenRequest:
         """`request` with a new proof; a retry of it gets a new one again (a proof's jti is
         good for one call, and its iat and nonce age)."""
-        proof = self.key.proof(request.method, request.url)
+        proof = self.key.proof(request.method, request.url, server="authorization")
         return dataclasses.replace(
             request,
             headers={**request.headers, "DPoP": proof},

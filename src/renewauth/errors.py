@@ -88,8 +88,18 @@ class TokenEndpointUnavailable(TokenRequestError):
     """Raised when the token endpoint stayed unreachable, overloaded or failing (5xx, 429)
     through every retry.
 
+    For a network error the message says which (a host that does not resolve, a refused
+    connection, a certificate not trusted and OpenSSL's reason, no answer within `timeout=`,
+    a reset), and `__cause__` is the low-level error: a `socket.gaierror`,
+    `ConnectionRefusedError`, `ssl.SSLCertVerificationError`, `TimeoutError`, ... It is a copy
+    without traceback: httpx's own exception holds the request and its credentials, so it is
+    never kept.
+
     Attributes:
         retry_after: seconds the server asked to wait (`Retry-After`), if it said.
+
+    .. versionchanged:: 0.2
+        A network error says which, and keeps the low-level error as `__cause__`.
     """
 
     def __init__(

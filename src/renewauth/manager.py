@@ -1437,7 +1437,9 @@ class TokenManager:
         if flight.abandoned:
             return None  # its leader was cancelled or interrupted: a waiter takes over
         if flight.error is not None:
-            raise _copy_of(flight.error) from flight.error
+            # From the leader's own cause when it has one (a network error's low-level error),
+            # so that every caller reads the same `__cause__`; else from the leader's error.
+            raise _copy_of(flight.error) from (flight.error.__cause__ or flight.error)
         token = cast(Token, flight.token)
         if rejected and token.is_same_grant(stale):
             # That leader adopted the very token the API just rejected (it started from an

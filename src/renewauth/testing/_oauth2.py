@@ -9,6 +9,7 @@ renewauth or from requests, httpx or pytest; the fake runs on the standard libra
 from __future__ import annotations
 
 import math
+import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
@@ -24,6 +25,7 @@ from renewauth.testing._wire import (
     equal_secrets,
     json_reply,
     token_reply,
+    unverified_claims,
 )
 
 _TOKEN_PATH = "/oauth/token"
@@ -63,6 +65,13 @@ class FakeOAuth2Provider(_BaseFake):
             refresh token past its end is refused (``invalid_grant``). None (the default):
             refresh tokens have no stated end.
         clock: Returns the current time in seconds since the epoch.
+        dpop_nonces: Demand DPoP server nonces (RFC 9449 §8, §9). The token endpoint and the
+            API each keep a nonce of their own, and refuse a request whose ``DPoP`` proof
+            does not carry it with ``use_dpop_nonce`` and the nonce in ``DPoP-Nonce``; the
+            API sends its nonce on every answer, as resource servers do, and takes tokens
+            as ``Authorization: DPoP``. ``rotate_dpop_nonces()`` changes both. Proofs are
+            not verified: only their ``nonce`` claim is read. Pass ``token_type="DPoP"`` as
+            well for a client that insists on DPoP-bound tokens.
 
     Raises:
         ValueError: If ``token_lifetime`` or ``token_delay`` is negative or not finite.
@@ -83,6 +92,7 @@ class FakeOAuth2Provider(_BaseFake):
         token_delay: float = 0.0,
         refresh_token_lifetime: float | None = None,
         clock: Callable[[], float] = time.time,
+        dpop_nonces: bool = False,
     ) -> None:
         super().__init__(token_lifetime=token_lifetime, token_delay=token_delay, clock=clock)
         if refresh_token_lifetime is not None and not (
@@ -90,6 +100,11 @@ class FakeOAuth2Provider(_BaseFake):
         ):
             raise ValueError("refresh_token_lifetime must be seconds > 0, or None")
         self._refresh_token_lifetime = refresh_token_lifetime
+        self._dpop_nonces = dpop_nonces
+        if dpop_nonces:
+            self._token_schemes = ("bearer", "dpop")
+        self._token_nonce = secrets.token_urlsafe(16)  # the authorization server's
+        self._api_nonce = secrets.token_urlsafe(16)  # the resource server's
         self._refresh_tokens = refresh_tokens
         self._refresh_on_client_credentials = refresh_on_client_credentials
         self._rotate_refresh_tokens = rotate_refresh_tokens
@@ -130,9 +145,28 @@ class FakeOAuth2Provider(_BaseFake):
         lifetime = self._refresh_token_lifetime
         return None if lifetime is None else self._clock() + lifetime
 
+    def rotate_dpop_nonces(self) -> None:
+        """Give the token endpoint and the API new DPoP nonces (with ``dpop_nonces``): the
+        next proof each receives with the old nonce is refused with ``use_dpop_nonce``."""
+        with self._lock:
+            self._token_nonce = secrets.token_urlsafe(16)
+            self._api_nonce = secrets.token_urlsafe(16)
+
     # -- token endpoint ----------------------------------------------------------------------
 
     def _grant_locked(self, headers: Mapping[str, str], params: Mapping[str, str]) -> Reply:
+        proof = headers.get("dpop")
+        if (
+            self._dpop_nonces
+            and proof is not None
+            and unverified_claims(proof).get("nonce") != self._token_nonce
+        ):
+            raise OAuthError(
+                400,
+                "use_dpop_nonce",
+                "Authorization server requires nonce in DPoP proof",
+                {"DPoP-Nonce": self._token_nonce},
+            )
         client_id, is_confidential = self._authenticate_client_locked(headers, params)
         grant_type = params.get("grant_type")
         scope = params.get("scope")
@@ -234,21 +268,46 @@ class FakeOAuth2Provider(_BaseFake):
                 return json_reply(405, {"error": "invalid_request"}, {"Allow": "POST"})
             return self._answer_token_request(request)
         if request.path.startswith(_API_PREFIX):
-            return self._serve_protected_api(
-                request,
-                _API_PREFIX,
-                unauthorized=lambda _reason: json_reply(
-                    401,
-                    {"error": "invalid_token"},
-                    {"WWW-Authenticate": 'Bearer error="invalid_token"'},
-                ),
-                forbidden=lambda: json_reply(
-                    403,
-                    {"error": "insufficient_scope"},
-                    {"WWW-Authenticate": 'Bearer error="insufficient_scope"'},
-                ),
-            )
+            if self._dpop_nonces:
+                return self._serve_api_with_nonces(request)
+            return self._serve_api(request)
         return None
+
+    def _serve_api(self, request: Request) -> Reply:
+        return self._serve_protected_api(
+            request,
+            _API_PREFIX,
+            unauthorized=lambda _reason: json_reply(
+                401,
+                {"error": "invalid_token"},
+                {"WWW-Authenticate": 'Bearer error="invalid_token"'},
+            ),
+            forbidden=lambda: json_reply(
+                403,
+                {"error": "insufficient_scope"},
+                {"WWW-Authenticate": 'Bearer error="insufficient_scope"'},
+            ),
+        )
+
+    def _serve_api_with_nonces(self, request: Request) -> Reply:
+        """The API as a resource server that demands its own DPoP nonce (RFC 9449 §9)."""
+        scheme = request.headers.get("authorization", "").partition(" ")[0].lower()
+        proof = request.headers.get("dpop", "")
+        with self._lock:
+            nonce = self._api_nonce
+            if scheme == "dpop" and unverified_claims(proof).get("nonce") != nonce:
+                self._api_unauthorized += 1
+                return json_reply(
+                    401,
+                    {"error": "use_dpop_nonce"},
+                    {
+                        "WWW-Authenticate": 'DPoP error="use_dpop_nonce", '
+                        'error_description="Resource server requires nonce in DPoP proof"',
+                        "DPoP-Nonce": nonce,
+                    },
+                )
+        reply = self._serve_api(request)
+        return replace(reply, headers={**reply.headers, "DPoP-Nonce": nonce})
 
 
 def _invalid_client(challenge: Mapping[str, str]) -> OAuthError:

@@ -378,6 +378,9 @@ class _BaseFake:
     # Whether a JSON token request must hold only strings (Shopware's does not).
     _strict_json_params = True
 
+    # The Authorization schemes the protected API takes a token in, lower case.
+    _token_schemes: tuple[str, ...] = ("bearer",)
+
     def _answer_token_request(self, request: Request) -> Reply:
         """Decode the token request's form or JSON body and serve it with `_grant_locked`."""
         try:
@@ -584,7 +587,7 @@ class _BaseFake:
         """
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         token = token.strip()
-        if scheme.lower() != "bearer" or not token:
+        if scheme.lower() not in self._token_schemes or not token:
             return None, "missing"
         grant = self._access_tokens.get(token)
         if grant is None or (same_host and grant.host != request.host):

@@ -28,8 +28,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 import ssl
 import threading
+import urllib.request
 import weakref
 from collections.abc import AsyncGenerator, Awaitable, Callable, Collection, Generator, Mapping
 from types import MappingProxyType
@@ -132,11 +134,92 @@ def _reply(response: httpx.Response) -> HttpReply:
     return HttpReply(response.status_code, headers, response.content)
 
 
-def _unreachable(request: TokenRequest, failure: str) -> TokenEndpointUnavailable:
-    return TokenEndpointUnavailable(
-        f"token endpoint {request.origin} could not be reached ({failure}); "
-        "check the network and token_url=, or raise timeout= if it is slow"
-    )
+def _low_level_error(exc: BaseException) -> OSError | None:
+    """The innermost `OSError` under httpx's exception (`socket.gaierror`,
+    `ConnectionRefusedError`, an `ssl.SSLError`, `TimeoutError`, ...), found along each
+    `__cause__`, else `__context__`; anyio's group of failed connection attempts is entered
+    at its first `OSError`."""
+    found: OSError | None = None
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError):
+            found = current
+        if isinstance(current, BaseExceptionGroup):
+            current = next((one for one in current.exceptions if isinstance(one, OSError)), None)
+        else:  # the context even when suppressed: httpcore's pool re-raises `from None`
+            current = current.__cause__ or current.__context__
+    return found
+
+
+def _clean_copy(error: OSError) -> OSError | None:
+    """A new exception of `error`'s type, errno and text (and, for a TLS failure, OpenSSL's
+    reason): no traceback, no chain, nothing that leads back to the request httpx was sending
+    and its body, which hold the credentials. `None` if the type cannot be built so."""
+    args: tuple[object, ...]
+    if error.errno is not None and isinstance(error.strerror, str):
+        args = (error.errno, error.strerror)
+    elif all(isinstance(arg, str | int) for arg in error.args):
+        args = error.args
+    else:
+        args = ()
+    try:
+        copy = type(error)(*args)
+    except Exception:  # a type with another constructor: no cause rather than a wrong one
+        return None
+    for name in ("library", "reason", "verify_code", "verify_message"):  # ssl.SSLError's
+        value = getattr(error, name, None)
+        if isinstance(value, str | int):
+            setattr(copy, name, value)
+    return copy
+
+
+# OpenSSL's X509_V_ERR_HOSTNAME_MISMATCH and X509_V_ERR_IP_ADDRESS_MISMATCH: the certificate
+# is trusted but names another host, which no CA bundle fixes.
+_NAME_MISMATCH = frozenset({62, 64})
+
+
+def _unreachable(
+    request: TokenRequest, exc: httpx.HTTPError, *, timeout: float, proxy: str | None
+) -> tuple[TokenEndpointUnavailable, OSError | None]:
+    """The error to raise for a token call that got no answer, and its cause: a clean copy
+    of the low-level error, never httpx's exception (it holds the request and its body)."""
+    low = _low_level_error(exc)
+    if proxy is None:
+        where, peer = f"token endpoint {request.origin}", request.url
+        hint = "check the network and token_url=, or raise timeout= if it is slow"
+    else:  # the name resolved and the port connected to are the proxy's
+        where, peer = f"token endpoint {request.origin} through the proxy {origin_of(proxy)}", proxy
+        hint = (
+            "check the proxy (proxy=, HTTPS_PROXY), the network and token_url=, or raise "
+            "timeout= if it is slow"
+        )
+    if isinstance(exc, httpx.TimeoutException):
+        message = (
+            f"{where} did not answer within {timeout:g} s; raise timeout= if it is slow, "
+            "or check the network and token_url="
+        )
+    elif isinstance(low, socket.gaierror):
+        host = urlsplit(peer).hostname
+        message = f"{where} could not be reached: could not resolve {host} ({low.strerror}); {hint}"
+    elif isinstance(low, ConnectionRefusedError):
+        message = f"{where} could not be reached: connection refused by {origin_of(peer)}; {hint}"
+    elif isinstance(low, ConnectionResetError):
+        message = f"{where} could not be reached: connection reset by {origin_of(peer)}; {hint}"
+    elif isinstance(low, ssl.SSLCertVerificationError):
+        if low.verify_code in _NAME_MISMATCH:
+            fix = "check the host in token_url= against the names in the server's certificate"
+        else:
+            fix = (
+                "pass verify= the CA bundle that signed the server's certificate, or name it "
+                "in SSL_CERT_FILE"
+            )
+        reason = low.verify_message or low.strerror
+        message = f"{where} could not be reached: certificate not trusted ({reason}); {fix}"
+    else:
+        message = f"{where} could not be reached ({type(exc).__name__}); {hint}"
+    return TokenEndpointUnavailable(message), None if low is None else _clean_copy(low)
 
 
 class _TokenClient(httpx.Client):
@@ -227,6 +310,19 @@ class HttpxSender:
     def _client_options(self, timeout: float) -> dict[str, Any]:
         return {"timeout": timeout, "proxy": self._proxy, "trust_env": True}
 
+    def _proxy_for(self, url: str) -> str | None:
+        """The proxy a token call to `url` goes through, read as httpx reads it: `proxy=`,
+        else the environment's for the URL's scheme (or ALL_PROXY) unless NO_PROXY names
+        the host. Only error messages use it."""
+        if self._proxy is not None:
+            return self._proxy
+        proxies = urllib.request.getproxies()
+        parts = urlsplit(url)
+        proxy = proxies.get(parts.scheme) or proxies.get("all")
+        if not proxy or bool(urllib.request.proxy_bypass(parts.netloc)):
+            return None
+        return proxy if "://" in proxy else f"http://{proxy}"
+
     def send(self, request: TokenRequest, *, timeout: float) -> HttpReply:
         self._check(request)
         try:
@@ -235,12 +331,13 @@ class HttpxSender:
                     request.method, request.url, content=request.body, headers=request.headers
                 )
         except httpx.HTTPError as exc:
-            failure = type(exc).__name__
+            proxy = self._proxy_for(request.url)
+            failure, cause = _unreachable(request, exc, timeout=timeout, proxy=proxy)
         else:
             return _reply(response)
         # Raised outside the `except`, so httpx's exception (which holds the request and its
-        # body with the credentials) is not even kept as the context.
-        raise _unreachable(request, failure)
+        # body with the credentials) is not even kept as the context: the cause is a copy.
+        raise failure from cause
 
     async def asend(self, request: TokenRequest, *, timeout: float) -> HttpReply:
         self._check(request)
@@ -254,10 +351,11 @@ class HttpxSender:
                     request.method, request.url, content=request.body, headers=request.headers
                 )
         except httpx.HTTPError as exc:
-            failure = type(exc).__name__
+            proxy = self._proxy_for(request.url)
+            failure, cause = _unreachable(request, exc, timeout=timeout, proxy=proxy)
         else:
             return _reply(response)
-        raise _unreachable(request, failure)
+        raise failure from cause
 
 
 def _sender(
