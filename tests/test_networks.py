@@ -343,6 +343,7 @@ def test_refused_token_call_says_connection_refused_and_keeps_the_refusal_as_cau
     with pytest.raises(TokenEndpointUnavailable, match=re.escape(expected)) as caught:
         send(kind, canary_auth(refused_url), api_of(refused_url))
     assert type(caught.value.__cause__) is ConnectionRefusedError
+    assert caught.value.origin == origin  # as every TokenRequestError names its endpoint
 
 
 def test_unresolvable_token_host_is_named_and_the_resolver_error_kept_as_cause(

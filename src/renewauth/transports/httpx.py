@@ -219,7 +219,8 @@ def _unreachable(
         message = f"{where} could not be reached: certificate not trusted ({reason}); {fix}"
     else:
         message = f"{where} could not be reached ({type(exc).__name__}); {hint}"
-    return TokenEndpointUnavailable(message), None if low is None else _clean_copy(low)
+    error = TokenEndpointUnavailable(message, origin=request.origin)
+    return error, None if low is None else _clean_copy(low)
 
 
 class _TokenClient(httpx.Client):
