@@ -34,6 +34,7 @@ from renewauth import (
     RedisStore,
     StoreError,
     Token,
+    TokenRequestError,
 )
 from renewauth.stores import default_store
 from renewauth.testing import FakeKeycloak, FakeOAuth2Provider
@@ -829,3 +830,208 @@ def test_a_discovered_refresh_token_is_never_spent_without_the_stores_lock(
         with pytest.raises(StoreError):
             auth.get_token()
         assert fake.token_calls == 0
+
+
+# --- found by review: each failed before its fix ---------------------------------------------
+
+
+@pytest.mark.parametrize("cause", ["refused", "retry-after"])
+def test_a_shared_pause_ends_though_processes_take_turns_hitting_it(
+    tmp_path: Path, cause: str
+) -> None:
+    """A request that a pause stops makes no call, so it must not start the pause again: two
+    processes taking turns would push it forward for ever."""
+    clock = ManualClock(START)
+    with FakeOAuth2Provider(token_lifetime=LIFETIME, clock=clock) as fake:
+        secret = "wrong-secret" if cause == "refused" else "client-secret"
+        first, second = (
+            OAuth2ClientCredentials(
+                fake.token_url,
+                "client-id",
+                secret,
+                store=FileStore(tmp_path / "tokens"),
+                clock=clock,
+                retries=0,
+            )
+            for _ in range(2)
+        )
+        if cause == "retry-after":
+            fake.fail_token_requests(503, headers={"Retry-After": "60"})
+        failures = 0
+        for turn in range(30):  # five minutes, a request every 10 s, taking turns
+            try:
+                (first if turn % 2 == 0 else second).get_token()
+            except TokenRequestError:
+                failures += 1
+            clock.advance(10)
+    if cause == "refused":
+        assert failures == 30
+        assert 4 <= fake.token_calls <= 6  # one call per 60 s pause between them
+    else:
+        assert failures <= 7  # the 60 s the server asked for, then tokens again
+        assert fake.tokens_issued >= 1
+
+
+class _RefusingRedis(RedisStore):
+    """A Redis that refuses writes while `refuse` is set (out of memory, say)."""
+
+    refuse = False
+
+    def set_if_generation(self, key: str, token: Token, generation: int) -> int | None:
+        if self.refuse:
+            raise StoreError("the token store, Redis, could not write (OOM command not allowed)")
+        return super().set_if_generation(key, token, generation)
+
+
+def test_a_restart_while_a_kept_token_waits_never_spends_a_refresh_token_twice(
+    forgetful_redis: RedisServer,
+) -> None:
+    """C renewed but Redis refused the write; Redis then restarts empty (its lease gone) while
+    C's token is due again. C renews from its kept token while A, on the same machine, wants a
+    token too: this machine's lock, held by C's writer, keeps A from the spare's copy of the
+    refresh token C is spending."""
+    clock = ManualClock(START)
+    with FakeOAuth2Provider(token_lifetime=LIFETIME, clock=clock) as fake:
+        refusing = _RefusingRedis(forgetful_redis.url, prefix="t:", socket_timeout=1)
+        kept_by = _chain(fake, refusing, clock)
+        other = _chain(fake, RedisStore(forgetful_redis.url, prefix="t:", socket_timeout=1), clock)
+        kept_by.get_token()
+        clock.advance(LIFETIME + 1)
+        refusing.refuse = True
+        kept = kept_by.get_token()  # kept in memory and in the spare copy
+        clock.advance(LIFETIME + 1)
+        forgetful_redis.restart()
+        renewing, renewed = _in_thread(kept_by.get_token)
+        waiting, adopted = _in_thread(other.get_token)
+        renewing.join(30)
+        refusing.refuse = False  # the writer writes, then lets the locks go
+        waiting.join(30)
+        assert not waiting.is_alive()
+        assert isinstance(renewed[0], Token), renewed
+        assert isinstance(adopted[0], Token), adopted
+        assert fake.stale_refresh_tokens == 0
+        assert RedisStore(forgetful_redis.url, prefix="t:").get(other._manager.key).sequence > (
+            kept.sequence
+        )
+
+
+def test_a_stale_read_under_the_lock_never_discards_the_renewed_token(tmp_path: Path) -> None:
+    """A store that answers with nothing once (a lagging replica) while a 401 renews: the
+    renewed token is written (the store had gone back), never left in memory alone."""
+    clock = ManualClock(START)
+    with FakeOAuth2Provider(token_lifetime=LIFETIME, clock=clock) as fake:
+        store = _Forgetful(tmp_path / "tokens")
+        auth = _chain(fake, store, clock)
+        first = auth.get_token()
+        store.forget = 1
+        renewed = auth._manager.renew_rejected(first)  # the API answered 401
+        assert renewed is not None
+        assert renewed.refresh_token != first.refresh_token
+        assert FileStore(tmp_path / "tokens").get(auth._manager.key) == renewed
+        fresh = _chain(fake, FileStore(tmp_path / "tokens"), clock)  # the next process
+        clock.advance(LIFETIME + 1)
+        fresh.get_token()
+        assert fake.stale_refresh_tokens == 0
+
+
+def test_client_credentials_adopt_a_fresh_token_in_the_store_whatever_its_sequence(
+    tmp_path: Path,
+) -> None:
+    """Only a chain orders tokens by sequence: for any other grant the store's valid token
+    wins (one written by an earlier version has sequence 0)."""
+    clock = ManualClock(START)
+    with FakeOAuth2Provider(token_lifetime=LIFETIME, clock=clock) as fake:
+        auth = OAuth2ClientCredentials(
+            fake.token_url,
+            "client-id",
+            "client-secret",
+            store=FileStore(tmp_path / "tokens"),
+            clock=clock,
+        )
+        auth.get_token()
+        clock.advance(LIFETIME - 20)  # in its soft window
+        fresh = Token(access_token="fresh", expires_at=clock.now + LIFETIME, issued_at=clock.now)
+        FileStore(tmp_path / "tokens").set(auth._manager.key, fresh)
+        calls = fake.token_calls
+        assert auth.get_token() == fresh
+        assert fake.token_calls == calls
+
+
+def test_an_event_loop_that_ends_during_a_chains_token_call_loses_nothing(
+    tmp_path: Path,
+) -> None:
+    """The caller gives up (a timeout) and its `asyncio.run` ends while the token call is at
+    the server: the server rotates the refresh token anyway, so the call runs on to the
+    spare copy, and the next run continues from it."""
+    with FakeOAuth2Provider(rotate_refresh_tokens=True) as fake:
+        refresh_token = fake.issue_refresh_token()
+
+        def auth() -> OAuth2RefreshToken:
+            return OAuth2RefreshToken(
+                fake.token_url,
+                "client-id",
+                refresh_token,
+                client_secret="client-secret",
+                store=FileStore(tmp_path / "tokens"),
+            )
+
+        gave_up = threading.Event()
+
+        async def impatient() -> None:
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(auth().aget_token(), 0.2)
+            gave_up.set()  # and asyncio.run cancels what is left
+
+        with fake.hold_token_requests():
+            run, _ = _in_thread(lambda: asyncio.run(impatient()))
+            assert fake.wait_for_held_token_requests(1)
+            assert gave_up.wait(30)
+        run.join(30)
+        assert not run.is_alive()
+        auth().get_token()  # the next run
+        assert fake.stale_refresh_tokens == 0
+
+
+class _RefusingFiles(FileStore):
+    """A disk that refuses every token write."""
+
+    def set_if_generation(self, key: str, token: Token, generation: int) -> int | None:
+        raise StoreError("the token store cannot write the token file: No space left")
+
+
+def _renew_in_worker(token_url: str, refresh_token: str, directory: str) -> None:
+    """A multiprocessing worker: renews, then returns (a forked one ends with os._exit, so
+    no exit hook runs)."""
+    OAuth2RefreshToken(
+        token_url,
+        "client-id",
+        refresh_token,
+        client_secret="client-secret",
+        store=_RefusingFiles(directory),
+    ).get_token()
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_a_multiprocessing_worker_that_renews_and_ends_leaves_its_token(
+    tmp_path: Path, method: str
+) -> None:
+    import multiprocessing
+
+    with FakeOAuth2Provider(rotate_refresh_tokens=True) as fake:
+        refresh_token = fake.issue_refresh_token()
+        context = multiprocessing.get_context(method)
+        worker = context.Process(
+            target=_renew_in_worker, args=(fake.token_url, refresh_token, str(tmp_path / "t"))
+        )
+        worker.start()
+        worker.join(60)
+        assert worker.exitcode == 0
+        _ = OAuth2RefreshToken(
+            fake.token_url,
+            "client-id",
+            refresh_token,
+            client_secret="client-secret",
+            store=FileStore(tmp_path / "t"),
+        ).get_token()
+        assert fake.stale_refresh_tokens == 0
+        assert fake.token_calls == 1  # continued from the worker's token, which is still valid

@@ -365,8 +365,11 @@ class TokenAuth(RequestsSigning, HttpxSigning):
         manager = self._manager
         left_behind = _transient_attributes(type(self))
         state = {name: value for name, value in self.__dict__.items() if name not in left_behind}
+        store: TokenStore | None = manager.store
+        if store is default_store() and chain_grant(manager.grant) is not None:
+            store = None  # a chain in memory (no disk here): the other side's default
         options = {
-            "store": manager.store,
+            "store": store,
             "leeway": manager.leeway,
             "retries": manager.retries,
             "timeout": manager.timeout,
@@ -481,6 +484,8 @@ def _rebuild_auth(
     auth = cls.__new__(cls)
     auth.__dict__.update(state)
     rebuilt = cast(Grant, _restored(grant))
+    if options.get("store") is None:
+        options["store"] = durable_store() if chain_grant(rebuilt) is not None else default_store()
     sender = options.pop("sender", _SENDER)
     auth._manager = TokenManager(rebuilt, sender=sender, **options)  # type: ignore[arg-type]
     return auth

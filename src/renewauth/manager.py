@@ -38,11 +38,12 @@ import copy
 import hashlib
 import logging
 import math
+import os
 import random
 import threading
 import time
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import NamedTuple, Protocol, cast
@@ -359,6 +360,7 @@ class TokenManager:
         self._machine_lock = self._spare is not None and not isinstance(store, FileStore)
         self._presenting: str | None = None  # fingerprint of the refresh token being sent
         self._called = False  # whether the leader's renewal reached the token endpoint
+        self._reraised: Exception | None = None  # the last pause error raised without a call
         self._paused_refresh: str | None = None  # ...and of the one the pause is about
         self._warned_memory = False
         # The token the last 401 renewal produced, until an API answer accepts it (see
@@ -518,7 +520,9 @@ class TokenManager:
             self._wait(flight)
         try:
             with self.store.lock(self.key):
-                current = self.store.get(self.key) or self.token
+                stored, generation = self._read()
+                spare = self._spare.get(self.key) if self._spare is not None else None
+                current = self._current(stored, generation, spare)
                 if current is None:
                     return
                 expired = replace(current, expires_at=current.issued_at or 0.0)
@@ -701,15 +705,12 @@ class TokenManager:
             return self._renew_locally(down.error)
 
     def _renew_under_lock(self, stale: Token | None) -> tuple[Token, bool]:
-        spare = self._spare
-        with spare.lock(self.key) if spare and self._machine_lock else contextlib.nullcontext():
-            return self._renew_under_store_lock(stale)
-
-    def _renew_under_store_lock(self, stale: Token | None) -> tuple[Token, bool]:
+        machine = self._take_machine_lock()
         try:
             held = self.store.lock(self.key)
             held.__enter__()
         except StoreError as exc:
+            _release(machine)
             raise _StoreDown(exc) from None
         handed_over = False
         try:
@@ -727,34 +728,45 @@ class TokenManager:
             try:
                 token, fetched, generation = self._fetch_chain(current, stale, generation)
             except TokenRequestError as exc:
-                # Still under the lock: the next process sees the pause this error starts.
-                self._share_pause(self._named_store(exc))
+                # Still under the lock: the next process sees the pause this error starts
+                # (only an error of a call made now: a pause raised again is not renewed).
+                if exc is not self._reraised:
+                    self._share_pause(self._named_store(exc))
                 raise
             if not fetched:
                 return token, False
             self._end_pause()
-            # The rotated refresh token is stored before the new access token is used. If
-            # the store refuses it, it is kept in memory (and written by a thread that holds
-            # the lock until then, where that protects a refresh token): the old refresh
-            # token is spent, this one must survive.
+            # The rotated refresh token is stored before the new access token is used (and
+            # a chain's is in the spare copy already). If the store refuses it, it is kept
+            # in memory and written by a thread that, for a chain, holds the locks until
+            # then: the old refresh token is spent, this one must survive.
             try:
                 written = self._write(token, generation)
                 if written is None:
                     written = self._write_again(token, generation)
             except StoreError as exc:
-                release = _exiter(held) if self._chain is not None else None
+                release = _both(_exiter(held), machine) if self._chain is not None else None
                 handed_over = release is not None
                 self._keep(token, generation, release, None, exc)
                 return self._announce(token), True
             if written is None:
                 return self._fenced_out(token, self._read_or_nothing()), True
             self._generation = written
-            if self._spare is not None:
-                self._spare.put(self.key, token)
         finally:
             if not handed_over:
                 held.__exit__(None, None, None)
+                _release(machine)
         return self._announce(token), True
+
+    def _take_machine_lock(self) -> Callable[[], None] | None:
+        """This machine's lock of a chain beside a store that is not a local file (see
+        `Spare.lock`): how to let it go, or `None` where there is none."""
+        spare = self._spare
+        if spare is None or not self._machine_lock:
+            return None
+        held = spare.lock(self.key)
+        held.__enter__()
+        return _exiter(held)
 
     def _fetch_chain(
         self, current: Token | None, stale: Token | None, generation: int
@@ -778,10 +790,15 @@ class TokenManager:
         return self._fetch(newer), True, generation
 
     def _fetch(self, current: Token | None) -> Token:
-        """One token call renewing `current`, unless a pause stops it."""
+        """One token call renewing `current`, unless a pause stops it. A chain's new token
+        goes to the spare copy at once, before anything else can fail or be cancelled: the
+        server has spent `current`'s refresh token."""
         self._check_pause(current)  # a pause stops token calls, never a read of the store
         self._presenting, self._called = self._presented(current), True
-        return self._fetched(self._run_flow(self.grant.fetch(current)), current)
+        token = self._fetched(self._run_flow(self.grant.fetch(current)), current)
+        if self._spare is not None:
+            self._spare.put(self.key, token)
+        return token
 
     def _taken(
         self, token: Token, stored: Token | None, generation: int, spare: Token | None
@@ -813,15 +830,23 @@ class TokenManager:
         Redis restarted without persistence, a deleted file) rather than moved on; `None`
         when another process really wrote after this one's lock ran out."""
         latest, latest_generation = self._read()
-        if not self._went_back(generation, latest, latest_generation):
+        if not self._went_back(token, generation, latest, latest_generation):
             return None
         return self._write(token, latest_generation)
 
-    def _went_back(self, generation: int, latest: Token | None, latest_generation: int) -> bool:
-        """Whether a store that refused our fenced write (over `generation`) went
+    def _went_back(
+        self, token: Token, generation: int, latest: Token | None, latest_generation: int
+    ) -> bool:
+        """Whether a store that refused our fenced write of `token` (over `generation`) went
         back (emptied, a Redis restarted without persistence, a deleted file) rather than
-        moved on: then `token` is written again, and nobody else renewed."""
-        if latest is not None and latest_generation > generation:
+        moved on: then `token` is written again, and nobody else renewed. For a chain, a
+        store that holds a token behind `token` on the chain went back too, whatever its
+        generation says (a restarted Redis counts generations from 0 again)."""
+        if (
+            latest is not None
+            and latest_generation > generation
+            and (self._chain is None or latest.sequence >= token.sequence)
+        ):
             return False  # another process wrote after this one's lock ran out
         logger.warning(
             "the token store lost the token for %s during its renewal (emptied, or restarted "
@@ -977,30 +1002,14 @@ class TokenManager:
             return self._announce(token), True
 
     async def _arenew_under_lock(self, stale: Token | None) -> tuple[Token, bool]:
-        async with self._amachine_lock():
-            return await self._arenew_under_store_lock(stale)
-
-    @contextlib.asynccontextmanager
-    async def _amachine_lock(self) -> AsyncIterator[None]:
-        """This machine's lock beside the store's (see `Spare.lock`), taken in a thread."""
-        if not self._machine_lock or self._spare is None:
-            yield
-            return
-        held = self._spare.lock(self.key)
-        await asyncio.to_thread(held.__enter__)
-        try:
-            yield
-        finally:
-            await asyncio.to_thread(held.__exit__, None, None, None)
-
-    async def _aspare(self) -> Token | None:
-        spare = self._spare
-        return None if spare is None else await asyncio.to_thread(spare.get, self.key)
-
-    async def _arenew_under_store_lock(self, stale: Token | None) -> tuple[Token, bool]:
+        machine = None
+        if self._spare is not None and self._machine_lock:
+            # Waited for in a thread; released from there, or by the writer thread.
+            machine = await asyncio.to_thread(self._take_machine_lock)
         try:
             release, handover = await self._atake_lock()
         except StoreError as exc:
+            await _arelease(machine)
             raise _StoreDown(exc) from None
         handed_over = False
         try:
@@ -1016,7 +1025,8 @@ class TokenManager:
             try:
                 token, fetched, generation = await self._afetch_chain(current, stale, generation)
             except TokenRequestError as exc:
-                await self._ashare_pause(self._named_store(exc))
+                if exc is not self._reraised:
+                    await self._ashare_pause(self._named_store(exc))
                 raise
             if not fetched:
                 return token, False
@@ -1028,17 +1038,21 @@ class TokenManager:
             except StoreError as exc:
                 handed_over = self._chain is not None
                 loop = asyncio.get_running_loop()
-                self._keep(token, generation, handover if handed_over else None, loop, exc)
+                kept = _both(handover, machine) if handed_over else None
+                self._keep(token, generation, kept, loop, exc)
                 return self._announce(token), True
             if written is None:
                 return self._fenced_out(token, await self._aread_or_nothing()), True
             self._generation = written
-            if self._spare is not None:
-                await asyncio.to_thread(self._spare.put, self.key, token)
         finally:
             if not handed_over:
                 await release()
+                await _arelease(machine)
         return self._announce(token), True
+
+    async def _aspare(self) -> Token | None:
+        spare = self._spare
+        return None if spare is None else await asyncio.to_thread(spare.get, self.key)
 
     async def _afetch_chain(
         self, current: Token | None, stale: Token | None, generation: int
@@ -1057,6 +1071,12 @@ class TokenManager:
         return await self._afetch(newer), True, generation
 
     async def _afetch(self, current: Token | None) -> Token:
+        if self._chain is not None:
+            # A chain's call and its spare copy run in a thread: a task can be cancelled
+            # (`asyncio.run` cancels what is left when its coroutine returns) after the
+            # server rotated the refresh token, and the new one would be lost with it. A
+            # thread runs on to the spare write, and `asyncio.run` waits for it.
+            return await asyncio.to_thread(self._fetch, current)
         self._check_pause(current)
         self._presenting, self._called = self._presented(current), True
         return self._fetched(await self._arun_flow(self.grant.fetch(current)), current)
@@ -1082,7 +1102,7 @@ class TokenManager:
 
     async def _awrite_again(self, token: Token, generation: int) -> int | None:
         latest, latest_generation = await self._aread()
-        if not self._went_back(generation, latest, latest_generation):
+        if not self._went_back(token, generation, latest, latest_generation):
             return None
         return await self._awrite(token, latest_generation)
 
@@ -1186,6 +1206,8 @@ class TokenManager:
             # Nothing stored, or an older generation than we saw (a Redis restarted without
             # persistence): our own token is the newest there is.
             best = stored if own is None else own
+        if self._chain is None:
+            return best  # a grant that loses nothing trusts the store, as before
         for other in (own, spare):
             if other is not None and (best is None or other.sequence > best.sequence):
                 best = other
@@ -1277,8 +1299,7 @@ class TokenManager:
                 kept.spared = self._spare.put(self.key, token)
                 spared = token
             try:
-                written = self._write_from_thread(kept, token, generation)
-                lost = written is None and self._read()[1] < generation
+                written, lost = self._write_kept_once(kept, token, generation)
             except Exception:  # the store is still down: try again, a little later each time
                 pause.wait(delay)
                 delay = min(delay * 2, _FLUSH_MAX)
@@ -1302,6 +1323,47 @@ class TokenManager:
                     logger.warning("store lock for %s not released (%s)", self.origin, exc)
             return
 
+    def _write_kept_once(
+        self, kept: _Kept, token: Token, generation: int
+    ) -> tuple[int | None, bool]:
+        """One try of the writer: the generation written, or `None`; and whether the store
+        lost writes (write again over what it holds now).
+
+        A chain's store is read first: a token there at least as far along the chain as the
+        kept one (written by this writer already, or renewed by a process that continued
+        from the spare copy) wins, and the kept one is not written over it, whatever the
+        generations say (a restarted Redis counts them from 0 again)."""
+        if self._chain is not None:
+            stored, stored_generation = self._read_from_thread(kept)
+            if stored is not None and stored.sequence >= token.sequence:
+                return None, False
+            written = self._write_from_thread(kept, token, stored_generation)
+            return written, written is None  # raced with another writer: look again
+        written = self._write_from_thread(kept, token, generation)
+        return written, written is None and self._read_from_thread(kept)[1] < generation
+
+    def _in_store(self, kept: _Kept) -> bool:
+        """Whether the store holds the kept token, or (for a chain) one further along."""
+        try:
+            stored, _ = self._read_from_thread(kept)
+        except Exception:
+            return False
+        if stored is None:
+            return False
+        if self._chain is not None:
+            return stored.sequence >= kept.token.sequence
+        return stored.is_same_grant(kept.token)
+
+    def _read_from_thread(self, kept: _Kept) -> tuple[Token | None, int]:
+        try:
+            return self._read()
+        except ConfigurationError:  # an asyncio-only store: read on its loop
+            loop = kept.loop
+            if loop is None or not loop.is_running():
+                raise
+            future = asyncio.run_coroutine_threadsafe(self._aread(), loop)
+            return future.result(timeout=self.timeout + _WAIT_MARGIN)
+
     def _flush_at_exit(self) -> None:
         """At interpreter exit: a kept token the store never took is written once more, else
         left in the spare copy for the next process of this machine, else an ERROR says
@@ -1311,9 +1373,11 @@ class TokenManager:
         if kept is None:
             return
         try:
-            written = self._write_from_thread(kept, kept.token, kept.generation)
+            written, _ = self._write_kept_once(kept, kept.token, kept.generation)
         except Exception:
             written = None
+        if written is None and self._in_store(kept):
+            written = -1  # the writer (or a process further along the chain) got there first
         if written is None and self._chain is not None:
             spared = kept.spared
             if spared is None and self._spare is not None:
@@ -1464,7 +1528,7 @@ class TokenManager:
         now = self._clock()
         # Not the re-raised error of a running pause (a call past a pause about an older
         # refresh token of the chain was made, though).
-        attempted = now >= self._paused_until or self._called
+        attempted = (now >= self._paused_until or self._called) and exc is not self._reraised
         paused: events.Paused | None = None
         if attempted:
             pause = _pause_for(exc, now)
@@ -1623,7 +1687,8 @@ class TokenManager:
             return
         if self._paused_refresh is not None and self._paused_refresh != self._presented(current):
             return
-        raise _copy_of(error) from error
+        self._reraised = _copy_of(error)
+        raise self._reraised from error
 
     def _presented(self, current: Token | None) -> str | None:
         """The fingerprint of the refresh token a chain's renewal from `current` sends."""
@@ -1773,3 +1838,37 @@ _KEEPERS: weakref.WeakSet[TokenManager] = weakref.WeakSet()
 def _flush_kept_at_exit() -> None:
     for manager in list(_KEEPERS):
         manager._flush_at_exit()
+
+
+def _forget_kept_in_child() -> None:
+    # A forked child has the kept token but not the writer thread, nor the locks it holds:
+    # the parent's writer writes it; the child renews from the store and the spare copy.
+    for manager in list(_KEEPERS):
+        manager._kept = None
+        manager._kept_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_kept_in_child)
+
+
+def _release(release: Callable[[], None] | None) -> None:
+    if release is not None:
+        release()
+
+
+def _both(first: Callable[[], None], second: Callable[[], None] | None) -> Callable[[], None]:
+    """Release `first`, then `second` (the store's lock, then this machine's)."""
+
+    def release() -> None:
+        try:
+            first()
+        finally:
+            _release(second)
+
+    return release
+
+
+async def _arelease(release: Callable[[], None] | None) -> None:
+    """Release a lock taken in a worker thread (a flock), from a worker thread."""
+    if release is not None:
+        await asyncio.to_thread(release)

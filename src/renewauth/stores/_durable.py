@@ -59,7 +59,7 @@ def state_directory() -> Path:
     (`~/.local/state/renewauth` on Linux, honouring `$XDG_STATE_HOME`)."""
     chosen = os.environ.get(STATE_DIR_VARIABLE)
     if chosen:
-        return Path(chosen).expanduser()
+        return Path(chosen).expanduser().absolute()  # the same place after a chdir
     import platformdirs
 
     return Path(platformdirs.user_state_dir("renewauth", appauthor=False))
@@ -165,9 +165,12 @@ class Spare:
         further along the chain already), or `None`."""
         for store in self._stores():
             try:
-                held = store.get(key)
-                if held is None or held.sequence <= token.sequence:
-                    store.set(key, token)
+                # A lock of its own (not `lock(key)`, which a renewing process holds): two
+                # processes putting at once never leave the older token there.
+                with store.lock(key + "put"):
+                    held = store.get(key)
+                    if held is None or held.sequence <= token.sequence:
+                        store.set(key, token)
             except StoreError:
                 continue
             return store.path
