@@ -1035,3 +1035,71 @@ def test_a_multiprocessing_worker_that_renews_and_ends_leaves_its_token(
         ).get_token()
         assert fake.stale_refresh_tokens == 0
         assert fake.token_calls == 1  # continued from the worker's token, which is still valid
+
+
+_TWICE_RUN = """
+    import os, sys, requests
+    from renewauth import FileStore, OAuth2RefreshToken, StoreError
+
+    class Refusing(FileStore):  # a full disk while the flag file exists
+        def set_if_generation(self, key, token, generation):
+            if os.path.exists(sys.argv[4]):
+                raise StoreError("the token store cannot write the token file: No space left")
+            return super().set_if_generation(key, token, generation)
+
+    offset = [0.0]
+    import time
+    auth = OAuth2RefreshToken(sys.argv[1], "client-id", sys.argv[2],
+                              client_secret="client-secret", store=Refusing(sys.argv[5]),
+                              clock=lambda: time.time() + offset[0])
+    print(requests.get(sys.argv[3], auth=auth, timeout=10).status_code)  # kept
+    offset[0] += 4000  # that token expires: the next renewal is from the kept token
+    print(requests.get(sys.argv[3], auth=auth, timeout=10).status_code)
+"""
+
+
+def test_a_token_renewed_from_a_kept_one_is_the_one_left_at_exit(tmp_path: Path) -> None:
+    with FakeOAuth2Provider(rotate_refresh_tokens=True) as fake:
+        refresh_token = fake.issue_refresh_token()
+        environment = _environment(tmp_path / "state")
+        (tmp_path / "disk-full").write_text("")
+        arguments = [
+            fake.token_url,
+            refresh_token,
+            fake.api_url + "orders",
+            str(tmp_path / "disk-full"),
+            str(tmp_path / "tokens"),
+        ]
+        twice = subprocess.run(
+            [sys.executable, "-c", textwrap.dedent(_TWICE_RUN), *arguments],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            env=environment,
+        )
+        assert twice.stdout.split() == ["200", "200"], twice.stderr
+        (tmp_path / "disk-full").unlink()
+        fake.revoke_access_tokens()
+        after = _run_refusing(fake, refresh_token, tmp_path, environment)
+        assert after.stdout.strip() == "200", after.stderr
+        assert fake.stale_refresh_tokens == 0
+        assert fake.token_calls_by_grant == {"refresh_token": 3}
+
+
+def test_invalidate_while_a_token_is_kept_expires_it_without_waiting_for_the_store(
+    tmp_path: Path,
+) -> None:
+    clock = ManualClock(START)
+    with FakeOAuth2Provider(token_lifetime=LIFETIME, clock=clock) as fake:
+        full = _FullDisk(tmp_path / "tokens")
+        auth = _chain(fake, full, clock)
+        auth.get_token()
+        clock.advance(LIFETIME + 1)
+        full.full.set()
+        kept = auth.get_token()  # kept; the writer holds the store's lock
+        auth.invalidate()  # used to wait for that lock: 300 s
+        renewed = auth.get_token()
+        assert renewed.refresh_token != kept.refresh_token  # renewed from the kept token
+        full.full.clear()
+        assert fake.stale_refresh_tokens == 0

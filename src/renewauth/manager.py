@@ -161,7 +161,6 @@ class _Kept:
     release: Callable[[], None] | None
     loop: asyncio.AbstractEventLoop | None
     busy: bool = False
-    spared: object = None  # where the spare copy of `token` went (a chain's), if it did
 
 
 def _spent_at(token: Token) -> float:
@@ -519,6 +518,15 @@ class TokenManager:
                 break
             self._wait(flight)
         try:
+            with self._kept_lock:
+                kept = self._kept
+            if kept is not None:
+                # The store is behind and its lock is the writer's: expire the kept token,
+                # which the next renewal renews from (and the writer writes its result).
+                kept.token = self._adopt(
+                    replace(kept.token, expires_at=kept.token.issued_at or 0.0)
+                )
+                return
             with self.store.lock(self.key):
                 stored, generation = self._read()
                 spare = self._spare.get(self.key) if self._spare is not None else None
@@ -882,11 +890,26 @@ class TokenManager:
         return best
 
     def _renew_kept(self, kept: _Kept, stale: Token | None) -> tuple[Token, bool]:
-        """Renew from the kept token, which only this process holds (the store is behind)."""
+        """Renew from the kept token, which only this process holds (the store is behind).
+
+        The writer holds the store's lock (and this machine's) meanwhile, for a chain. Should
+        the server refuse the kept refresh token all the same (a store that lost that lock
+        let another process continue from the spare copy), a newer token of the chain in the
+        store or the spare copy is continued from."""
         try:
             if not _needs_renewal(kept.token, stale, self._clock()):
                 return self._adopt(kept.token), False
-            token = self._fetch(kept.token)
+            try:
+                token = self._fetch(kept.token)
+            except InvalidGrant:
+                spare = self._spare.get(self.key) if self._spare is not None else None
+                stored, generation = self._read_or_nothing()
+                newer = self._newer_chain(kept.token, stored, generation, spare)
+                if newer is None:
+                    raise
+                token = newer
+                if _needs_renewal(newer, stale, self._clock()):
+                    token = self._fetch(newer)
             kept.token = token  # the writer thread writes this one now
             return self._announce(token), True
         finally:
@@ -1134,7 +1157,16 @@ class TokenManager:
         try:
             if not _needs_renewal(kept.token, stale, self._clock()):
                 return self._adopt(kept.token), False
-            token = await self._afetch(kept.token)
+            try:
+                token = await self._afetch(kept.token)
+            except InvalidGrant:
+                stored, generation = await self._aread_or_nothing()
+                newer = self._newer_chain(kept.token, stored, generation, await self._aspare())
+                if newer is None:
+                    raise
+                token = newer
+                if _needs_renewal(newer, stale, self._clock()):
+                    token = await self._afetch(newer)
             kept.token = token
             return self._announce(token), True
         finally:
@@ -1281,11 +1313,11 @@ class TokenManager:
     def _write_kept(self) -> None:
         """The writer thread: retries until the store has the kept token (or a newer one).
 
-        A chain's kept token goes to the spare copy first, so that a process that exits (or
-        is killed) before the store takes it leaves it where the next one finds it."""
+        A chain's kept token is in the spare copy already (`_fetch` put it there), so that a
+        process that exits (or is killed) before the store takes it leaves it where the next
+        one finds it."""
         delay = _FLUSH_FIRST
         pause = threading.Event()
-        spared: Token | None = None
         while True:
             with self._kept_lock:
                 kept = self._kept
@@ -1295,9 +1327,6 @@ class TokenManager:
             if busy:  # a renewal runs from it: write its result instead
                 pause.wait(_FLUSH_FIRST)
                 continue
-            if self._spare is not None and token is not spared:
-                kept.spared = self._spare.put(self.key, token)
-                spared = token
             try:
                 written, lost = self._write_kept_once(kept, token, generation)
             except Exception:  # the store is still down: try again, a little later each time
@@ -1379,9 +1408,9 @@ class TokenManager:
         if written is None and self._in_store(kept):
             written = -1  # the writer (or a process further along the chain) got there first
         if written is None and self._chain is not None:
-            spared = kept.spared
-            if spared is None and self._spare is not None:
-                spared = self._spare.put(self.key, kept.token)
+            # The newest kept token (a renewal from a kept one replaces it), put again: a put
+            # never takes the spare back along the chain, and says where the token is.
+            spared = None if self._spare is None else self._spare.put(self.key, kept.token)
             if spared is not None:
                 logger.warning(
                     "the token store never took the renewed token for %s (store key %s) "
