@@ -1250,6 +1250,7 @@ def _save(result: RestartResult) -> None:
             "client": run.plan.client,
             "fate": run.plan.fate,
             "at": run.plan.at,
+            "thinks": run.plan.thinks,
             "started": run.started,
             "ready": run.ready,
             "ended": run.ended,
@@ -1263,6 +1264,8 @@ def _save(result: RestartResult) -> None:
     summary = {
         "store": result.store,
         "seed": result.seed,
+        "lanes": result.lanes,
+        "seconds": result.seconds,
         "runs": runs,
         "store_faults": result.store_faults,
         "mends": result.reseeds,
@@ -1271,6 +1274,36 @@ def _save(result: RestartResult) -> None:
         "alive": result.alive,
     }
     (result.directory / "pass.json").write_text(json.dumps(summary, indent=1))
+
+
+def load_restarts(directory: Path) -> RestartResult:
+    """A pass saved by `_save`, with its journals and logs (`--report-from`)."""
+    saved = json.loads((directory / "pass.json").read_text())
+    result = RestartResult(saved["store"], saved["seed"], saved["lanes"], directory=directory)
+    result.seconds, result.counters, result.alive = (
+        saved["seconds"],
+        saved["counters"],
+        saved["alive"],
+    )
+    result.store_faults = [tuple(fault) for fault in saved["store_faults"]]  # type: ignore[misc]
+    result.reseeds, result.grants = saved["mends"], [tuple(g) for g in saved["grants"]]  # type: ignore[misc]
+    for entry in saved["runs"]:
+        plan = Plan(
+            entry["index"],
+            entry["lane"],
+            entry["client"],
+            tuple(entry["thinks"]),
+            entry["fate"],
+            entry["at"],
+        )
+        run = Run(plan, entry["started"], entry["ready"], entry["ended"], entry["killed_at"])
+        run.hung, run.returncode = entry["hung"], entry["returncode"]
+        run.window_closed = entry["window_closed"]
+        run.journal = _read_journal(directory / "journals" / f"{plan.index:03d}.tsv")
+        result.runs.append(run)
+    result.check = result.runs.pop()  # the fresh process after the pass was saved last
+    result.logs = _count_logs(directory / "logs")
+    return result
 
 
 def _store_faults(
@@ -1442,25 +1475,30 @@ def analyse_restarts(result: RestartResult) -> RestartAnalysis:
     durable = {
         line[2] for run in everyone for line in _lines(run, "stored") + _lines(run, "spared")
     }
-    parents = {row[3]: row[1] for row in grants if row[2] == "ok"}
+    parents = {row[3]: (row[1], row[0]) for row in grants if row[2] == "ok"}
     oks = [row for row in grants if row[2] == "ok"]
     head = oks[-1][3] if oks else None
     for at, parent, _, issued in oks:
         if issued in presented or issued == head or issued in durable:
             continue
         analysis.losses.append(_loss(result, at, parent, issued))
-    inherent_parents = [(loss.at, loss.parent) for loss in analysis.losses if loss.inherent]
     refusals: list[tuple[float, bool]] = []
     for at, token, outcome, _ in grants:
         if outcome == "ok":
             continue
-        echo = any(loss_at <= at and parent == token for loss_at, parent in inherent_parents)
+        of = [loss for loss in analysis.losses if loss.at <= at and loss.parent == token]
+        echo = bool(of) and of[0].inherent
         refusals.append((at, echo))
         kind = "inherent" if echo else "other"
         analysis.refused[kind] += 1
         if outcome == "stale":
             analysis.stale[kind] += 1
-        if not echo:
+        if of and not echo:
+            analysis.unexplained.append(
+                f"{outcome} refresh token {token} presented at {at:.3f}: the chain's newest "
+                f"was lost ({of[0].lost}, below), this is the token before it"
+            )
+        elif not echo:
             analysis.unexplained.append(_describe_refusal(result, at, token, outcome, parents))
     for loss in analysis.losses:
         if not loss.inherent:
@@ -1512,9 +1550,16 @@ def _loss(result: RestartResult, at: float, parent: str, lost: str) -> Loss:
             True,
             f"{where}: SIGKILLed {killed - at:.3f} s after the rotation, before any copy took it",
         )
-    why = "the store or the spare copy took it, " if lost in kept else ""
     state = "SIGKILLed" if killed is not None else f"exited ({receiver.returncode})"
-    return Loss(at, parent, lost, receiver, False, f"{where}: {why}{state}, and it was lost")
+    why = f"{where}: {state}; neither the store nor the spare copy ever took it"
+    if _kept(receiver, parent, at):
+        why += (
+            f". It had renewed from {parent}, a token kept in memory (the store had refused "
+            "it), and exited before its writer thread put the new one in the spare copy; at "
+            "the exit renewauth wrote it nowhere (its WARNING says that it was left in the "
+            "spare copy, which held the token renewed from)"
+        )
+    return Loss(at, parent, lost, receiver, False, why)
 
 
 def _unanswered(run: Run, call: float) -> bool:
@@ -1540,25 +1585,20 @@ def _failure_kind(
 
 
 def _describe_refusal(
-    result: RestartResult, at: float, token: str, outcome: str, parents: dict[str, str]
+    result: RestartResult,
+    at: float,
+    token: str,
+    outcome: str,
+    parents: dict[str, tuple[str, float]],
 ) -> str:
-    """Who presented the refused refresh token `token` at `at`, what it had read, and what
-    the store and the spare copy held then (by every journal)."""
-    presenter, call_at = None, -math.inf
-    for run in _everyone(result):
-        for line in _lines(run, "call"):
-            when = float(line[0])
-            if line[3] == token and call_at < when <= at:
-                presenter, call_at = run, when
-    depth = 0
-    newest = token
-    children = {parent: child for child, parent in parents.items()}
-    while newest in children:
-        newest, depth = children[newest], depth + 1
-    text = (
-        f"{outcome} refresh token {token} presented at {at:.3f} ({depth} rotations behind "
-        "the chain's newest)"
-    )
+    """Who presented the refused refresh token `token` at `at`, what it had read, what the
+    store and the spare copy held then (by every journal), and who had renewed from it."""
+    presenter, call_at = _caller(result, token, at)
+    children = {parent: (child, when) for child, (parent, when) in parents.items()}
+    depth, newest = 0, token
+    while newest in children and children[newest][1] <= at:
+        newest, depth = children[newest][0], depth + 1
+    text = f"{outcome} refresh token {token} presented at {at:.3f} ({depth} rotations behind)"
     if presenter is None:
         return text + "; no journal shows its call"
     reads = [
@@ -1566,12 +1606,47 @@ def _describe_refusal(
         for line in presenter.journal
         if line[1] == "read" and float(line[0]) <= call_at
     ][-3:]
-    stored = _last_before(result, "stored", at)
-    spared = _last_before(result, "spared", at)
-    return (
-        f"{text} by process {presenter.plan.index} ({presenter.plan.fate}, "
-        f"{presenter.plan.client}), which read {reads}; the last token stored before was "
-        f"{stored}, the last spared {spared}; log {_log(result, presenter)}"
+    text += (
+        f" by process {presenter.plan.index} ({presenter.plan.fate}, {presenter.plan.client}),"
+        f" which read {reads}; the last token stored before was "
+        f"{_last_before(result, 'stored', at)}, the last spared "
+        f"{_last_before(result, 'spared', at)}; log {_log(result, presenter)}"
+    )
+    if token in children:  # another process had renewed from it: how did each get it?
+        first, first_at = _caller(result, token, children[token][1])
+        kept = [
+            f"process {run.plan.index}"
+            for run, when in ((first, first_at), (presenter, call_at))
+            if run is not None and _kept(run, token, when)
+        ]
+        if first is not None:
+            text += f". Process {first.plan.index} had renewed from it at {first_at:.3f}"
+        if kept:
+            text += (
+                f"; {' and '.join(kept)} renewed from it as a token kept in memory (the "
+                "store had refused it): a renewal that takes no lock and reads neither the "
+                "store nor the spare copy"
+            )
+    return text
+
+
+def _caller(result: RestartResult, token: str, at: float) -> tuple[Run | None, float]:
+    """The process whose last call presenting `token` before `at` was nearest to it."""
+    caller, call_at = None, -math.inf
+    for run in _everyone(result):
+        for line in _lines(run, "call"):
+            when = float(line[0])
+            if line[3] == token and call_at < when <= at + 0.001:
+                caller, call_at = run, when
+    return caller, call_at
+
+
+def _kept(run: Run, token: str, before: float) -> bool:
+    """Whether `run` held `token` as a kept token (the store refused it) before `before`:
+    then a renewal from it is one from the kept token."""
+    renewed = {line[3] for line in _lines(run, "answer") if line[2] == "200"}
+    return token in renewed and any(
+        line[2] == token and float(line[0]) < before for line in _lines(run, "refused")
     )
 
 
@@ -1824,10 +1899,20 @@ def main() -> int:
         type=Path,
         help="restarts: keep every worker's journal and log in this new directory",
     )
+    parser.add_argument(
+        "--report-from",
+        type=Path,
+        help="restarts: run nothing, report the passes kept in this --keep directory again",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)  # one process of the restarts pass
     arguments = parser.parse_args()
     if arguments.worker:
         return restart_worker(json.loads(arguments.worker))
+    if arguments.report_from is not None:
+        kept = sorted(arguments.report_from.glob("restarts-*/pass.json"))
+        command = f"python benchmarks/bench_soak.py --report-from {arguments.report_from}"
+        print(restarts_report([load_restarts(path.parent) for path in kept], command))
+        return 0
     sections = []
     if arguments.passes in ("all", "faults"):
         seconds = 20.0 if arguments.quick else max(20.0, arguments.minutes * 60 / 2)
