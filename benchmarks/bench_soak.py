@@ -1,12 +1,21 @@
 """Soak: many processes, threads and tasks sharing one credential under a random rain of faults.
 
-Run ``python benchmarks/bench_soak.py`` (3 minutes: two passes of 90 s) or ``--quick`` (two
-passes of 20 s); ``--seed N`` draws another schedule; ``--minutes M`` sets the whole run. It
-stops by itself. Each pass runs 6 processes × 8 threads (requests and httpx) plus one asyncio
-process with 50 tasks (httpx.AsyncClient), all with one `OAuth2Password` credential, against
-the loopback fake with 2 s tokens and rotating refresh tokens. The first pass shares a
-`RedisStore` on a real `redis-server` (append-only file, so a restart keeps its keys), the
-second a `FileStore`. Faults follow `FAULTS` below, drawn with a seeded random generator.
+Run ``python benchmarks/bench_soak.py`` (about 7 minutes: the fault passes, then the restarts
+passes) or ``--quick``; ``--pass faults`` or ``--pass restarts`` runs one kind; ``--seed N``
+draws another schedule. It stops by itself.
+
+The fault passes (3 minutes: two of 90 s; ``--minutes M`` sets both together; 20 s each with
+``--quick``) run 6 processes × 8 threads (requests and httpx) plus one asyncio process with
+50 tasks (httpx.AsyncClient), all with one `OAuth2Password` credential, against the loopback
+fake with 2 s tokens and rotating refresh tokens. The first pass shares a `RedisStore` on a
+real `redis-server` (append-only file, so a restart keeps its keys), the second a
+`FileStore`. Faults follow `FAULTS` below, drawn with a seeded random generator.
+
+The restarts passes (about 4 minutes; ``--processes N``, 40 with ``--quick``) run a
+technical user (`OAuth2RefreshToken`) as 200 short-lived processes per store, 4 lanes side
+by side, some SIGKILLed, some exiting while the store refuses writes, while a Redis without
+persistence restarts or the token file is deleted (see "the restarts pass" below).
+``--keep DIR`` keeps every worker's journal and log, ``--report-from DIR`` reports them again.
 
 It prints Markdown tables: what every pass sent and what failed (each failure with its cause,
 and whether a fault window explains it), stale refresh tokens presented to the server,
@@ -1517,7 +1526,7 @@ def analyse_restarts(result: RestartResult) -> RestartAnalysis:
             analysis.longest = max(analysis.longest, took)
             if cause == "ok":
                 continue
-            kind = _failure_kind(result, at - took, at, analysis.broken)
+            kind = _failure_kind(result, (at - took, at), cause, analysis.broken)
             analysis.failures.setdefault(kind, []).append(cause)
             if kind == "other":
                 analysis.unexplained.append(
@@ -1572,16 +1581,26 @@ def _unanswered(run: Run, call: float) -> bool:
 
 
 def _failure_kind(
-    result: RestartResult, start: float, end: float, broken: list[tuple[float, float, bool]]
+    result: RestartResult,
+    span: tuple[float, float],
+    cause: str,
+    broken: list[tuple[float, float, bool]],
 ) -> str:
+    """What explains a request that failed with `cause` over `span`: a broken chain (a refused
+    refresh token while one was broken), a Redis outage, or nothing ("other")."""
+    start, end = span
+    chain = [
+        "broken-inherent" if inherent else "broken-other"
+        for broke, mended, inherent in broken
+        if broke <= end <= mended + MENDED_MARGIN
+    ]
+    if chain and cause == "InvalidGrant":
+        return chain[0]
     if result.store == "redis" and any(
         start <= up + OUTAGE_MARGIN and down <= end for down, up in result.store_faults
     ):
         return "outage"
-    for broke, mended, inherent in broken:
-        if broke <= end <= mended + MENDED_MARGIN:
-            return "broken-inherent" if inherent else "broken-other"
-    return "other"
+    return chain[0] if chain else "other"
 
 
 def _describe_refusal(
@@ -1642,11 +1661,12 @@ def _caller(result: RestartResult, token: str, at: float) -> tuple[Run | None, f
 
 
 def _kept(run: Run, token: str, before: float) -> bool:
-    """Whether `run` held `token` as a kept token (the store refused it) before `before`:
-    then a renewal from it is one from the kept token."""
+    """Whether `run` held `token` as a kept token (the store refused it, or Redis was down)
+    before `before`: then a renewal from it is one from the kept token."""
     renewed = {line[3] for line in _lines(run, "answer") if line[2] == "200"}
     return token in renewed and any(
-        line[2] == token and float(line[0]) < before for line in _lines(run, "refused")
+        line[2] == token and float(line[0]) < before
+        for line in _lines(run, "refused") + _lines(run, "write-failed")
     )
 
 
@@ -1840,15 +1860,19 @@ def restarts_report(results: list[RestartResult], command: str) -> str:
         "",
         "The inherent loss is told apart by journals: each worker writes a line (os.write, so "
         "a SIGKILL loses no finished line) before each refresh grant and after its answer, and "
-        "whenever the store or the spare copy took a token; the fake journals each refresh "
-        "grant it answered. A refresh token the fake issued that nobody presented afterwards "
-        "is a lost one; it is the inherent loss when the process that received it was "
-        "SIGKILLed after the rotation and neither the store nor the spare copy had taken it. "
-        "Stale or refused grants presenting the token it replaced, after it, are its echo; the "
-        "mend (a new refresh token put in the store, as an operator would) ends them. Failures "
-        f"while Redis is down, or within {OUTAGE_MARGIN:g} s of its return, are the outage's: "
-        "a refresh-token chain waits for its store. Log rows count renewauth's own messages in "
-        "the workers' logs.",
+        "whenever it read a token or the store or the spare copy took one; the fake journals "
+        "each refresh grant it answered. A refresh token the fake issued that nobody presented "
+        "afterwards and no store or spare copy ever took is lost; the loss is the inherent one "
+        "when the process that received it was SIGKILLed after the rotation. Stale or refused "
+        "grants presenting the token before a lost one are that loss's echo. A chain is broken "
+        f"when a refused refresh grant has no successful one {CHAIN_BROKEN_AFTER:g} s after "
+        "it; the runner then mends it as an operator would (a new refresh token in the store "
+        "and the spare copy, the refusal's pause record deleted), and the pass goes on. "
+        "Failures with `InvalidGrant` while a chain is broken are its own; other failures "
+        f"while Redis is down, or within {OUTAGE_MARGIN:g} s of its return, are the outage's "
+        "(a refresh-token chain waits for its store). The rotation window runs from a "
+        "renewal's answer to the first copy of its token. Log rows count renewauth's own "
+        "messages in the workers' logs.",
     ]
     unexplained = [(r, text) for r, a in pairs for text in a.unexplained]
     if unexplained:
@@ -1909,7 +1933,11 @@ def main() -> int:
     if arguments.worker:
         return restart_worker(json.loads(arguments.worker))
     if arguments.report_from is not None:
-        kept = sorted(arguments.report_from.glob("restarts-*/pass.json"))
+        kept = [
+            arguments.report_from / f"restarts-{store}" / "pass.json"
+            for store in RESTART_STORES
+            if (arguments.report_from / f"restarts-{store}" / "pass.json").exists()
+        ]
         command = f"python benchmarks/bench_soak.py --report-from {arguments.report_from}"
         print(restarts_report([load_restarts(path.parent) for path in kept], command))
         return 0
