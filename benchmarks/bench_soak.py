@@ -1071,6 +1071,8 @@ class RestartResult:
     counters: dict[str, Any] = field(default_factory=dict)
     alive: str = ""
     check: Run | None = None  # the fresh process after the pass
+    command: str = ""  # how the pass was run
+    header: str = ""  # the versions and the date, as the pass ended
     seconds: float = 0.0
     logs: dict[str, int] = field(default_factory=dict)  # renewauth log lines that matter, counted
     directory: Path = Path()
@@ -1246,8 +1248,14 @@ def run_restarts(store: str, count: int, lanes: int, seed: int, directory: Path)
     for run in result.runs:
         run.journal = _read_journal(directory / "journals" / f"{run.plan.index:03d}.tsv")
     result.logs = _count_logs(directory / "logs")
+    result.command = " ".join(["python benchmarks/bench_soak.py", *sys.argv[1:]])
+    result.header = header_line(_versions())
     _save(result)
     return result
+
+
+def _versions() -> list[str]:
+    return [f"renewauth {version('renewauth')}", f"redis-py {version('redis')}"]
 
 
 def _save(result: RestartResult) -> None:
@@ -1275,6 +1283,8 @@ def _save(result: RestartResult) -> None:
         "seed": result.seed,
         "lanes": result.lanes,
         "seconds": result.seconds,
+        "command": result.command,
+        "header": result.header,
         "runs": runs,
         "store_faults": result.store_faults,
         "mends": result.reseeds,
@@ -1294,6 +1304,7 @@ def load_restarts(directory: Path) -> RestartResult:
         saved["counters"],
         saved["alive"],
     )
+    result.command, result.header = saved.get("command", ""), saved.get("header", "")
     result.store_faults = [tuple(fault) for fault in saved["store_faults"]]  # type: ignore[misc]
     result.reseeds, result.grants = saved["mends"], [tuple(g) for g in saved["grants"]]  # type: ignore[misc]
     for entry in saved["runs"]:
@@ -1683,13 +1694,18 @@ def _exited_holding(run: Run) -> bool:
     return held >= 0 and bool(_lines(run, "exited"))
 
 
-def _rotation_windows(runs: list[Run]) -> list[float]:
+def _rotation_windows(runs: list[Run]) -> tuple[list[float], list[float]]:
     """Seconds from each renewal's answer to the first copy of its token (the store's or the
-    spare's) in the same process: the moments a SIGKILL loses the token."""
-    windows = []
+    spare's) in the same process, the moments a SIGKILL loses the token: for renewals from a
+    token read under the lock, and for renewals from a token kept in memory."""
+    read: list[float] = []
+    kept: list[float] = []
     for run in runs:
-        for answer in _lines(run, "answer"):
-            if answer[2] != "200":
+        call: list[str] | None = None
+        for answer in run.journal:
+            if answer[1] == "call":
+                call = answer
+            if answer[1] != "answer" or answer[2] != "200" or call is None:
                 continue
             at = float(answer[0])
             copies = [
@@ -1698,8 +1714,9 @@ def _rotation_windows(runs: list[Run]) -> list[float]:
                 if line[1] in ("stored", "spared") and line[2] == answer[3] and float(line[0]) >= at
             ]
             if copies:
-                windows.append(min(copies) - at)
-    return windows
+                from_kept = _kept(run, call[3], float(call[0]) + 1e-6)
+                (kept if from_kept else read).append(min(copies) - at)
+    return read, kept
 
 
 def _everyone(result: RestartResult) -> list[Run]:
@@ -1721,7 +1738,9 @@ def _log(result: RestartResult, run: Run) -> str:
     return str(result.directory / "logs" / f"{run.plan.index:03d}.log")
 
 
-def restarts_report(results: list[RestartResult], command: str) -> str:
+def restarts_report(results: list[RestartResult], again: str = "") -> str:
+    """The restarts passes' table, notes and unexplained events, in Markdown; `again` names
+    the `--report-from` directory when a kept run is reported again."""
     analyses = [analyse_restarts(result) for result in results]
     headers = ["", *(RESTART_STORES[r.store] for r in results)]
     pairs = list(zip(results, analyses, strict=True))
@@ -1775,12 +1794,15 @@ def restarts_report(results: list[RestartResult], command: str) -> str:
     def broken(inherent: bool) -> Any:
         return lambda _, a: str(sum(1 for *_, kind in a.broken if kind is inherent))
 
-    def window(r: RestartResult, _: RestartAnalysis) -> str:
-        windows = sorted(_rotation_windows(r.runs))
-        if not windows:
-            return "—"
-        median = windows[len(windows) // 2]
-        return f"{median * 1000:.1f} / {windows[-1] * 1000:.0f} ms ({len(windows)} renewals)"
+    def window(kind: int) -> Any:
+        def cell(r: RestartResult, _: RestartAnalysis) -> str:
+            windows = sorted(_rotation_windows(r.runs)[kind])
+            if not windows:
+                return "—"
+            median = windows[len(windows) // 2]
+            return f"{median * 1000:.1f} / {windows[-1] * 1000:.0f} ms ({len(windows)} renewals)"
+
+        return cell
 
     def logged(mark: str) -> Any:
         return lambda r, _: str(r.logs.get(mark, 0))
@@ -1832,15 +1854,22 @@ def restarts_report(results: list[RestartResult], command: str) -> str:
         ),
         row("chain alive at the end", lambda r, _: r.alive),
         *(row(f"log: {text}", logged(mark)) for mark, text in LOG_MARKS.items()),
-        row("rotation window (answer → first copy): median / max", window),
+        row(
+            "rotation window (answer → first copy), median / max: renewals under the lock",
+            window(0),
+        ),
+        row("… renewals from a token kept in memory (the store had refused it)", window(1)),
         row("longest request", lambda _, a: f"{a.longest:.2f} s"),
         row("duration", lambda r, _: f"{r.seconds:.0f} s"),
     ]
-    versions = [f"renewauth {version('renewauth')}", f"redis-py {version('redis')}"]
+    first = results[0]
+    command = f"`{first.command}`" + (
+        f" (reported again by `--report-from {again}`)" if again else ""
+    )
     lines = [
-        header_line(versions),
+        first.header or header_line(_versions()),
         "",
-        f"`{command}` · seed {results[0].seed} · {_machine_line()}",
+        f"{command} · seed {first.seed} · {_machine_line()}",
         "",
         f"A technical user (`OAuth2RefreshToken`, the fake rotating its refresh token on every "
         f"use, {TOKEN_LIFETIME:g} s access tokens renewed at half-life) as short-lived "
@@ -1938,8 +1967,8 @@ def main() -> int:
             for store in RESTART_STORES
             if (arguments.report_from / f"restarts-{store}" / "pass.json").exists()
         ]
-        command = f"python benchmarks/bench_soak.py --report-from {arguments.report_from}"
-        print(restarts_report([load_restarts(path.parent) for path in kept], command))
+        results = [load_restarts(path.parent) for path in kept]
+        print(restarts_report(results, again=str(arguments.report_from)))
         return 0
     sections = []
     if arguments.passes in ("all", "faults"):
@@ -1970,10 +1999,9 @@ def main() -> int:
                 restarts.append(
                     run_restarts(store, count, arguments.lanes, arguments.seed, directory)
                 )
-        command = "python benchmarks/bench_soak.py " + " ".join(sys.argv[1:])
         sections.append(
             "## Restarts: a technical user as short-lived processes, killed, refused and "
-            "forgotten\n\n" + restarts_report(restarts, command.strip())
+            "forgotten\n\n" + restarts_report(restarts)
         )
     print("\n\n".join(sections))
     return 0
