@@ -811,7 +811,9 @@ def restart_worker(job: dict[str, Any]) -> int:
         with contextlib.suppress(OSError):
             os.write(journal, line.encode())
 
-    pending = {"refused": False}  # whether the store refused the last write it was asked
+    # Whether the store refused the last write it was asked, the refresh tokens this process
+    # was issued, and when the store last refused a token this process renewed.
+    pending: dict[str, Any] = {"refused": False, "issued": set(), "kept_at": 0.0}
     # Registered before renewauth is imported: atexit runs it after renewauth's own handler,
     # which writes a kept token once more or leaves it in the spare copy.
     atexit.register(lambda: note("exited", "refused" if pending["refused"] else "clear"))
@@ -836,7 +838,7 @@ def restart_worker(job: dict[str, Any]) -> int:
         leeway=LEEWAY,
         on_event=lambda event: note("event", *_event_fields(event)),
     )
-    _journal_internals(auth, note)
+    _journal_internals(auth, note, pending["issued"])
     send, current, close = _client(job["client"], auth, job["api_url"] + "items")
 
     def request() -> None:
@@ -893,32 +895,32 @@ def _client(kind: str, auth: Any, api_url: str) -> tuple[Any, Any, Any]:
 
 
 def _refuse_at_exit(
-    current: Any, request: Any, flag: Path, note: Any, pending: dict[str, bool]
+    current: Any, request: Any, flag: Path, note: Any, pending: dict[str, Any]
 ) -> None:
     """Open this process's write-refusal window and renew inside it, then return (to exit).
 
     The process waits until its token is due, opens the window (the flag file) and sends its
     last request, whose renewal the store refuses. Another process may renew first (this one
     then adopts its token): it waits for the next due time and tries again, three times."""
-    opened = False
-    for _ in range(3):
+    opened = time.time()
+    for attempt in range(3):
         try:
             due = current().renew_at(LEEWAY)
         except Exception as exc:  # no token to wait for (the store is down): send at once
             note("request", type(exc).__name__, "0.000")
             due = time.time()
         time.sleep(max(0.0, due - time.time()) + 0.02)
-        if not opened:
+        if attempt == 0:
+            opened = time.time()
             flag.touch()
-            opened = True
             note("window", "open")
         request()
-        if pending["refused"]:
+        if pending["kept_at"] >= opened:  # the store refused a token this process renewed
             return
 
 
 def _journaled_store(
-    spec: tuple[str, str, str], note: Any, flags: Path, pending: dict[str, bool]
+    spec: tuple[str, str, str], note: Any, flags: Path, pending: dict[str, Any]
 ) -> Any:
     """The worker's store: a FileStore or RedisStore whose fenced writes are refused while a
     write-refusal window is open (a file in `flags`), and whose reads and writes go to the
@@ -941,6 +943,8 @@ def _journaled_store(
         def set_if_generation(self, key: str, token: Any, generation: int) -> int | None:
             if any(flags.iterdir()):
                 pending["refused"] = True
+                if fingerprint(token.refresh_token) in pending["issued"]:
+                    pending["kept_at"] = time.time()
                 note("refused", *_token_fields(token), generation)
                 raise renewauth.StoreError(
                     "the token store refuses writes (a write-refusal window of the soak)"
@@ -960,13 +964,13 @@ def _journaled_store(
     return Refusing(where, prefix=prefix, **REDIS_OPTIONS)
 
 
-def _journal_internals(auth: Any, note: Any) -> None:
+def _journal_internals(auth: Any, note: Any, issued: set[str]) -> None:
     """Journal the token calls and the spare copy of `auth` (renewauth's private parts: the
     manager's sender and spare; instrumentation only, nothing else is changed)."""
     manager = auth._manager
     if not hasattr(manager, "_sender") or getattr(manager, "_spare", None) is None:
         raise RuntimeError("renewauth's manager changed: update bench_soak._journal_internals")
-    manager._sender = _JournaledSender(manager._sender, note)
+    manager._sender = _JournaledSender(manager._sender, note, issued)
     spare = manager._spare
     get, put = spare.get, spare.put
 
@@ -987,8 +991,8 @@ class _JournaledSender:
     """Wraps the auth object's token sender: a "call" line before each token call (the refresh
     token it presents) and an "answer" line after (the refresh token it brought)."""
 
-    def __init__(self, inner: Any, note: Any) -> None:
-        self._inner, self._note = inner, note
+    def __init__(self, inner: Any, note: Any, issued: set[str]) -> None:
+        self._inner, self._note, self._issued = inner, note, issued
 
     def _call(self, request: Any) -> None:
         from urllib.parse import parse_qs
@@ -997,7 +1001,9 @@ class _JournaledSender:
         self._note("call", request.grant, fingerprint(presented))
 
     def _answer(self, reply: Any) -> Any:
-        self._note("answer", reply.status, fingerprint(issued_refresh_token(reply.body)))
+        issued = fingerprint(issued_refresh_token(reply.body))
+        self._issued.add(issued)
+        self._note("answer", reply.status, issued)
         return reply
 
     def send(self, request: Any, *, timeout: float) -> Any:
@@ -1780,6 +1786,7 @@ def restarts_report(results: list[RestartResult], again: str = "") -> str:
             for run in opened
             if any(
                 float(line[0]) >= float(_lines(run, "window")[0][0])
+                and line[2] in {answer[3] for answer in _lines(run, "answer")}
                 for line in _lines(run, "refused")
             )
         ]
