@@ -1566,19 +1566,28 @@ def _loss(result: RestartResult, at: float, parent: str, lost: str) -> Loss:
         return Loss(at, parent, lost, None, False, "no journal shows who received it")
     kept = {line[2] for line in _lines(receiver, "stored") + _lines(receiver, "spared")}
     killed = receiver.killed_at
+    sent = max(
+        (float(line[0]) for line in _lines(receiver, "call") if line[3] == parent),
+        default=math.inf,
+    )
     where = f"process {receiver.plan.index} ({receiver.plan.fate}); log {_log(result, receiver)}"
-    if killed is not None and killed >= at - 0.01 and lost not in kept:
-        return Loss(
-            at,
-            parent,
-            lost,
-            receiver,
-            True,
-            f"{where}: SIGKILLed {killed - at:.3f} s after the rotation, before any copy took it",
+    from_kept = _kept(receiver, parent, sent)
+    if killed is not None and killed >= sent and lost not in kept:
+        order = "after" if at > killed else "before"
+        why = (
+            f"{where}: SIGKILLed {killed - sent:.3f} s after it sent the refresh grant (the "
+            f"fake rotated the token {abs(at - killed):.3f} s {order} the kill), before any "
+            "copy took it"
         )
+        if from_kept:
+            why += (
+                f"; it had renewed from {parent}, a token kept in memory, whose new token "
+                "waits for the writer thread (up to 1 s) before any copy is made"
+            )
+        return Loss(at, parent, lost, receiver, True, why)
     state = "SIGKILLed" if killed is not None else f"exited ({receiver.returncode})"
     why = f"{where}: {state}; neither the store nor the spare copy ever took it"
-    if _kept(receiver, parent, at):
+    if from_kept:
         why += (
             f". It had renewed from {parent}, a token kept in memory (the store had refused "
             "it), and exited before its writer thread put the new one in the spare copy; at "
