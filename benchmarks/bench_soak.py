@@ -1530,11 +1530,18 @@ def analyse_restarts(result: RestartResult) -> RestartAnalysis:
         if not loss.inherent:
             analysis.unexplained.append(f"lost refresh token {loss.lost}: {loss.why}")
     before = -math.inf
+    refused_tokens = {row[0]: row[1] for row in grants if row[2] != "ok"}
     for mended in result.reseeds:
         episode = [(at, echo) for at, echo in refusals if before < at <= mended]
         if episode:
             inherent = all(echo for _, echo in episode)
-            analysis.broken.append((episode[0][0], mended, inherent))
+            broke = episode[0][0]
+            analysis.broken.append((broke, mended, inherent))
+            lost = any(broke - 10 <= loss.at <= mended for loss in analysis.losses)
+            if not inherent and not lost:
+                analysis.unexplained.append(
+                    _describe_pause(result, broke, mended, refused_tokens[broke])
+                )
         before = mended
     for run in result.runs:
         for line in _lines(run, "request"):
@@ -1672,6 +1679,46 @@ def _describe_refusal(
                 "store had refused it): a renewal that takes no lock and reads neither the "
                 "store nor the spare copy"
             )
+    return text
+
+
+def _describe_pause(result: RestartResult, broke: float, mended: float, refused: str) -> str:
+    """A chain broken although its newest token was kept: who was stopped without a call,
+    holding a newer token than the one refused, and who re-wrote the pause beforehand."""
+    blocked: set[int] = set()
+    holding: str = "-"
+    rewrote: tuple[float, int] | None = None
+    for run in _everyone(result):
+        held: list[str] | None = None  # the furthest token this renewal read
+        previous = ""
+        for line in run.journal:
+            if line[1] == "read" and line[3] != "-":
+                if held is None or int(line[4]) > int(held[4]):
+                    held = line
+            elif line[1] == "event" and line[2] == "Paused" and broke <= float(line[0]) <= mended:
+                # Told by the store's pause, without a call of its own ("RenewalFailed" comes
+                # first after a call).
+                told = previous != "RenewalFailed" and held is not None
+                if told and held is not None and held[3] != refused:
+                    blocked.add(run.plan.index)
+                    holding = f"{held[3]} seq {held[4]}"
+                elif told and (rewrote is None or float(line[0]) < rewrote[0]):
+                    rewrote = (float(line[0]), run.plan.index)
+            if line[1] in ("event", "request"):
+                previous = line[2] if line[1] == "event" else ""
+                if line[1] == "request":
+                    held = None
+    text = (
+        f"chain broken from {broke:.3f} until the mend at {mended:.3f}, though no token was "
+        f"lost: {len(blocked)} processes holding a newer token ({holding}) than the refused "
+        f"{refused} were stopped without a token call by the pause that refusal shared"
+    )
+    if rewrote is not None:
+        text += (
+            f"; process {rewrote[1]}, which had made no call, had written that pause again at "
+            f"{rewrote[0]:.3f}, without the refresh token it was about, so that it stops every "
+            "refresh token of the chain"
+        )
     return text
 
 
