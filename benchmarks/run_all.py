@@ -1,6 +1,6 @@
 """Run every benchmark, write their tables to benchmarks/RESULTS.md and draw the plots.
 
-    python benchmarks/run_all.py                       # full runs, ~28 minutes (3: the soak)
+    python benchmarks/run_all.py                       # full runs, ~32 minutes (7: the soak)
     python benchmarks/run_all.py --quick               # short runs, noisier
     python benchmarks/run_all.py --plots-only          # draw the plots from RESULTS.md again
     python benchmarks/run_all.py --plots-only --check  # fail if the plots do not show it
@@ -26,7 +26,14 @@ BENCHMARKS = [
     ("Arrival: saturated connection pools, 1 s tokens", "bench_arrival.py"),
     ("Cost per request in instructions (callgrind) and time", "bench_cost.py"),
     ("Stores: many processes sharing a FileStore or RedisStore", "bench_stores.py"),
-    ("Soak: faults of the store, the lease, the network and the token endpoint", "bench_soak.py"),
+    (
+        "Soak: faults of the store, the lease, the network and the token endpoint",
+        "bench_soak.py --pass faults",
+    ),
+    (
+        "Soak: restarts, a technical user as short-lived processes",
+        "bench_soak.py --pass restarts",
+    ),
     ("DPoP: what a proof adds to each request", "bench_dpop.py"),
 ]
 
@@ -79,14 +86,16 @@ def main() -> int:
     status = 0
     for title, script in BENCHMARKS:
         print(f"running {script} …", flush=True)
-        command = [sys.executable, str(HERE / script), *(["--quick"] if arguments.quick else [])]
+        name, *options = script.split()
+        command = [sys.executable, str(HERE / name), *options]
+        command += ["--quick"] if arguments.quick else []
         result = subprocess.run(command, capture_output=True, text=True, check=False)
         sections += [f"## {title}", "", f"`{script}`", ""]
         if result.returncode != 0:
             status = 1
             sections += ["```", result.stderr.strip()[-2000:], "```", ""]
             continue
-        body = result.stdout.strip().replace("\n## ", "\n### ")
+        body = ("\n" + result.stdout.strip()).replace("\n## ", "\n### ").lstrip("\n")
         sections += [body, ""]
     (HERE / "RESULTS.md").write_text("\n".join(sections))
     print(f"wrote {HERE / 'RESULTS.md'}")
