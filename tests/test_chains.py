@@ -1000,8 +1000,9 @@ class _RefusingFiles(FileStore):
 
 
 def _renew_in_worker(token_url: str, refresh_token: str, directory: str) -> None:
-    """A multiprocessing worker: renews, then returns (a forked one ends with os._exit, so
-    no exit hook runs)."""
+    """A multiprocessing worker: renews, then returns (a fork or forkserver worker ends with
+    os._exit, so no exit hook runs; forkserver, because forking this multi-threaded test
+    process itself could deadlock the child)."""
     OAuth2RefreshToken(
         token_url,
         "client-id",
@@ -1011,7 +1012,7 @@ def _renew_in_worker(token_url: str, refresh_token: str, directory: str) -> None
     ).get_token()
 
 
-@pytest.mark.parametrize("method", ["fork", "spawn"])
+@pytest.mark.parametrize("method", ["forkserver", "spawn"])
 def test_a_multiprocessing_worker_that_renews_and_ends_leaves_its_token(
     tmp_path: Path, method: str
 ) -> None:
