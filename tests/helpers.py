@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import httpx
 import requests
 
-from renewauth import MemoryStore, Token, TokenAuth
+from renewauth import MemoryStore, OAuth2RefreshToken, Token, TokenAuth, TokenStore
+from renewauth.testing import FakeOAuth2Provider
 
 KINDS = ("requests", "httpx", "httpx-async")
 
@@ -168,3 +169,21 @@ async def _send_tasks(auth: TokenAuth, url: str, workers: int) -> list[int]:
         await asyncio.sleep(0)  # let every task reach the event before it is set
         go.set()
         return list(await asyncio.gather(*tasks))
+
+
+def job_chain(
+    fake: FakeOAuth2Provider, store: TokenStore, clock: ManualClock, **options: object
+) -> OAuth2RefreshToken:
+    """One process of a job that runs a technical user: every process starts from the same
+    configured refresh token (issued once per fake) and shares `store`."""
+    if not hasattr(fake, "job_refresh_token"):
+        fake.job_refresh_token = fake.issue_refresh_token()  # type: ignore[attr-defined]
+    return OAuth2RefreshToken(
+        fake.token_url,
+        "client-id",
+        fake.job_refresh_token,  # type: ignore[attr-defined]
+        client_secret="client-secret",
+        store=store,
+        clock=clock,
+        **options,  # type: ignore[arg-type]
+    )

@@ -39,7 +39,7 @@ from renewauth import (
 from renewauth.stores import default_store
 from renewauth.testing import FakeKeycloak, FakeOAuth2Provider
 
-from .helpers import ManualClock
+from .helpers import ManualClock, job_chain
 from .redis_server import RedisServer
 
 START = 1_800_000_000.0
@@ -299,16 +299,7 @@ def forgetful_redis(tmp_path: Path) -> Iterator[RedisServer]:
 
 
 def _chain(fake: FakeOAuth2Provider, store: object, clock: ManualClock) -> OAuth2RefreshToken:
-    if not hasattr(fake, "job_refresh_token"):
-        fake.job_refresh_token = fake.issue_refresh_token()  # type: ignore[attr-defined]
-    return OAuth2RefreshToken(
-        fake.token_url,
-        "client-id",
-        fake.job_refresh_token,  # type: ignore[attr-defined]
-        client_secret="client-secret",
-        store=store,  # type: ignore[arg-type]
-        clock=clock,
-    )
+    return job_chain(fake, store, clock)  # type: ignore[arg-type]
 
 
 def _getter(auth: OAuth2RefreshToken, mode: str):  # type: ignore[no-untyped-def]
@@ -732,6 +723,17 @@ def test_a_full_disk_never_makes_a_grant_that_loses_nothing_wait_for_the_lock(
 DAY = 86400.0
 
 
+def _year_long_refresh_token(clock: ManualClock) -> FakeOAuth2Provider:
+    """A server that keeps one refresh token for a year (not rotated), counting its life
+    down in `refresh_expires_in`."""
+    return FakeOAuth2Provider(
+        token_lifetime=3600,
+        rotate_refresh_tokens=False,
+        refresh_token_lifetime=365 * DAY,
+        clock=clock,
+    )
+
+
 def test_a_fixed_end_refresh_token_is_warned_about_however_often_it_is_used(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -739,20 +741,8 @@ def test_a_fixed_end_refresh_token_is_warned_about_however_often_it_is_used(
 
     clock = ManualClock(START)
     seen: list[object] = []
-    with FakeOAuth2Provider(
-        token_lifetime=3600,
-        rotate_refresh_tokens=False,
-        refresh_token_lifetime=365 * DAY,
-        clock=clock,
-    ) as fake:
-        auth = OAuth2RefreshToken(
-            fake.token_url,
-            "client-id",
-            fake.issue_refresh_token(),
-            client_secret="client-secret",
-            clock=clock,
-            on_event=seen.append,
-        )
+    with _year_long_refresh_token(clock) as fake:
+        auth = job_chain(fake, MemoryStore(), clock, on_event=seen.append)
         while clock.now < START + 365 * DAY - 8 * DAY:  # daily use for a year
             auth.get_token()
             clock.advance(DAY)
@@ -773,19 +763,8 @@ def test_renewauth_check_reports_a_fixed_end_refresh_token_near_its_end() -> Non
     from renewauth.cli import _check_entry
 
     clock = ManualClock(START)
-    with FakeOAuth2Provider(
-        token_lifetime=3600,
-        rotate_refresh_tokens=False,
-        refresh_token_lifetime=365 * DAY,
-        clock=clock,
-    ) as fake:
-        auth = OAuth2RefreshToken(
-            fake.token_url,
-            "client-id",
-            fake.issue_refresh_token(),
-            client_secret="client-secret",
-            clock=clock,
-        )
+    with _year_long_refresh_token(clock) as fake:
+        auth = job_chain(fake, MemoryStore(), clock)
         auth.get_token()
         clock.advance(365 * DAY - 2.4 * 3600)
         report = _check_entry("user", auth, clock.now)

@@ -29,7 +29,7 @@ from renewauth import (
 )
 from renewauth.testing import FakeOAuth2Provider
 
-from .helpers import ManualClock
+from .helpers import ManualClock, job_chain
 from .redis_server import RedisServer
 
 LIFETIME = 100.0
@@ -51,17 +51,7 @@ def _refresh_auth(
     fake: FakeOAuth2Provider, store: TokenStore, clock: ManualClock, **kw: object
 ) -> OAuth2RefreshToken:
     """Every process of a job starts from the same configured refresh token."""
-    if not hasattr(fake, "job_refresh_token"):
-        fake.job_refresh_token = fake.issue_refresh_token()  # type: ignore[attr-defined]
-    return OAuth2RefreshToken(
-        fake.token_url,
-        "client-id",
-        fake.job_refresh_token,  # type: ignore[attr-defined]
-        client_secret="client-secret",
-        store=store,
-        clock=clock,
-        **kw,  # type: ignore[arg-type]
-    )
+    return job_chain(fake, store, clock, **kw)
 
 
 class _DiskFull(FileStore):

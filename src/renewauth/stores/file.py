@@ -161,14 +161,16 @@ class FileStore:
             ) from None
 
     def delete(self, key: str) -> None:
-        file = self._file(key)
+        self._unlink(self._file(key), "token file")
+
+    def _unlink(self, file: Path, what: str) -> None:
         try:
             file.unlink()
         except FileNotFoundError:
             pass
         except OSError as exc:
             raise StoreError(
-                f"the token store cannot delete the token file {file}: {exc.strerror}"
+                f"the token store cannot delete the {what} {file}: {exc.strerror}"
             ) from None
 
     def _pause_file(self, key: str) -> Path:
@@ -195,15 +197,7 @@ class FileStore:
         self._replace(self._pause_file(key), json.dumps(pause.to_dict()).encode(), "pause file")
 
     def delete_pause(self, key: str) -> None:
-        file = self._pause_file(key)
-        try:
-            file.unlink()
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            raise StoreError(
-                f"the token store cannot delete the pause file {file}: {exc.strerror}"
-            ) from None
+        self._unlink(self._pause_file(key), "pause file")
 
     async def aget_pause(self, key: str) -> Pause | None:
         return await asyncio.to_thread(self.get_pause, key)
