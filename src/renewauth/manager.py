@@ -899,19 +899,9 @@ class TokenManager:
         try:
             if not _needs_renewal(kept.token, stale, self._clock()):
                 return self._adopt(kept.token), False
-            try:
-                token = self._fetch(kept.token)
-            except InvalidGrant:
-                spare = self._spare.get(self.key) if self._spare is not None else None
-                stored, generation = self._read_or_nothing()
-                newer = self._newer_chain(kept.token, stored, generation, spare)
-                if newer is None:
-                    raise
-                token = newer
-                if _needs_renewal(newer, stale, self._clock()):
-                    token = self._fetch(newer)
+            token, fetched, _ = self._fetch_chain(kept.token, stale, kept.generation)
             kept.token = token  # the writer thread writes this one now
-            return self._announce(token), True
+            return (self._announce(token), True) if fetched else (token, False)
         finally:
             with self._kept_lock:
                 kept.busy = False
@@ -1157,18 +1147,9 @@ class TokenManager:
         try:
             if not _needs_renewal(kept.token, stale, self._clock()):
                 return self._adopt(kept.token), False
-            try:
-                token = await self._afetch(kept.token)
-            except InvalidGrant:
-                stored, generation = await self._aread_or_nothing()
-                newer = self._newer_chain(kept.token, stored, generation, await self._aspare())
-                if newer is None:
-                    raise
-                token = newer
-                if _needs_renewal(newer, stale, self._clock()):
-                    token = await self._afetch(newer)
+            token, fetched, _ = await self._afetch_chain(kept.token, stale, kept.generation)
             kept.token = token
-            return self._announce(token), True
+            return (self._announce(token), True) if fetched else (token, False)
         finally:
             with self._kept_lock:
                 kept.busy = False
