@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, settings
 import renewauth
 
 from .helpers import KINDS, ManualClock
+from .redis_server import RedisServer
 
 # Shared CI machines are noisy: a slow example is not a failing one.
 settings.register_profile(
@@ -105,6 +106,29 @@ def _no_secret_in_any_log_record(caplog: pytest.LogCaptureFixture) -> Iterator[N
 
 
 # --- fixtures many modules share (a module may still define its own) ---------------------
+
+
+def _redis(directory: pathlib.Path, *, persistent: bool) -> Iterator[RedisServer]:
+    try:
+        server = RedisServer(directory, persistent=persistent)
+    except FileNotFoundError:
+        pytest.skip("redis-server is not installed (.ci/run installs it; under CI this fails)")
+    directory.mkdir()
+    with server:
+        yield server
+
+
+@pytest.fixture
+def redis_server(tmp_path: pathlib.Path) -> Iterator[RedisServer]:
+    """A real redis-server on a free port that keeps its keys across `restart()` (an
+    append-only file), as a production Redis does."""
+    yield from _redis(tmp_path / "redis", persistent=True)
+
+
+@pytest.fixture
+def forgetful_redis(tmp_path: pathlib.Path) -> Iterator[RedisServer]:
+    """A real redis-server without persistence: a restart empties it."""
+    yield from _redis(tmp_path / "redis", persistent=False)
 
 
 @pytest.fixture(params=KINDS)

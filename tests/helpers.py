@@ -4,6 +4,7 @@ stand-ins for a user's own store."""
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections.abc import Callable, Iterable
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
@@ -12,7 +13,15 @@ from dataclasses import dataclass
 import httpx
 import requests
 
-from renewauth import MemoryStore, OAuth2RefreshToken, Token, TokenAuth, TokenStore
+from renewauth import (
+    FileStore,
+    MemoryStore,
+    OAuth2RefreshToken,
+    StoreError,
+    Token,
+    TokenAuth,
+    TokenStore,
+)
 from renewauth.testing import FakeOAuth2Provider
 
 KINDS = ("requests", "httpx", "httpx-async")
@@ -56,6 +65,25 @@ class TokensOnlyStore(SyncOnlyStore):
 
     def alock(self, key: str) -> AbstractAsyncContextManager[object]:
         return self._inner.alock(key)
+
+
+class FullDiskStore(FileStore):
+    """A FileStore whose disk fills up on command: while `full` is set, every fenced write
+    raises `StoreError` (and releases `refused`); `written` is set by every write that lands."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        super().__init__(path)
+        self.full = threading.Event()
+        self.refused = threading.Semaphore(0)
+        self.written = threading.Event()
+
+    def set_if_generation(self, key: str, token: Token, generation: int) -> int | None:
+        if self.full.is_set():
+            self.refused.release()
+            raise StoreError("the token store cannot write the token file: No space left")
+        written = super().set_if_generation(key, token, generation)
+        self.written.set()
+        return written
 
 
 class ManualClock:

@@ -39,22 +39,25 @@ from renewauth import (
 from renewauth.stores import default_store
 from renewauth.testing import FakeKeycloak, FakeOAuth2Provider
 
-from .helpers import ManualClock, job_chain
+from .helpers import FullDiskStore, ManualClock, job_chain
 from .redis_server import RedisServer
 
 START = 1_800_000_000.0
 LIFETIME = 100.0
 
 
-def _child(code: str, *, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    """Run `code` in a new Python process (a cron job's run), its log on stderr."""
+def _child(
+    code: str, *arguments: str, env: dict[str, str], cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run `code` with `arguments` in a new Python process (a cron job's run), its log on
+    stderr (INFO and up)."""
     prelude = (
         "import logging, sys\n"
         "logging.basicConfig(level=logging.INFO, stream=sys.stderr,"
         " format='%(levelname)s %(name)s: %(message)s')\n"
     )
     return subprocess.run(
-        [sys.executable, "-c", prelude + textwrap.dedent(code)],
+        [sys.executable, "-c", prelude + textwrap.dedent(code), *arguments],
         capture_output=True,
         text=True,
         timeout=120,
@@ -103,21 +106,8 @@ def test_a_technical_user_set_up_as_the_docs_show_survives_its_second_run(
         environment = _environment(tmp_path / "state")
         for run in (1, 2, 3):
             fake.revoke_access_tokens()  # each run must renew with the chain's newest token
-            result = subprocess.run(
-                [
-                    sys.executable,
-                    "-c",
-                    "import logging, sys; logging.basicConfig(level=logging.INFO)\n"
-                    + textwrap.dedent(code),
-                    fake.token_url,
-                    refresh_token,
-                    fake.api_url + "orders",
-                ],
-                capture_output=True,
-                text=True,
-                timeout=120,
-                check=False,
-                env=environment,
+            result = _child(
+                code, fake.token_url, refresh_token, fake.api_url + "orders", env=environment
             )
             assert result.stdout.strip() == "200", (run, result.stdout, result.stderr)
             if run == 1:  # says at INFO where the chain lives
@@ -284,18 +274,6 @@ def test_a_new_client_secret_keeps_the_chain() -> None:
 
 
 # --- 2. a store that went back never costs the chain -----------------------------------------
-
-
-@pytest.fixture
-def forgetful_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    """A real redis-server without persistence: a restart empties it."""
-    try:
-        server = RedisServer(tmp_path / "redis", persistent=False)
-    except FileNotFoundError:
-        pytest.skip("redis-server is not installed (.ci/run installs it; under CI this fails)")
-    (tmp_path / "redis").mkdir()
-    with server:
-        yield server
 
 
 def _chain(fake: FakeOAuth2Provider, store: object, clock: ManualClock) -> OAuth2RefreshToken:
@@ -500,22 +478,13 @@ _REFUSING_RUN = """
 def _run_refusing(
     fake: FakeOAuth2Provider, refresh_token: str, tmp_path: Path, env: dict[str, str]
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import logging; logging.basicConfig(level=logging.INFO)\n"
-            + textwrap.dedent(_REFUSING_RUN),
-            fake.token_url,
-            refresh_token,
-            fake.api_url + "orders",
-            str(tmp_path / "disk-full"),
-            str(tmp_path / "tokens"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    return _child(
+        _REFUSING_RUN,
+        fake.token_url,
+        refresh_token,
+        fake.api_url + "orders",
+        str(tmp_path / "disk-full"),
+        str(tmp_path / "tokens"),
         env=env,
     )
 
@@ -604,21 +573,8 @@ def test_a_token_survives_a_disk_that_stays_full_until_after_the_exit(
         environment = _environment(small_disk / "state", XDG_RUNTIME_DIR=str(runtime))
 
         def run() -> subprocess.CompletedProcess[str]:
-            return subprocess.run(
-                [
-                    sys.executable,
-                    "-c",
-                    "import logging; logging.basicConfig(level=logging.INFO)\n"
-                    + textwrap.dedent(run_code),
-                    fake.token_url,
-                    refresh_token,
-                    fake.api_url + "orders",
-                ],
-                capture_output=True,
-                text=True,
-                timeout=120,
-                check=False,
-                env=environment,
+            return _child(
+                run_code, fake.token_url, refresh_token, fake.api_url + "orders", env=environment
             )
 
         assert run().stdout.strip() == "200"
@@ -679,25 +635,12 @@ def test_a_chain_whose_store_cannot_lock_raises_store_error_not_oserror(
         assert fake.token_calls == 0  # a refresh token is never spent without the lock
 
 
-class _FullDisk(FileStore):
-    """A FileStore whose disk is full while `full` is set."""
-
-    def __init__(self, path: Path) -> None:
-        super().__init__(path)
-        self.full = threading.Event()
-
-    def set_if_generation(self, key: str, token: Token, generation: int) -> int | None:
-        if self.full.is_set():
-            raise StoreError("the token store cannot write the token file: No space left")
-        return super().set_if_generation(key, token, generation)
-
-
 def test_a_full_disk_never_makes_a_grant_that_loses_nothing_wait_for_the_lock(
     tmp_path: Path,
 ) -> None:
     clock = ManualClock(START)
     with FakeOAuth2Provider(token_lifetime=LIFETIME, clock=clock) as fake:
-        full = _FullDisk(tmp_path / "tokens")
+        full = FullDiskStore(tmp_path / "tokens")
         first = OAuth2ClientCredentials(
             fake.token_url, "client-id", "client-secret", store=full, clock=clock
         )
@@ -1050,14 +993,7 @@ def test_a_token_renewed_from_a_kept_one_is_the_one_left_at_exit(tmp_path: Path)
             str(tmp_path / "disk-full"),
             str(tmp_path / "tokens"),
         ]
-        twice = subprocess.run(
-            [sys.executable, "-c", textwrap.dedent(_TWICE_RUN), *arguments],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-            env=environment,
-        )
+        twice = _child(_TWICE_RUN, *arguments, env=environment)
         assert twice.stdout.split() == ["200", "200"], twice.stderr
         (tmp_path / "disk-full").unlink()
         fake.revoke_access_tokens()
@@ -1072,7 +1008,7 @@ def test_invalidate_while_a_token_is_kept_expires_it_without_waiting_for_the_sto
 ) -> None:
     clock = ManualClock(START)
     with FakeOAuth2Provider(token_lifetime=LIFETIME, clock=clock) as fake:
-        full = _FullDisk(tmp_path / "tokens")
+        full = FullDiskStore(tmp_path / "tokens")
         auth = _chain(fake, full, clock)
         auth.get_token()
         clock.advance(LIFETIME + 1)

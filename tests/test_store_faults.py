@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,22 +28,11 @@ from renewauth import (
 )
 from renewauth.testing import FakeOAuth2Provider
 
-from .helpers import ManualClock, job_chain
+from .helpers import FullDiskStore, ManualClock, job_chain
 from .redis_server import RedisServer
 
 LIFETIME = 100.0
 START = 1_800_000_000.0
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    try:
-        server = RedisServer(tmp_path / "redis")
-    except FileNotFoundError:
-        pytest.skip("redis-server is not installed (.ci/run installs it; under CI this fails)")
-    (tmp_path / "redis").mkdir()
-    with server:
-        yield server
 
 
 def _refresh_auth(
@@ -52,24 +40,6 @@ def _refresh_auth(
 ) -> OAuth2RefreshToken:
     """Every process of a job starts from the same configured refresh token."""
     return job_chain(fake, store, clock, **kw)
-
-
-class _DiskFull(FileStore):
-    """A FileStore whose disk fills up on command; `written` is set by every write that lands."""
-
-    def __init__(self, path: Path) -> None:
-        super().__init__(path)
-        self.full = threading.Event()
-        self.refused = threading.Semaphore(0)
-        self.written = threading.Event()
-
-    def set_if_generation(self, key: str, token: Token, generation: int) -> int | None:
-        if self.full.is_set():
-            self.refused.release()
-            raise StoreError("the token store cannot write the token file: No space left")
-        written = super().set_if_generation(key, token, generation)
-        self.written.set()
-        return written
 
 
 class _Entering(FileStore):
@@ -95,7 +65,7 @@ def test_rotated_token_survives_a_failed_store_write_and_reaches_the_store_later
     with FakeOAuth2Provider(
         token_lifetime=LIFETIME, rotate_refresh_tokens=True, clock=clock
     ) as fake:
-        store = _DiskFull(tmp_path / "tokens")
+        store = FullDiskStore(tmp_path / "tokens")
         seen: list[Token] = []
         auth = _refresh_auth(fake, store, clock, on_token=seen.append)
         first = auth.get_token()
