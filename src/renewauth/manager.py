@@ -813,20 +813,25 @@ class TokenManager:
     ) -> Token:
         """Adopt a valid `token` found under the lock, giving it to the store if the store
         lost it, and to the spare copy if it is further along than the spare's."""
-        logger.debug("token for %s taken from the store", self.origin)
-        self._generation = generation
-        if token is not stored:
-            self._restore(token, generation)
-        if self._spare is not None and (spare is None or token.sequence > spare.sequence):
-            self._spare.put(self.key, token)
+        restore, spare_it = self._taking(token, stored, generation, spare)
+        if restore:
+            with contextlib.suppress(StoreError):  # failing: the next renewal tries again
+                self._written_back(self._write(token, generation))
+        if spare_it:
+            cast(Spare, self._spare).put(self.key, token)
         return self._adopt(token)
 
-    def _restore(self, token: Token, generation: int) -> None:
-        """Write back a token the store lost or never took (read under the lock)."""
-        try:
-            written = self._write(token, generation)
-        except StoreError:
-            return  # the store is failing: the next renewal tries again
+    def _taking(
+        self, token: Token, stored: Token | None, generation: int, spare: Token | None
+    ) -> tuple[bool, bool]:
+        """What adopting `token` writes (`_taken`, `_ataken`): whether to the store (it lost
+        `token` or never had it), and whether to the spare copy (`token` is further along)."""
+        logger.debug("token for %s taken from the store", self.origin)
+        self._generation = generation
+        spare_it = self._spare is not None and (spare is None or token.sequence > spare.sequence)
+        return token is not stored, spare_it
+
+    def _written_back(self, written: int | None) -> None:
         if written is not None:
             self._generation = written
             logger.info(
@@ -1097,20 +1102,12 @@ class TokenManager:
     async def _ataken(
         self, token: Token, stored: Token | None, generation: int, spare: Token | None
     ) -> Token:
-        logger.debug("token for %s taken from the store", self.origin)
-        self._generation = generation
-        if token is not stored:
-            try:
-                written = await self._awrite(token, generation)
-            except StoreError:
-                written = None
-            if written is not None:
-                self._generation = written
-                logger.info(
-                    "the token store had lost the token for %s; it was written back", self.origin
-                )
-        if self._spare is not None and (spare is None or token.sequence > spare.sequence):
-            await asyncio.to_thread(self._spare.put, self.key, token)
+        restore, spare_it = self._taking(token, stored, generation, spare)
+        if restore:
+            with contextlib.suppress(StoreError):
+                self._written_back(await self._awrite(token, generation))
+        if spare_it:
+            await asyncio.to_thread(cast(Spare, self._spare).put, self.key, token)
         return self._adopt(token)
 
     async def _awrite_again(self, token: Token, generation: int) -> int | None:
