@@ -968,10 +968,10 @@ def _journal_internals(auth: Any, note: Any, issued: set[str]) -> None:
     """Journal the token calls and the spare copy of `auth` (renewauth's private parts: the
     manager's sender and spare; instrumentation only, nothing else is changed)."""
     manager = auth._manager
-    if not hasattr(manager, "_sender") or getattr(manager, "_spare", None) is None:
+    if not hasattr(manager, "sender") or getattr(manager, "spare", None) is None:
         raise RuntimeError("renewauth's manager changed: update bench_soak._journal_internals")
-    manager._sender = _JournaledSender(manager._sender, note, issued)
-    spare = manager._spare
+    manager.sender = _JournaledSender(manager.sender, note, issued)
+    spare = manager.spare
     get, put = spare.get, spare.put
 
     def spare_get(key: str) -> Any:

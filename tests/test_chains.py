@@ -624,7 +624,7 @@ def test_a_full_disk_never_makes_a_grant_that_loses_nothing_wait_for_the_lock(
         )
         full.full.set()
         first.get_token()  # kept in memory; its writer keeps trying
-        assert first._manager._kept is not None
+        assert first._manager._renewal.keeper.kept is not None
         second = OAuth2ClientCredentials(
             fake.token_url,
             "client-id",

@@ -15,11 +15,14 @@ import asyncio
 import contextlib
 import os
 import threading
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 
+from .errors import ConfigurationError
 from .token import Token
 
-__all__ = ["Flight", "begin", "would_deadlock"]
+__all__ = ["Flight", "await_outcome", "begin", "wait_outcome", "would_deadlock"]
+
+_TAKEOVER_CHECK = 0.25  # seconds between a waiter's checks that its flight's leader still lives
 
 _REGISTRY: dict[Hashable, Flight] = {}
 _REGISTRY_LOCK = threading.Lock()
@@ -165,3 +168,48 @@ def would_deadlock(flight: Flight) -> bool:
         return asyncio.get_running_loop() is flight.leader_loop
     except RuntimeError:
         return False
+
+
+def wait_outcome(
+    flight: Flight, bound: float, monotonic: Callable[[], float], stuck: Callable[[], Exception]
+) -> None:
+    """Block this thread until `flight` ends, or its leader is gone (then take it over).
+
+    Raises:
+        ConfigurationError: the leader is a task of the loop this thread would block.
+        Exception: `stuck()`, when `bound` seconds (of `monotonic`) pass first.
+    """
+    if would_deadlock(flight):
+        raise ConfigurationError(
+            "a blocking call (requests, httpx.Client, get_token()) needs the token that a "
+            "task of this same event loop is renewing, and waiting would freeze the loop; "
+            "use httpx.AsyncClient or await aget_token() in coroutines, or run the "
+            "blocking call in a thread with asyncio.to_thread()"
+        )
+    deadline = monotonic() + bound
+    while not flight.wait(_TAKEOVER_CHECK):
+        if flight.abandon_if_leader_gone():
+            return  # its leader can no longer finish (a closed loop): take it over
+        if monotonic() >= deadline:
+            raise stuck()
+
+
+async def await_outcome(
+    flight: Flight,
+    loop: asyncio.AbstractEventLoop,
+    bound: float,
+    stuck: Callable[[], Exception],
+) -> None:
+    """`wait_outcome` for a task: suspends it, never its loop (the loop's clock bounds it)."""
+    deadline = loop.time() + bound
+    while True:
+        try:
+            # asyncio.timeout, not wait_for: no extra task per waiter (there may be 200).
+            async with asyncio.timeout(_TAKEOVER_CHECK):
+                await flight.wait_async()
+            return
+        except TimeoutError:
+            if flight.abandon_if_leader_gone():
+                return
+            if loop.time() >= deadline:
+                raise stuck() from None

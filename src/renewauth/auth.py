@@ -376,9 +376,9 @@ class TokenAuth(RequestsSigning, HttpxSigning):
             "on_token": manager.on_token,
             "refresh_idle_timeout": manager.refresh_idle_timeout,
             "on_event": manager.on_event,
-            "clock": manager._clock,
+            "clock": manager.clock,
             # verify=, cert=, proxy=: the copy takes the same route and trust store.
-            "sender": manager._sender,
+            "sender": manager.sender,
         }
         return (_rebuild_auth, (type(self), _portable(manager.grant), options, state))
 

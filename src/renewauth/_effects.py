@@ -1,0 +1,434 @@
+"""What a renewal asks the world to do, and the two drivers that do it.
+
+The renewal steps (`_renewal.py`) and the token call (`_endpoint.py`) are generators: they
+yield an effect (read the store, write it, take a lock, send a token request, sleep...) and
+receive its result, or have its error thrown back into them. `drive` carries them out in a
+thread, `adrive` in an asyncio task; they and `Port` are the only code of a renewal that does
+I/O or awaits, so every decision (and the order of its steps) is written once.
+
+Where sync and async differ, `Port` says so in one line each: a lock waited for in a worker
+thread, a chain's token call run in a thread so that a cancelled task cannot lose its rotated
+refresh token, an asyncio-only store's lock released on its own loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Generator
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
+
+from .errors import ConfigurationError, StoreError
+from .flows import TokenRequest
+from .stores import FencedStore, Pause, PauseStore, TokenStore
+from .token import Token
+
+if TYPE_CHECKING:
+    from .stores._durable import Spare
+
+__all__ = [
+    "DeletePause",
+    "Held",
+    "HttpReply",
+    "InThread",
+    "Keep",
+    "LockMachine",
+    "LockStore",
+    "Port",
+    "Put",
+    "PutSpare",
+    "Read",
+    "ReadPause",
+    "ReadSpare",
+    "Send",
+    "Sleep",
+    "Steps",
+    "TokenSender",
+    "Unlock",
+    "Write",
+    "WritePause",
+    "adrive",
+    "drive",
+]
+
+T = TypeVar("T")
+
+Steps = Generator["Effect", Any, T]
+"""A generator of effects that returns a `T`: what `drive` and `adrive` run."""
+
+
+@dataclass(frozen=True, slots=True)
+class HttpReply:
+    """A token endpoint's answer as a sender hands it over: status, headers, body."""
+
+    status: int
+    headers: MappingProxyType[str, str] = field(repr=False)
+    body: bytes = field(repr=False)
+
+
+class TokenSender(Protocol):
+    """Sends a `TokenRequest`: the one piece of I/O the manager needs, provided by a transport.
+
+    Both methods raise `TokenEndpointUnavailable` for network errors and timeouts, and return
+    every HTTP answer, whatever its status.
+    """
+
+    def send(self, request: TokenRequest, *, timeout: float) -> HttpReply:
+        """Send from a thread (blocking)."""
+        ...
+
+    async def asend(self, request: TokenRequest, *, timeout: float) -> HttpReply:
+        """Send from an asyncio task without blocking its loop."""
+        ...
+
+
+class Effect:
+    """Something a renewal step needs done; the drivers do it and send back the result."""
+
+    __slots__ = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Read(Effect):
+    """Read the store: `(token or None, generation)`; raises `StoreError`."""
+
+
+@dataclass(frozen=True, slots=True)
+class Write(Effect):
+    """Write `token` over `generation`: the new generation, or `None` if fenced out."""
+
+    token: Token
+    generation: int
+
+
+@dataclass(frozen=True, slots=True)
+class Put(Effect):
+    """Write `token` whatever the store's generation (under its lock)."""
+
+    token: Token
+
+
+@dataclass(frozen=True, slots=True)
+class ReadSpare(Effect):
+    """Read this machine's spare copy of the chain: a token or `None`."""
+
+
+@dataclass(frozen=True, slots=True)
+class PutSpare(Effect):
+    """Put `token` in the spare copy (never back along the chain)."""
+
+    token: Token
+
+
+@dataclass(frozen=True, slots=True)
+class ReadPause(Effect):
+    """Read the store's pause record: a `Pause` or `None`."""
+
+
+@dataclass(frozen=True, slots=True)
+class WritePause(Effect):
+    """Record `pause` in the store."""
+
+    pause: Pause
+
+
+@dataclass(frozen=True, slots=True)
+class DeletePause(Effect):
+    """Delete the store's pause record."""
+
+
+@dataclass(frozen=True, slots=True)
+class LockMachine(Effect):
+    """Take this machine's lock of the chain: a `Held`."""
+
+
+@dataclass(frozen=True, slots=True)
+class LockStore(Effect):
+    """Take the store's lock of the credential: a `Held`; raises `StoreError`."""
+
+
+@dataclass(frozen=True, slots=True)
+class Unlock(Effect):
+    """Let go of `held` (nothing when it is `None`)."""
+
+    held: Held | None
+
+
+@dataclass(frozen=True, slots=True)
+class Keep(Effect):
+    """Keep a renewed token the store refused, for the writer thread (`_keeper.Keeper`)."""
+
+    token: Token
+    generation: int
+    release: Callable[[], None] | None
+    error: StoreError
+    quiet: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Send(Effect):
+    """Send a token request: the `HttpReply`; raises `TokenEndpointUnavailable`."""
+
+    request: TokenRequest
+    timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class Sleep(Effect):
+    """Wait `seconds` before the next try."""
+
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class InThread(Effect):
+    """Run `steps` to their end in a thread of their own (from a task; a thread runs them
+    where it is): a cancelled task cannot stop them halfway."""
+
+    steps: Steps[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """A lock held: `release` lets go of it from any thread (the writer thread's way),
+    `arelease` from the task that took it."""
+
+    release: Callable[[], None]
+    arelease: Callable[[], Awaitable[object]]
+
+
+def drive(steps: Steps[T], port: Port) -> T:
+    """Run `steps` in this thread: each effect done as it is yielded, its error thrown back."""
+    result: object = None
+    error: BaseException | None = None
+    while True:
+        try:
+            effect = steps.send(result) if error is None else steps.throw(error)
+        except StopIteration as done:
+            return cast(T, done.value)
+        try:
+            result, error = port.run(effect), None
+        except BaseException as exc:  # thrown into the steps: their `finally` lets go
+            result, error = None, exc
+
+
+async def adrive(steps: Steps[T], port: Port) -> T:
+    """Run `steps` in this task: `drive`, awaited; the event loop is never blocked."""
+    result: object = None
+    error: BaseException | None = None
+    while True:
+        try:
+            effect = steps.send(result) if error is None else steps.throw(error)
+        except StopIteration as done:
+            return cast(T, done.value)
+        try:
+            result, error = await port.arun(effect), None
+        except BaseException as exc:  # a cancelled task too: the steps let go of locks
+            result, error = None, exc
+
+
+class Keeping(Protocol):
+    """Where `Keep` hands a token the store refused (`_keeper.Keeper`)."""
+
+    def keep(
+        self,
+        token: Token,
+        generation: int,
+        release: Callable[[], None] | None,
+        loop: asyncio.AbstractEventLoop | None,
+        error: StoreError,
+        *,
+        quiet: bool,
+    ) -> None:
+        """Keep `token` in memory and start writing it."""
+        ...
+
+
+class Port:
+    """The I/O of one credential's renewals: its store, spare copy, locks and sender.
+
+    Args:
+        store: where the token lives and how renewals are serialised across processes.
+        key: the credential's key in the store.
+        spare: this machine's spare copy of a chain, or `None`.
+        sender: the transport that sends token requests.
+        sleep: the wait between retries of a thread.
+        async_sleep: the wait between retries of a task.
+    """
+
+    def __init__(
+        self,
+        store: TokenStore,
+        key: str,
+        *,
+        spare: Spare | None,
+        sender: TokenSender,
+        sleep: Callable[[float], None],
+        async_sleep: Callable[[float], Awaitable[None]],
+    ) -> None:
+        self.store = store
+        self.key = key
+        self.spare = spare
+        self.sender = sender
+        self.sleep = sleep
+        self.async_sleep = async_sleep
+        self.fenced = isinstance(store, FencedStore)
+        self.pauses: PauseStore | None = store if isinstance(store, PauseStore) else None
+        self.keeper: Keeping | None = None  # set by the renewal that owns the keeper
+        self._sync: dict[type[Effect], Callable[[Any], object]] = {
+            Read: lambda _: self.read(),
+            Write: lambda e: self.write(e.token, e.generation),
+            Put: lambda e: self.store.set(self.key, e.token),
+            ReadSpare: lambda _: self._spare().get(self.key),
+            PutSpare: lambda e: self._spare().put(self.key, e.token),
+            ReadPause: lambda _: self._pauses().get_pause(self.key),
+            WritePause: lambda e: self._pauses().set_pause(self.key, e.pause),
+            DeletePause: lambda _: self._pauses().delete_pause(self.key),
+            LockMachine: lambda _: self._lock_machine(),
+            LockStore: lambda _: self._lock_store(),
+            Unlock: lambda e: e.held and e.held.release(),
+            Keep: lambda e: self._keep(e, None),
+            Send: lambda e: self.sender.send(e.request, timeout=e.timeout),
+            Sleep: lambda e: self.sleep(e.seconds),
+            InThread: lambda e: drive(e.steps, self),
+        }
+        self._async: dict[type[Effect], Callable[[Any], Awaitable[object]]] = {
+            Read: lambda _: self.aread(),
+            Write: lambda e: self.awrite(e.token, e.generation),
+            Put: lambda e: self.store.aset(self.key, e.token),
+            ReadSpare: lambda e: asyncio.to_thread(self._sync[ReadSpare], e),
+            PutSpare: lambda e: asyncio.to_thread(self._sync[PutSpare], e),
+            ReadPause: lambda _: self._pauses().aget_pause(self.key),
+            WritePause: lambda e: self._pauses().aset_pause(self.key, e.pause),
+            DeletePause: lambda _: self._pauses().adelete_pause(self.key),
+            LockMachine: lambda _: asyncio.to_thread(self._lock_machine),
+            LockStore: lambda _: self._alock_store(),
+            Unlock: lambda e: self._aunlock(e.held),
+            Keep: self._akeep,
+            Send: lambda e: self.sender.asend(e.request, timeout=e.timeout),
+            Sleep: lambda e: self.async_sleep(e.seconds),
+            InThread: lambda e: asyncio.to_thread(drive, e.steps, self),
+        }
+
+    def run(self, effect: Effect) -> object:
+        """Do `effect` in this thread."""
+        return self._sync[type(effect)](effect)
+
+    def arun(self, effect: Effect) -> Awaitable[object]:
+        """Do `effect` in this task."""
+        return self._async[type(effect)](effect)
+
+    def read(self) -> tuple[Token | None, int]:
+        """The store's token and generation (0 for a store without generations)."""
+        if self.fenced:
+            return cast(FencedStore, self.store).get_with_generation(self.key)
+        return self.store.get(self.key), 0
+
+    async def aread(self) -> tuple[Token | None, int]:
+        """`read` for asyncio."""
+        if self.fenced:
+            return await cast(FencedStore, self.store).aget_with_generation(self.key)
+        return await self.store.aget(self.key), 0
+
+    def write(self, token: Token, generation: int) -> int | None:
+        """Write `token` over `generation`: the new generation, or `None` if fenced out."""
+        if self.fenced:
+            return cast(FencedStore, self.store).set_if_generation(self.key, token, generation)
+        self.store.set(self.key, token)
+        return generation + 1
+
+    async def awrite(self, token: Token, generation: int) -> int | None:
+        """`write` for asyncio."""
+        if self.fenced:
+            store = cast(FencedStore, self.store)
+            return await store.aset_if_generation(self.key, token, generation)
+        await self.store.aset(self.key, token)
+        return generation + 1
+
+    def _spare(self) -> Spare:
+        return cast("Spare", self.spare)
+
+    def _pauses(self) -> PauseStore:
+        return cast(PauseStore, self.pauses)
+
+    def _lock_machine(self) -> Held:
+        held = self._spare().lock(self.key)
+        held.__enter__()
+        release = _exiter(held)
+        return Held(release, lambda: asyncio.to_thread(release))
+
+    def _lock_store(self) -> Held:
+        held = self.store.lock(self.key)
+        held.__enter__()
+        release = _exiter(held)
+        return Held(release, lambda: asyncio.to_thread(release))
+
+    async def _alock_store(self) -> Held:
+        """The sync lock, waited for in a worker thread, where the store has one: it can be
+        handed to the writer thread and outlives this event loop (an async context manager
+        would be closed with its loop's async generators). Else the store's async lock."""
+        try:
+            held = self.store.lock(self.key)
+            await asyncio.to_thread(held.__enter__)
+        except ConfigurationError:  # an asyncio-only store (a redis.asyncio client)
+            aheld = self.store.alock(self.key)
+            await aheld.__aenter__()
+            return Held(
+                _releaser(aheld, asyncio.get_running_loop()),
+                lambda: aheld.__aexit__(None, None, None),
+            )
+        return Held(_exiter(held), lambda: asyncio.to_thread(held.__exit__, None, None, None))
+
+    @staticmethod
+    async def _aunlock(held: Held | None) -> None:
+        if held is not None:
+            await held.arelease()
+
+    def _keep(self, effect: Keep, loop: asyncio.AbstractEventLoop | None) -> None:
+        keeper = cast(Keeping, self.keeper)
+        keeper.keep(
+            effect.token, effect.generation, effect.release, loop, effect.error, quiet=effect.quiet
+        )
+
+    async def _akeep(self, effect: Keep) -> None:
+        self._keep(effect, asyncio.get_running_loop())
+
+
+def _exiter(held: contextlib.AbstractContextManager[object]) -> Callable[[], None]:
+    """Release a lock from any thread."""
+
+    def release() -> None:
+        held.__exit__(None, None, None)
+
+    return release
+
+
+def _releaser(
+    held: contextlib.AbstractAsyncContextManager[object], loop: asyncio.AbstractEventLoop
+) -> Callable[[], None]:
+    """Release an async store lock from the writer thread: on its loop while that runs,
+    else in a loop of the thread's own."""
+
+    def release() -> None:
+        exit_ = held.__aexit__(None, None, None)
+        if loop.is_running():
+            asyncio.run_coroutine_threadsafe(exit_, loop).result(timeout=60)
+        else:
+            asyncio.run(exit_)
+
+    return release
+
+
+def both(first: Callable[[], None], second: Held | None) -> Callable[[], None]:
+    """Release `first`, then `second` (the store's lock, then this machine's)."""
+
+    def release() -> None:
+        try:
+            first()
+        finally:
+            if second is not None:
+                second.release()
+
+    return release
