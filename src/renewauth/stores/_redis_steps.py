@@ -30,7 +30,6 @@ __all__ = [
     "Transaction",
     "Wait",
     "asking",
-    "failure",
     "resume",
 ]
 
@@ -97,21 +96,18 @@ def resume(steps: Steps[Any], answer: Any = None, failed: Exception | None = Non
         return Done(done.value)
 
 
-def failure(where: str, what: str, exc: Exception) -> StoreError:
-    """The error of a Redis that did not answer: it names the store, never the endpoint."""
-    return StoreError(
-        f"the token store, Redis at {where}, could not {what} "
-        f"({type(exc).__name__}); check that it runs and is reachable (this is not the "
-        "token endpoint)"
-    )
-
-
 def asking(step: Step, what: str, where: str, errors: tuple[type[Exception], ...]) -> Steps[Any]:
-    """The answer to `step`; a failure of Redis (one of `errors`) raises `failure`."""
+    """The answer to `step`; when Redis (at `where`) fails with one of `errors`, a
+    `StoreError` that says `what` could not be done and that names the store, not the
+    token endpoint."""
     try:
         return (yield step)
     except errors as exc:
-        raise failure(where, what, exc) from None
+        raise StoreError(
+            f"the token store, Redis at {where}, could not {what} "
+            f"({type(exc).__name__}); check that it runs and is reachable (this is not the "
+            "token endpoint)"
+        ) from None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
