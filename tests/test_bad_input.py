@@ -27,8 +27,8 @@ from renewauth import (
     Token,
     TokenRequestError,
 )
+from renewauth.answers import parse_token_response
 from renewauth.flows import TokenResponse
-from renewauth.oauth2 import parse_token_response
 from renewauth.providers import Keycloak
 from renewauth.stores import default_store
 from renewauth.testing import FakeOAuth2Provider

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from renewauth.answers import parse_token_response, read_jwt_expiry
 from renewauth.errors import TokenEndpointUnavailable, TokenRequestError
 from renewauth.flows import TokenResponse
-from renewauth.oauth2 import parse_token_response, read_jwt_expiry
 from renewauth.token import Token
 
 URL = "https://idp.example.com/token"

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from renewauth.answers import parse_token_response
 from renewauth.flows import TokenResponse
-from renewauth.oauth2 import parse_token_response
 from renewauth.token import Token
 
 URL = "https://idp.example.com/token"

@@ -221,6 +221,71 @@ def test_leader_that_lost_its_lease_never_overwrites_a_newer_token(
         assert outcome == [newer]  # and it adopted the store's token
 
 
+_LEASE_WARNINGS = {
+    "redis-down": (
+        "could not extend the renewal lock in {where} (ConnectionError); trying again",
+        "renewal lock in {where} not released (ConnectionError); it expires in 1 s",
+    ),
+    "taken-over": (
+        "the renewal lock in {where} passed to another process; the token write is fenced, "
+        "so this renewal cannot overwrite a newer token",
+        "renewal lock in {where} expired before release",
+    ),
+}
+
+
+def _lease_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "renewauth.stores.redis"]
+
+
+@pytest.mark.parametrize("fault", ["redis-down", "taken-over"])
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_redis_lock_warns_alike_sync_and_async_when_its_lease_is_lost(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture, mode: str, fault: str
+) -> None:
+    """The lock held through an asyncio client warns as the blocking one does: once when its
+    lease cannot be extended or passed to another owner, and again when it is let go."""
+    import redis
+    import redis.asyncio
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+
+    prefix = f"test:{os.urandom(4).hex()}:"
+    where = redis_server.url if mode == "sync" else f"redis://127.0.0.1:{redis_server.port}"
+    lost, let_go = (warning.format(where=where) for warning in _LEASE_WARNINGS[fault])
+
+    def lose_the_lease() -> None:
+        if fault == "redis-down":
+            redis_server.stop()
+        else:
+            redis.Redis.from_url(redis_server.url).set(f"{prefix}lock:abc123", "another-owner")
+        assert _eventually(lambda: lost in _lease_warnings(caplog))  # the watchdog saw it
+
+    if mode == "sync":
+        store = RedisStore(
+            redis_server.url, prefix=prefix, lease=1.0, socket_timeout=1, connect_timeout=1
+        )
+        with store.lock("abc123"):
+            lose_the_lease()
+    else:
+
+        async def hold() -> None:
+            client = redis.asyncio.Redis.from_url(
+                redis_server.url,
+                socket_timeout=1,
+                socket_connect_timeout=1,
+                retry=Retry(NoBackoff(), 1),
+            )
+            try:
+                async with RedisStore(client, prefix=prefix, lease=1.0).alock("abc123"):
+                    await asyncio.to_thread(lose_the_lease)
+            finally:
+                await client.aclose()
+
+        asyncio.run(hold())
+    assert _lease_warnings(caplog) == [lost, let_go]
+
+
 # --- defect 2: a flight whose leader can no longer finish is taken over ---------------------
 
 

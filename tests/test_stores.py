@@ -288,6 +288,31 @@ def test_redis_lock_of_a_dead_owner_expires_with_its_lease(redis_url: str) -> No
         pass
 
 
+def test_redis_lease_keeper_warns_once_per_outage_and_ends_with_the_renewal(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The watchdog's rules, driven by hand with no Redis: a third of the lease between
+    extensions, a poll while Redis fails (one warning per outage), done when the hold ends."""
+    from renewauth.stores._redis_steps import Call, Hold, Wait
+
+    hold = Hold(lock_key="lock:abc123", lease=3.0, where="redis://h:1", errors=(OSError,))
+    keeping = hold.keeping()
+    assert next(keeping) == Wait(1.0)
+    extend = keeping.send(False)
+    assert isinstance(extend, Call)
+    assert extend.command[0] == "EVAL"
+    assert extend.command[2:] == (1, "lock:abc123", hold.owner, 3000)
+    for _ in range(2):  # Redis does not answer, twice
+        assert keeping.throw(OSError()) == Wait(0.02)
+        assert keeping.send(False) == extend
+    assert keeping.send(1) == Wait(1.0)  # extended: back to a third of the lease
+    with pytest.raises(StopIteration):
+        keeping.send(True)  # the renewal ended
+    assert [r.getMessage() for r in caplog.records if r.name == "renewauth.stores.redis"] == [
+        "could not extend the renewal lock in redis://h:1 (OSError); trying again"
+    ]
+
+
 def test_file_lock_of_a_dead_owner_is_released_at_once(tmp_path: Path) -> None:
     _kill_a_lock_holder("file", str(tmp_path), "")
     with FileStore(tmp_path).lock("abc123"):

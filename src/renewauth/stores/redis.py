@@ -21,6 +21,10 @@ Given a URL or a `redis.Redis` client, the async methods run the same calls in a
 thread; given a `redis.asyncio.Redis` client, they await it directly (and the store serves
 asyncio code only). Either way the event loop never waits on Redis. Needs
 `pip install 'renewauth[redis]'`.
+
+Each operation is written once, as the Redis commands it runs (`_redis_steps.py` holds the
+step types and the lock's rules); `_run` and `_arun` are the only code that talks to Redis,
+the one blocking, the other awaiting.
 """
 
 from __future__ import annotations
@@ -30,17 +34,17 @@ import contextlib
 import json
 import logging
 import math
-import os
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 from urllib.parse import urlsplit
 
-from ..errors import ConfigurationError, StoreError
+from ..errors import ConfigurationError
 from ..token import Token
 from ._pause import Pause
+from ._redis_steps import Call, Done, Hold, Step, Steps, Transaction, Wait, asking, resume
 
 if TYPE_CHECKING:
     import redis
@@ -51,8 +55,6 @@ __all__ = ["RedisStore"]
 logger = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
-_LOCK_WAIT = 300.0  # seconds a process waits for another's renewal before giving up
-_POLL = 0.02  # seconds between tries of a held lock
 
 # Write the token only if the generation is still the one read under the lock; return the
 # new generation, or -1 when another writer has moved it on.
@@ -61,18 +63,6 @@ local current = tonumber(redis.call('GET', KEYS[2]) or '0')
 if current ~= tonumber(ARGV[2]) then return -1 end
 redis.call('SET', KEYS[1], ARGV[1])
 return redis.call('INCR', KEYS[2])
-"""
-# Extend the lease if this owner holds it, retake it if it vanished (a restart without
-# persistence); 0 when another owner has it.
-_EXTEND = """
-local owner = redis.call('GET', KEYS[1])
-if owner == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end
-if not owner then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 2 end
-return 0
-"""
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
 """
 
 
@@ -219,19 +209,6 @@ class RedisStore:
     def __repr__(self) -> str:
         return f"<RedisStore {self._where} prefix={self.prefix!r}>"
 
-    def _failure(self, what: str, exc: Exception) -> StoreError:
-        return StoreError(
-            f"the token store, Redis at {self._where}, could not {what} "
-            f"({type(exc).__name__}); check that it runs and is reachable (this is not the "
-            "token endpoint)"
-        )
-
-    def _call(self, what: str, operation: Callable[[], _T]) -> _T:
-        try:
-            return operation()
-        except self._errors as exc:
-            raise self._failure(what, exc) from None
-
     def _keys(self, key: str) -> tuple[str, str, str]:
         return (
             f"{self.prefix}token:{key}",
@@ -239,18 +216,19 @@ class RedisStore:
             f"{self.prefix}lock:{key}",
         )
 
-    def get(self, key: str) -> Token | None:
-        return self.get_with_generation(key)[0]
+    def _pause_key(self, key: str) -> str:
+        return f"{self.prefix}pause:{key}"
 
-    def get_with_generation(self, key: str) -> tuple[Token | None, int]:
-        """The stored token (or `None`) and the generation it was written at (0: never)."""
+    # --- the operations, each written once as the steps it runs -------------------------------
+
+    def _asking(self, what: str, step: Step) -> Steps[Any]:
+        return (yield from asking(step, what, self._where, self._errors))
+
+    def _reading(self, key: str) -> Steps[tuple[Token | None, int]]:
         token_key, generation_key, _ = self._keys(key)
-        raw, generation = self._call(
-            "read a token", lambda: self._sync.mget([token_key, generation_key])
+        raw, generation = yield from self._asking(
+            "read a token", Call(("MGET", token_key, generation_key))
         )
-        return self._parsed(key, raw, generation)
-
-    def _parsed(self, key: str, raw: Any, generation: Any) -> tuple[Token | None, int]:
         try:
             number = int(generation or 0)
         except ValueError:
@@ -267,17 +245,78 @@ class RedisStore:
         logger.warning("token %s in %s is corrupt; treating it as empty", key[:8], self._where)
         return None
 
-    def set(self, key: str, token: Token) -> None:
+    def _writing(self, key: str, token: Token) -> Steps[None]:
         token_key, generation_key, _ = self._keys(key)
         payload = json.dumps(token.to_dict())
+        write = Transaction((("SET", token_key, payload), ("INCR", generation_key)))
+        yield from self._asking("store a token", write)
 
-        def write() -> None:
-            with self._sync.pipeline(transaction=True) as pipe:
-                pipe.set(token_key, payload)
-                pipe.incr(generation_key)
-                pipe.execute()
+    def _writing_if(self, key: str, token: Token, generation: int) -> Steps[int | None]:
+        token_key, generation_key, _ = self._keys(key)
+        payload = json.dumps(token.to_dict())
+        write = Call(
+            ("EVAL", _SET_IF_GENERATION, 2, token_key, generation_key, payload, generation)
+        )
+        number = int((yield from self._asking("store a token", write)))
+        return None if number < 0 else number
 
-        self._call("store a token", write)
+    def _deleting(self, key: str) -> Steps[None]:
+        yield from self._asking("delete a token", Call(("DEL", self._keys(key)[0])))
+
+    def _reading_pause(self, key: str) -> Steps[Pause | None]:
+        raw = yield from self._asking("read a pause", Call(("GET", self._pause_key(key))))
+        return _pause_from(raw)
+
+    def _writing_pause(self, key: str, pause: Pause) -> Steps[None]:
+        payload = json.dumps(pause.to_dict())
+        write = Call(("SET", self._pause_key(key), payload, "PX", _expiry(pause)))
+        yield from self._asking("store a pause", write)
+
+    def _deleting_pause(self, key: str) -> Steps[None]:
+        yield from self._asking("delete a pause", Call(("DEL", self._pause_key(key))))
+
+    def _hold(self, key: str) -> Hold:
+        return Hold(
+            lock_key=self._keys(key)[2], lease=self.lease, where=self._where, errors=self._errors
+        )
+
+    # --- sync -------------------------------------------------------------------------------
+
+    def _run(self, steps: Steps[_T], stop: threading.Event | None = None) -> _T:
+        """Carry `steps` out with the blocking client, the only code that calls it: each
+        answer is sent back, each failure of Redis thrown in. A set `stop` cuts a wait short."""
+        step = resume(steps)
+        while not isinstance(step, Done):
+            try:
+                answer, failed = self._execute(step, stop), None
+            except self._errors as exc:
+                answer, failed = None, exc
+            step = resume(steps, answer, failed)
+        return cast(_T, step.value)
+
+    def _execute(self, step: Step, stop: threading.Event | None) -> Any:
+        # The ignores here and in `_aexecute`: redis-py leaves `execute_command` unannotated.
+        if isinstance(step, Wait):
+            if stop is None:
+                time.sleep(step.seconds)
+                return False
+            return stop.wait(step.seconds)
+        if isinstance(step, Call):
+            return self._sync.execute_command(*step.command)  # type: ignore[no-untyped-call]
+        with self._sync.pipeline(transaction=True) as pipe:
+            for command in step.commands:
+                pipe.execute_command(*command)  # type: ignore[no-untyped-call]
+            return pipe.execute()
+
+    def get(self, key: str) -> Token | None:
+        return self.get_with_generation(key)[0]
+
+    def get_with_generation(self, key: str) -> tuple[Token | None, int]:
+        """The stored token (or `None`) and the generation it was written at (0: never)."""
+        return self._run(self._reading(key))
+
+    def set(self, key: str, token: Token) -> None:
+        self._run(self._writing(key, token))
 
     def set_if_generation(self, key: str, token: Token, generation: int) -> int | None:
         """Write `token` only if the stored generation is still `generation`.
@@ -285,61 +324,32 @@ class RedisStore:
         Returns:
             The new generation, or `None` when another writer moved it on (nothing written).
         """
-        token_key, generation_key, _ = self._keys(key)
-        payload = json.dumps(token.to_dict())
-        result = self._call(
-            "store a token",
-            lambda: self._sync.eval(
-                _SET_IF_GENERATION, 2, token_key, generation_key, payload, generation
-            ),
-        )
-        number = int(result)
-        return None if number < 0 else number
+        return self._run(self._writing_if(key, token, generation))
 
     def delete(self, key: str) -> None:
-        token_key = self._keys(key)[0]
-        self._call("delete a token", lambda: self._sync.delete(token_key))
-
-    def _pause_key(self, key: str) -> str:
-        return f"{self.prefix}pause:{key}"
+        self._run(self._deleting(key))
 
     def get_pause(self, key: str) -> Pause | None:
         """The pause recorded for `key`, or `None`."""
-        pause_key = self._pause_key(key)
-        return _pause_from(self._call("read a pause", lambda: self._sync.get(pause_key)))
+        return self._run(self._reading_pause(key))
 
     def set_pause(self, key: str, pause: Pause) -> None:
-        pause_key, payload, expiry = (
-            self._pause_key(key),
-            json.dumps(pause.to_dict()),
-            _expiry(pause),
-        )
-        self._call("store a pause", lambda: self._sync.set(pause_key, payload, px=expiry))
+        self._run(self._writing_pause(key, pause))
 
     def delete_pause(self, key: str) -> None:
-        pause_key = self._pause_key(key)
-        self._call("delete a pause", lambda: self._sync.delete(pause_key))
+        self._run(self._deleting_pause(key))
 
     def lock(self, key: str) -> AbstractContextManager[object]:
         return self._locked(key)
 
     @contextlib.contextmanager
     def _locked(self, key: str) -> Iterator[None]:
-        lock_key = self._keys(key)[2]
-        owner = os.urandom(16).hex()
-        lease_ms = max(1, int(self.lease * 1000))
-        deadline = time.monotonic() + _LOCK_WAIT
-        client = self._sync
-        while not self._call(
-            "take the renewal lock", lambda: client.set(lock_key, owner, nx=True, px=lease_ms)
-        ):
-            if time.monotonic() >= deadline:
-                raise self._stuck()
-            time.sleep(_POLL)
+        hold = self._hold(key)
+        self._run(hold.taking())
         stop = threading.Event()
         watchdog = threading.Thread(
-            target=self._extend,
-            args=(lock_key, owner, lease_ms, stop),
+            target=self._run,
+            args=(hold.keeping(), stop),
             name="renewauth-redis-lease",
             daemon=True,
         )
@@ -349,146 +359,65 @@ class RedisStore:
         finally:
             stop.set()
             watchdog.join()
-            try:
-                released = client.eval(_RELEASE, 1, lock_key, owner)
-            except self._errors as exc:
-                logger.warning(
-                    "renewal lock in %s not released (%s); it expires in %.0f s",
-                    self._where,
-                    type(exc).__name__,
-                    self.lease,
-                )
-            else:
-                if not released:
-                    logger.warning("renewal lock in %s expired before release", self._where)
-
-    def _stuck(self) -> StoreError:
-        return StoreError(
-            f"another process has held the renewal lock in {self._where} for "
-            f"{_LOCK_WAIT:.0f} s; it may be stuck"
-        )
-
-    def _extend(self, lock_key: str, owner: str, lease_ms: int, stop: threading.Event) -> None:
-        """Keep the lease alive while the renewal runs: every third of its life, and again
-        at once while Redis does not answer (it may be restarting), until the renewal ends."""
-        interval = self.lease / 3
-        failing = False
-        # While failing, as often as a waiter polls for the lock: when Redis answers again
-        # (after a pause longer than the lease), this owner must win the lease back first.
-        while not stop.wait(_POLL if failing else interval):
-            try:
-                held = self._sync.eval(_EXTEND, 1, lock_key, owner, lease_ms)
-            except self._errors as exc:
-                if not failing:
-                    logger.warning(
-                        "could not extend the renewal lock in %s (%s); trying again",
-                        self._where,
-                        type(exc).__name__,
-                    )
-                failing = True
-                continue
-            failing = False
-            if not held:
-                logger.warning(
-                    "the renewal lock in %s passed to another process; the token write is "
-                    "fenced, so this renewal cannot overwrite a newer token",
-                    self._where,
-                )
-                return
+            self._run(hold.releasing())
 
     # --- async ----------------------------------------------------------------------------
 
-    async def _acall(self, what: str, operation: Callable[[], Awaitable[_T]]) -> _T:
-        try:
-            return await operation()
-        except self._errors as exc:
-            raise self._failure(what, exc) from None
+    async def _arun(self, steps: Steps[_T]) -> _T:
+        """`_run` without blocking the event loop: awaiting an asyncio client, or else the
+        blocking one in a worker thread. Cancelling it ends a wait (the lock's watchdog)."""
+        client = self._async_client
+        if client is None:
+            return await asyncio.to_thread(self._run, steps)
+        step = resume(steps)
+        while not isinstance(step, Done):
+            try:
+                answer, failed = await self._aexecute(step, client), None
+            except self._errors as exc:
+                answer, failed = None, exc
+            step = resume(steps, answer, failed)
+        return cast(_T, step.value)
+
+    async def _aexecute(self, step: Step, client: redis.asyncio.Redis) -> Any:
+        if isinstance(step, Wait):
+            return await asyncio.sleep(step.seconds, False)
+        if isinstance(step, Call):
+            return await client.execute_command(*step.command)  # type: ignore[no-untyped-call]
+        async with client.pipeline(transaction=True) as pipe:
+            for command in step.commands:
+                pipe.execute_command(*command)
+            return await pipe.execute()
 
     async def aget(self, key: str) -> Token | None:
         return (await self.aget_with_generation(key))[0]
 
     async def aget_with_generation(self, key: str) -> tuple[Token | None, int]:
         """`get_with_generation` without blocking the event loop."""
-        client = self._async_client
-        if client is None:
-            return await asyncio.to_thread(self.get_with_generation, key)
-        token_key, generation_key, _ = self._keys(key)
-        raw, generation = await self._acall(
-            "read a token", lambda: client.mget([token_key, generation_key])
-        )
-        return self._parsed(key, raw, generation)
+        return await self._arun(self._reading(key))
 
     async def aset(self, key: str, token: Token) -> None:
-        client = self._async_client
-        if client is None:
-            await asyncio.to_thread(self.set, key, token)
-            return
-        token_key, generation_key, _ = self._keys(key)
-        payload = json.dumps(token.to_dict())
-
-        async def write() -> None:
-            async with client.pipeline(transaction=True) as pipe:
-                pipe.set(token_key, payload)
-                pipe.incr(generation_key)
-                await pipe.execute()
-
-        await self._acall("store a token", write)
+        await self._arun(self._writing(key, token))
 
     async def aset_if_generation(self, key: str, token: Token, generation: int) -> int | None:
         """`set_if_generation` without blocking the event loop."""
-        client = self._async_client
-        if client is None:
-            return await asyncio.to_thread(self.set_if_generation, key, token, generation)
-        token_key, generation_key, _ = self._keys(key)
-        payload = json.dumps(token.to_dict())
-        result = await self._acall(
-            "store a token",
-            lambda: client.eval(
-                _SET_IF_GENERATION, 2, token_key, generation_key, payload, generation
-            ),
-        )
-        number = int(result)
-        return None if number < 0 else number
+        return await self._arun(self._writing_if(key, token, generation))
 
     async def adelete(self, key: str) -> None:
-        client = self._async_client
-        if client is None:
-            await asyncio.to_thread(self.delete, key)
-            return
-        token_key = self._keys(key)[0]
-        await self._acall("delete a token", lambda: client.delete(token_key))
+        await self._arun(self._deleting(key))
 
     async def aget_pause(self, key: str) -> Pause | None:
-        client = self._async_client
-        if client is None:
-            return await asyncio.to_thread(self.get_pause, key)
-        pause_key = self._pause_key(key)
-        return _pause_from(await self._acall("read a pause", lambda: client.get(pause_key)))
+        return await self._arun(self._reading_pause(key))
 
     async def aset_pause(self, key: str, pause: Pause) -> None:
-        client = self._async_client
-        if client is None:
-            await asyncio.to_thread(self.set_pause, key, pause)
-            return
-        pause_key, payload, expiry = (
-            self._pause_key(key),
-            json.dumps(pause.to_dict()),
-            _expiry(pause),
-        )
-        await self._acall("store a pause", lambda: client.set(pause_key, payload, px=expiry))
+        await self._arun(self._writing_pause(key, pause))
 
     async def adelete_pause(self, key: str) -> None:
-        client = self._async_client
-        if client is None:
-            await asyncio.to_thread(self.delete_pause, key)
-            return
-        pause_key = self._pause_key(key)
-        await self._acall("delete a pause", lambda: client.delete(pause_key))
+        await self._arun(self._deleting_pause(key))
 
     def alock(self, key: str) -> AbstractAsyncContextManager[object]:
         if self._async_client is None:
             return self._alocked_in_thread(key)
-        return self._alocked(key, self._async_client)
+        return self._alocked(key)
 
     @contextlib.asynccontextmanager
     async def _alocked_in_thread(self, key: str) -> AsyncIterator[None]:
@@ -500,48 +429,17 @@ class RedisStore:
             await asyncio.to_thread(held.__exit__, None, None, None)
 
     @contextlib.asynccontextmanager
-    async def _alocked(self, key: str, client: redis.asyncio.Redis) -> AsyncIterator[None]:
-        lock_key = self._keys(key)[2]
-        owner = os.urandom(16).hex()
-        lease_ms = max(1, int(self.lease * 1000))
-        deadline = time.monotonic() + _LOCK_WAIT
-        while not await self._acall(
-            "take the renewal lock", lambda: client.set(lock_key, owner, nx=True, px=lease_ms)
-        ):
-            if time.monotonic() >= deadline:
-                raise self._stuck()
-            await asyncio.sleep(_POLL)
-        watchdog = asyncio.get_running_loop().create_task(
-            self._aextend(client, lock_key, owner, lease_ms)
-        )
+    async def _alocked(self, key: str) -> AsyncIterator[None]:
+        hold = self._hold(key)
+        await self._arun(hold.taking())
+        watchdog = asyncio.get_running_loop().create_task(self._arun(hold.keeping()))
         try:
             yield
         finally:
             watchdog.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watchdog
-            try:
-                await client.eval(_RELEASE, 1, lock_key, owner)
-            except self._errors as exc:
-                logger.warning(
-                    "renewal lock in %s not released (%s)", self._where, type(exc).__name__
-                )
-
-    async def _aextend(
-        self, client: redis.asyncio.Redis, lock_key: str, owner: str, lease_ms: int
-    ) -> None:
-        failing = False
-        while True:
-            await asyncio.sleep(_POLL if failing else self.lease / 3)
-            try:
-                held = await client.eval(_EXTEND, 1, lock_key, owner, lease_ms)
-            except self._errors:
-                failing = True
-                continue
-            failing = False
-            if not held:
-                logger.warning("the renewal lock in %s passed to another process", self._where)
-                return
+            await self._arun(hold.releasing())
 
 
 def _pause_from(raw: Any) -> Pause | None:
