@@ -218,7 +218,7 @@ class TokenAuth(RequestsSigning, HttpxSigning):
 
     def _describe(self) -> str:
         """What `repr` shows: the token endpoint's origin and public identifiers only."""
-        return origin_of(self._manager.grant.token_url)
+        return origin_of(self.token_url)
 
     @property
     def server_metadata(self) -> ServerMetadata | None:
@@ -230,6 +230,40 @@ class TokenAuth(RequestsSigning, HttpxSigning):
     def token(self) -> Token | None:
         """The cached token, or `None` before the first request; never does I/O."""
         return self._manager.token
+
+    @property
+    def token_url(self) -> str:
+        """The token endpoint this object calls: the discovered one once `from_issuer` has
+        read the metadata, the issuer before that.
+
+        .. versionadded:: 0.2
+        """
+        return self._manager.grant.token_url
+
+    @property
+    def retry_statuses(self) -> frozenset[int]:
+        """The API statuses this object takes for "token rejected" (`retry_statuses=`).
+
+        .. versionadded:: 0.2
+        """
+        return frozenset(self._retry_statuses)
+
+    @property
+    def store(self) -> TokenStore:
+        """Where this object keeps its tokens: `store=`, or the default it chose.
+
+        .. versionadded:: 0.2
+        """
+        return self._manager.store
+
+    @property
+    def refresh_idle_timeout(self) -> float | None:
+        """`refresh_idle_timeout=` in seconds (None when not given): how long a refresh token
+        is taken to survive unused when the server states nothing.
+
+        .. versionadded:: 0.2
+        """
+        return self._manager.refresh_idle_timeout
 
     def get_token(self) -> Token:
         """A valid token, fetched or renewed if needed (blocking).

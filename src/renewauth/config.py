@@ -401,7 +401,7 @@ def prefix_hints(entry: Entry) -> list[str]:
     or one under another domain: each may be right (an identity provider of its own), so
     `renewauth check` only says so.
     """
-    token_url = entry.auth._manager.grant.token_url
+    token_url = entry.auth.token_url
     token = urlsplit(token_url)
     token_host = (token.hostname or "").lower()
     token_loopback = is_loopback_host(token_host)
