@@ -110,12 +110,13 @@ class Route:
     state: RouteState = field(default_factory=RouteState, compare=False)
 
     @classmethod
-    def build(  # noqa: PLR0917 - the fields of a route, in their order
+    def build(
         cls,
         prefix: str,
         parts: SplitResult,
         auth: TokenAuth,
         existing_bearer: ExistingBearer,
+        *,
         label: str | None,
         setting: str | None,
     ) -> Route:

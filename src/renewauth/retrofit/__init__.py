@@ -195,7 +195,7 @@ def _route(
             f"patch() needs renewauth auth objects as values; {prefix!r} maps to "
             f"{type(auth).__name__}"
         )
-    return Route.build(prefix, parts, auth, existing_bearer, label, setting)
+    return Route.build(prefix, parts, auth, existing_bearer, label=label, setting=setting)
 
 
 def _install(new_routes: list[Route], explain: bool) -> Patch:
