@@ -242,9 +242,9 @@ def test_store_missing_methods_is_refused_naming_each_missing_method() -> None:
 
 
 def test_store_method_list_in_the_message_is_the_protocols_eight_methods() -> None:
-    from renewauth import auth
+    from renewauth import _arguments
 
     # Read off TokenStore itself: nothing of typing's protocol machinery, nothing missing.
-    assert auth._STORE_METHODS == (
+    assert _arguments._STORE_METHODS == (
         "get", "set", "delete", "lock", "aget", "aset", "adelete", "alock",
     )  # fmt: skip

@@ -23,8 +23,8 @@ from renewauth import (
     TokenAuth,
     TokenEndpointUnavailable,
 )
+from renewauth._arguments import client_from
 from renewauth._jose import ASSERTION_TYPE, AssertionMaker, load_private_key
-from renewauth.auth import client_from
 from renewauth.flows import TokenRequest
 from renewauth.oauth2 import JWT_BEARER, JwtBearerGrant
 from renewauth.testing import FakeOAuth2Provider

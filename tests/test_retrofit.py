@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 import renewauth
 from renewauth import BearerToken, ConfigurationError, MemoryStore, OAuth2Password
-from renewauth.retrofit import _KNOWN_SCHEMES, _scheme_of
+from renewauth.retrofit._plan import KNOWN_SCHEMES, names_a_grant, scheme_of
 from renewauth.testing import FakeOAuth2Provider
 
 from .helpers import KINDS, ManualClock
@@ -675,8 +675,8 @@ def test_the_scheme_named_in_a_log_line_is_a_known_scheme_or_a_fixed_phrase(
     authorization: str,
 ) -> None:
     """The first word of a header without a scheme may be a secret: it is never echoed."""
-    named = _scheme_of(authorization)
-    assert named in {*_KNOWN_SCHEMES.values(), "a value without a scheme", "a scheme of its own"}
+    named = scheme_of(authorization)
+    assert named in {*KNOWN_SCHEMES.values(), "a value without a scheme", "a scheme of its own"}
 
 
 # --- a program's own token requests, and what it is told when a request it sends alone fails --
@@ -780,5 +780,5 @@ def test_post_api_call_that_only_mentions_grant_type_is_still_signed(
     ),
 )
 def test_token_request_sniff_never_raises_on_any_body(content_type: str, body: object) -> None:
-    result = renewauth.retrofit._names_a_grant(content_type, body)
+    result = names_a_grant(content_type, body)
     assert isinstance(result, bool)

@@ -8,28 +8,37 @@ first token is fetched by the first request or `get_token()`.
 
 from __future__ import annotations
 
-import dataclasses
-import math
-import ssl
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
-from types import MappingProxyType
 from typing import Any, Self, TypedDict, TypeVar, Unpack, cast
-from urllib.parse import urlsplit
 
-from ._jose import AssertionMaker, load_private_key, secret_signer
-from ._urls import is_loopback_host, origin_of, require_secure_url
+from ._arguments import (
+    SHARED_SENDER,
+    check_callbacks,
+    check_idle_timeout,
+    check_options,
+    client_for,
+    default_store_for,
+    key_fingerprint,
+    require_text,
+    require_tls_certificate,
+    scope_text,
+    sender_for,
+    store_for,
+)
+from ._jose import AssertionMaker, load_private_key
+from ._pickling import portable as _portable  # as TokenAuth.__reduce__ calls it
+from ._pickling import restored
+from ._pickling import transient_attributes as _transient_attributes  # as __reduce__ calls it
+from ._urls import origin_of, require_secure_url
 from .discovery import DiscoveredGrant, ServerMetadata
 from .dpop import DpopGrant, DpopKey
-from .errors import ConfigurationError, InsecureTransportError
+from .errors import ConfigurationError
 from .events import OnEvent
 from .flows import Grant, StaticGrant, chain_grant
 from .manager import OnToken, TokenManager
 from .oauth2 import (
-    CLIENT_AUTH_METHODS,
-    TLS_CLIENT_AUTH,
     BodyEncoding,
-    Client,
     ClientAuth,
     ClientCredentialsGrant,
     JwtBearerGrant,
@@ -37,9 +46,8 @@ from .oauth2 import (
     RefreshTokenGrant,
 )
 from .stores import MemoryStore, TokenStore, default_store
-from .stores._durable import durable_store
 from .token import Token
-from .transports.httpx import CertOption, HttpxSender, HttpxSigning, VerifyOption
+from .transports.httpx import CertOption, HttpxSigning, VerifyOption
 from .transports.requests import RequestsSigning
 
 __all__ = [
@@ -52,7 +60,6 @@ __all__ = [
     "TokenAuth",
 ]
 
-_SENDER = HttpxSender()
 _Auth = TypeVar("_Auth", bound="TokenAuth")
 
 
@@ -73,161 +80,6 @@ class AuthOptions(TypedDict, total=False):
     proxy: str | None
     dpop: bool
     clock: Callable[[], float]
-
-
-def _check_options(
-    leeway: float, retry_statuses: Collection[int], timeout: float, retries: int
-) -> frozenset[int]:
-    if isinstance(leeway, bool) or not isinstance(leeway, int | float):
-        raise ConfigurationError(
-            f"leeway= must be seconds as a number, got {type(leeway).__name__}"
-        )
-    if not math.isfinite(leeway) or leeway < 0:
-        raise ConfigurationError("leeway= must be a finite number of seconds >= 0, such as 30")
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
-        raise ConfigurationError("timeout= must be a number of seconds > 0, such as 10")
-    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-        raise ConfigurationError("retries= must be a whole number >= 0, such as 2")
-    if isinstance(retry_statuses, str | bytes) or not isinstance(retry_statuses, Collection):
-        raise ConfigurationError("retry_statuses= must be a collection of statuses, such as (401,)")
-    statuses = frozenset(retry_statuses)
-    for status in statuses:
-        if isinstance(status, bool) or not isinstance(status, int) or not 400 <= status <= 599:
-            raise ConfigurationError(
-                f"retry_statuses= holds {status!r}; list HTTP error statuses such as (401,)"
-            )
-    return statuses
-
-
-def _idle_timeout(value: float | None) -> float | None:
-    if value is None:
-        return None
-    try:
-        seconds = float(value) if not isinstance(value, bool) else math.nan
-    except (TypeError, ValueError, OverflowError):  # 10**400 overflows
-        seconds = math.nan
-    if not isinstance(value, int | float) or not math.isfinite(seconds) or seconds <= 0:
-        raise ConfigurationError(
-            "refresh_idle_timeout= must be seconds > 0 (such as 30 * 86400 for Keycloak's "
-            "offline sessions) or None"
-        )
-    return seconds
-
-
-def scope_text(scope: str | Sequence[str] | None) -> str | None:
-    """Scopes as the space-separated string RFC 6749 §3.3 sends; `None` when empty."""
-    if scope is None:
-        return None
-    if isinstance(scope, str):
-        return scope or None
-    if not all(isinstance(part, str) for part in scope):
-        raise ConfigurationError("scope= must be a string or a sequence of strings")
-    return " ".join(scope) or None
-
-
-def require_text(name: str, value: object) -> str:
-    """`value` if it is a non-empty string, else a `ConfigurationError` naming `name=`."""
-    if not isinstance(value, str) or not value:
-        raise ConfigurationError(f"{name}= must be a non-empty string")
-    return value
-
-
-def client_from(
-    client_id: str,
-    client_secret: str | None,
-    client_auth: ClientAuth,
-    body: BodyEncoding,
-    headers: Mapping[str, str] | None = None,
-    *,
-    private_key: object = None,
-    key_id: str | None = None,
-    clock: Callable[[], float] = time.time,
-) -> Client:
-    """A validated `Client`; bad combinations raise `ConfigurationError` naming the fix.
-
-    `private_key=` (PEM or JWK, RSA or EC) and `key_id=` serve `client_auth="private_key_jwt"`;
-    `client_secret_jwt` signs with the client secret; `clock` stamps the assertions.
-    """
-    require_text("client_id", client_id)
-    if client_secret is not None and not isinstance(client_secret, str):
-        raise ConfigurationError("client_secret= must be a string or None")
-    if client_auth not in CLIENT_AUTH_METHODS:
-        raise ConfigurationError(
-            "client_auth= must be one of "
-            + ", ".join(repr(m) for m in CLIENT_AUTH_METHODS)
-            + f", got {client_auth!r}"
-        )
-    if body not in ("form", "json"):
-        raise ConfigurationError(f"body= must be 'form' or 'json', got {body!r}")
-    if client_auth in ("basic", "client_secret_jwt") and not client_secret:
-        raise ConfigurationError(
-            f"client_auth={client_auth!r} needs client_secret=; a public client sends only "
-            "its client_id, so leave client_auth='body'"
-        )
-    if private_key is not None and client_auth != "private_key_jwt":
-        raise ConfigurationError(
-            "private_key= is used only with client_auth='private_key_jwt'; pass both"
-        )
-    if key_id is not None and client_auth != "private_key_jwt":
-        raise ConfigurationError("key_id= is used only with client_auth='private_key_jwt'")
-    assertion = None
-    if client_auth == "private_key_jwt":
-        if private_key is None:
-            raise ConfigurationError(
-                "client_auth='private_key_jwt' needs private_key= (PEM text or a JWK of an RSA "
-                "or EC private key) and, if the server registered several, key_id="
-            )
-        assertion = AssertionMaker(signer=load_private_key(private_key, key_id=key_id), clock=clock)
-    elif client_auth == "client_secret_jwt":
-        assertion = AssertionMaker(signer=secret_signer(str(client_secret)), clock=clock)
-    return Client(
-        client_id=client_id,
-        # The JWT and TLS methods never send the secret itself.
-        client_secret=client_secret if client_auth in ("body", "basic") else None,
-        key_fingerprint=(
-            _key_fingerprint(private_key)
-            if private_key is not None
-            else (client_secret or "" if client_auth == "client_secret_jwt" else "")
-        ),
-        auth=client_auth,
-        body=body,
-        headers=dict(headers or {}),
-        assertion=assertion,
-    )
-
-
-def require_tls_certificate(client_auth: str, options: Mapping[str, object]) -> None:
-    """A TLS client authentication method needs `cert=` (or an `SSLContext` holding one)."""
-    if client_auth in TLS_CLIENT_AUTH and options.get("cert") is None:
-        verify = options.get("verify")
-        if not isinstance(verify, ssl.SSLContext):
-            raise ConfigurationError(
-                f"client_auth={client_auth!r} needs cert= (the client certificate and key "
-                "files, or one PEM file holding both) for the token call"
-            )
-
-
-# The protocol's own methods, in the order it declares them: the error names the missing ones.
-_STORE_METHODS = tuple(name for name in vars(TokenStore) if not name.startswith("_"))
-
-
-def _not_a_store(store: object) -> str:
-    """Why `store` is no `TokenStore`: the methods its class lacks."""
-    missing = [name for name in _STORE_METHODS if not hasattr(type(store), name)]
-    message = f"store= must be a token store such as MemoryStore(), got {type(store).__name__}"
-    if missing and len(missing) < len(_STORE_METHODS):
-        message += (
-            f", whose class lacks {', '.join(missing)}: define each method on the class (a "
-            "__getattr__ that forwards them does not count)"
-        )
-    return message
-
-
-def _key_fingerprint(private_key: object) -> str:
-    """Something that changes with the key, hashed with the other secrets for the cache key."""
-    return (
-        repr(sorted(private_key.items())) if isinstance(private_key, Mapping) else str(private_key)
-    )
 
 
 class TokenAuth(RequestsSigning, HttpxSigning):
@@ -293,8 +145,8 @@ class TokenAuth(RequestsSigning, HttpxSigning):
         dpop: bool = False,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        statuses = _check_options(leeway, retry_statuses, timeout, retries)
-        idle_timeout = _idle_timeout(refresh_idle_timeout)
+        statuses = check_options(leeway, retry_statuses, timeout, retries)
+        idle_timeout = check_idle_timeout(refresh_idle_timeout)
         issuer = self._discover_from
         if issuer is not None:
             grant = DiscoveredGrant(
@@ -305,27 +157,9 @@ class TokenAuth(RequestsSigning, HttpxSigning):
         if dpop:
             self._dpop = DpopKey(clock=clock)
             grant = DpopGrant(inner=grant, key=self._dpop)
-        sender = _SENDER
-        if verify is not True or cert is not None or proxy is not None:
-            sender = HttpxSender(verify=verify, cert=cert, proxy=proxy)
-        if verify is False and not is_loopback_host(urlsplit(grant.token_url).hostname or ""):
-            raise InsecureTransportError(
-                f"verify=False is refused for {origin_of(grant.token_url)}: certificate checks "
-                "may only be turned off for a loopback server; pass verify= the CA bundle "
-                "(a file path or an ssl.SSLContext) instead"
-            )
-        if store is None:
-            # A chain that only a refresh token carries dies with a store in memory: keep it
-            # on disk (the durable default), so the next run continues it.
-            store = durable_store() if chain_grant(grant) is not None else default_store()
-        elif not isinstance(store, TokenStore):
-            raise ConfigurationError(_not_a_store(store))
-        if on_token is not None and not callable(on_token):
-            raise ConfigurationError("on_token= must be a callable taking a Token, or None")
-        if on_event is not None and not callable(on_event):
-            raise ConfigurationError(
-                "on_event= must be a callable taking a renewauth.events value, or None"
-            )
+        sender = sender_for(grant.token_url, verify=verify, cert=cert, proxy=proxy)
+        store = store_for(grant, store)
+        check_callbacks(on_token, on_event)
         if grant.can_renew:
             require_secure_url(
                 grant.token_url, what="token_url", allow_insecure_http=allow_insecure_http
@@ -384,7 +218,7 @@ class TokenAuth(RequestsSigning, HttpxSigning):
 
     def _describe(self) -> str:
         """What `repr` shows: the token endpoint's origin and public identifiers only."""
-        return origin_of(self._manager.grant.token_url)
+        return origin_of(self.token_url)
 
     @property
     def server_metadata(self) -> ServerMetadata | None:
@@ -396,6 +230,40 @@ class TokenAuth(RequestsSigning, HttpxSigning):
     def token(self) -> Token | None:
         """The cached token, or `None` before the first request; never does I/O."""
         return self._manager.token
+
+    @property
+    def token_url(self) -> str:
+        """The token endpoint this object calls: the discovered one once `from_issuer` has
+        read the metadata, the issuer before that.
+
+        .. versionadded:: 0.2
+        """
+        return self._manager.grant.token_url
+
+    @property
+    def retry_statuses(self) -> frozenset[int]:
+        """The API statuses this object takes for "token rejected" (`retry_statuses=`).
+
+        .. versionadded:: 0.2
+        """
+        return frozenset(self._retry_statuses)
+
+    @property
+    def store(self) -> TokenStore:
+        """Where this object keeps its tokens: `store=`, or the default it chose.
+
+        .. versionadded:: 0.2
+        """
+        return self._manager.store
+
+    @property
+    def refresh_idle_timeout(self) -> float | None:
+        """`refresh_idle_timeout=` in seconds (None when not given): how long a refresh token
+        is taken to survive unused when the server states nothing.
+
+        .. versionadded:: 0.2
+        """
+        return self._manager.refresh_idle_timeout
 
     def get_token(self) -> Token:
         """A valid token, fetched or renewed if needed (blocking).
@@ -441,52 +309,16 @@ class TokenAuth(RequestsSigning, HttpxSigning):
         self._manager.invalidate()
 
 
-def _transient_attributes(cls: type) -> frozenset[str]:
-    """What an auth object of `cls` keeps for this process only: its manager, and what each
-    transport among its bases declares in `_TRANSIENT` (gates bound to event loops, …)."""
-    declared = (vars(base).get("_TRANSIENT", frozenset()) for base in cls.__mro__)
-    return frozenset({"_manager"}).union(*declared)
-
-
-def _portable(value: object) -> object:
-    """`value` in a picklable form: frozen dataclasses as their fields, read-only mappings
-    (which pickle refuses) as dicts; `_restored` turns it back."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        fields = {
-            field.name: _portable(getattr(value, field.name))
-            for field in dataclasses.fields(value)
-            if field.init
-        }
-        return _Portable(type(value), fields)
-    if isinstance(value, MappingProxyType):
-        return _Portable(None, dict(value))
-    return value
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class _Portable:
-    kind: type | None  # None: a read-only mapping
-    fields: dict[str, object]
-
-
-def _restored(value: object) -> object:
-    if not isinstance(value, _Portable):
-        return value
-    if value.kind is None:
-        return MappingProxyType(dict(value.fields))
-    return value.kind(**{name: _restored(item) for name, item in value.fields.items()})
-
-
 def _rebuild_auth(
     cls: type[TokenAuth], grant: object, options: dict[str, object], state: dict[str, object]
 ) -> TokenAuth:
     """The other half of `TokenAuth.__reduce__`: a new manager around the same store."""
     auth = cls.__new__(cls)
     auth.__dict__.update(state)
-    rebuilt = cast(Grant, _restored(grant))
+    rebuilt = cast(Grant, restored(grant))
     if options.get("store") is None:
-        options["store"] = durable_store() if chain_grant(rebuilt) is not None else default_store()
-    sender = options.pop("sender", _SENDER)
+        options["store"] = default_store_for(rebuilt)
+    sender = options.pop("sender", SHARED_SENDER)
     auth._manager = TokenManager(rebuilt, sender=sender, **options)  # type: ignore[arg-type]
     return auth
 
@@ -542,14 +374,8 @@ class OAuth2ClientCredentials(TokenAuth):
         require_tls_certificate(client_auth, options)
         grant = ClientCredentialsGrant(
             token_url=require_text("token_url", token_url),
-            client=client_from(
-                client_id,
-                client_secret,
-                client_auth,
-                body,
-                private_key=private_key,
-                key_id=key_id,
-                clock=options.get("clock", time.time),
+            client=client_for(
+                client_id, client_secret, client_auth, body, private_key, key_id, options
             ),
             scope=scope_text(scope),
             audience=audience,
@@ -625,14 +451,8 @@ class OAuth2Password(TokenAuth):
         require_tls_certificate(client_auth, options)
         grant = PasswordGrant(
             token_url=require_text("token_url", token_url),
-            client=client_from(
-                client_id,
-                client_secret,
-                client_auth,
-                body,
-                private_key=private_key,
-                key_id=key_id,
-                clock=options.get("clock", time.time),
+            client=client_for(
+                client_id, client_secret, client_auth, body, private_key, key_id, options
             ),
             username=require_text("username", username),
             password=require_text("password", password),
@@ -691,14 +511,8 @@ class OAuth2RefreshToken(TokenAuth):
         require_tls_certificate(client_auth, options)
         grant = RefreshTokenGrant(
             token_url=require_text("token_url", token_url),
-            client=client_from(
-                client_id,
-                client_secret,
-                client_auth,
-                body,
-                private_key=private_key,
-                key_id=key_id,
-                clock=options.get("clock", time.time),
+            client=client_for(
+                client_id, client_secret, client_auth, body, private_key, key_id, options
             ),
             refresh_token=require_text("refresh_token", refresh_token),
             scope=scope_text(scope),
@@ -758,7 +572,7 @@ class OAuth2JwtBearer(TokenAuth):
             ),
             audience=audience,
             scope=scope_text(scope),
-            key_fingerprint=_key_fingerprint(private_key),
+            key_fingerprint=key_fingerprint(private_key),
         )
         super().__init__(grant, **options)
         self._public = f"issuer={issuer!r} subject={subject!r}"

@@ -178,13 +178,12 @@ def _check_entry(name: str, auth: TokenAuth, now: float) -> dict[str, object]:
     """One entry's report for `renewauth check`: the `--json` shape, no secret in it."""
     from .manager import refresh_warning_at
 
-    manager = auth._manager
     report: dict[str, object] = {
         "name": name,
         "status": "failed",
         "access_expires_in": None,
         "refresh_expires_in": None,
-        "store": _store_kind(manager.store),
+        "store": _store_kind(auth.store),
         "last_renewal": None,
     }
     try:
@@ -192,7 +191,7 @@ def _check_entry(name: str, auth: TokenAuth, now: float) -> dict[str, object]:
     except AuthError as exc:
         report["error"] = f"{type(exc).__name__}: {exc}"
         return report
-    idle_timeout = manager.refresh_idle_timeout
+    idle_timeout = auth.refresh_idle_timeout
     ends_at = token.refresh_ends_at(idle_timeout)
     warning_at = refresh_warning_at(token, idle_timeout)
     report["status"] = "warning" if warning_at is not None and now >= warning_at else "ok"

@@ -17,14 +17,13 @@ import os
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import cast
 from urllib.parse import urlsplit
 
+from ._routing import DEFAULT_EXISTING_BEARER, ExistingBearer, existing_bearer_of, prefix_parts
 from ._urls import is_loopback_host, origin_of
 from .auth import OAuth2ClientCredentials, OAuth2Password, OAuth2RefreshToken, TokenAuth
 from .errors import ConfigurationError, InsecureTransportError
 from .providers import Keycloak, OrderCloud, Shopware, VanMarcke, Vendorlink
-from .retrofit import DEFAULT_EXISTING_BEARER, EXISTING_BEARER_CHOICES, ExistingBearer
 from .stores import FileStore, RedisStore, TokenStore
 from .stores import default_store as process_store
 from .stores._durable import state_directory
@@ -317,13 +316,13 @@ def _from_environment(
 def _existing_bearer(
     fail: Callable[[str], ConfigurationError], table: dict[str, object]
 ) -> ExistingBearer:
-    value = table.get("existing_bearer", DEFAULT_EXISTING_BEARER)
-    if value not in EXISTING_BEARER_CHOICES:
+    mode = existing_bearer_of(table.get("existing_bearer", DEFAULT_EXISTING_BEARER))
+    if mode is None:
         raise fail(
             "existing_bearer must be 'keep-until-401' (the default: send the program's own "
             "Bearer token until the API rejects it), 'keep' or 'replace'"
         )
-    return cast(ExistingBearer, value)
+    return mode
 
 
 def _prefixes(fail: Callable[[str], ConfigurationError], value: object) -> tuple[str, ...]:
@@ -332,12 +331,7 @@ def _prefixes(fail: Callable[[str], ConfigurationError], value: object) -> tuple
         raise fail(f"prefixes must be {kind}, such as ['https://api.example.com/v1/']")
     assert isinstance(value, list)  # narrowed by the check above, for mypy
     for index, prefix in enumerate(value):
-        try:
-            parts = urlsplit(prefix)
-            valid = parts.scheme in ("http", "https") and bool(parts.hostname)
-        except ValueError:
-            valid = False
-        if not valid:  # not echoed: a URL may carry a password
+        if prefix_parts(prefix) is None:  # not echoed: a URL may carry a password
             raise fail(
                 f"prefixes[{index}] is not an absolute http(s) URL; write it in full, "
                 "such as 'https://api.example.com/v1/'"
@@ -401,7 +395,7 @@ def prefix_hints(entry: Entry) -> list[str]:
     or one under another domain: each may be right (an identity provider of its own), so
     `renewauth check` only says so.
     """
-    token_url = entry.auth._manager.grant.token_url
+    token_url = entry.auth.token_url
     token = urlsplit(token_url)
     token_host = (token.hostname or "").lower()
     token_loopback = is_loopback_host(token_host)

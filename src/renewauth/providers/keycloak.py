@@ -8,19 +8,12 @@ it take it as part of `server_url`.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from typing import Unpack
 from urllib.parse import quote, unquote
 
-from ..auth import (
-    AuthOptions,
-    TokenAuth,
-    client_from,
-    require_text,
-    require_tls_certificate,
-    scope_text,
-)
+from .._arguments import client_for, require_text, require_tls_certificate, scope_text
+from ..auth import AuthOptions, TokenAuth
 from ..errors import ConfigurationError
 from ..flows import Grant
 from ..oauth2 import (
@@ -203,15 +196,7 @@ def _client(  # noqa: PLR0917 - one private call site per constructor, in the sa
     options: AuthOptions,
 ) -> Client:
     require_tls_certificate(client_auth, options)
-    return client_from(
-        client_id,
-        client_secret,
-        client_auth,
-        "form",
-        private_key=private_key,
-        key_id=key_id,
-        clock=options.get("clock", time.time),
-    )
+    return client_for(client_id, client_secret, client_auth, "form", private_key, key_id, options)
 
 
 def _grant(

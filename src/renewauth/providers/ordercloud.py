@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Unpack
 
-from ..auth import AuthOptions, TokenAuth, client_from, require_text, scope_text
+from .._arguments import client_from, require_text, scope_text
+from ..auth import AuthOptions, TokenAuth
 from ..errors import ConfigurationError
 from ..flows import Grant
 from ..oauth2 import ClientCredentialsGrant, PasswordGrant, is_client_error

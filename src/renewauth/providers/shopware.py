@@ -12,7 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Unpack
 
-from ..auth import AuthOptions, TokenAuth, client_from, require_text
+from .._arguments import client_from, require_text
+from ..auth import AuthOptions, TokenAuth
 from ..errors import ConfigurationError
 from ..flows import Grant, TokenResponse
 from ..oauth2 import ClientCredentialsGrant, PasswordGrant

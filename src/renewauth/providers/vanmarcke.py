@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from typing import Unpack
 from urllib.parse import quote
 
+from .._arguments import client_from, require_text
 from .._urls import origin_of, require_secure_url
-from ..auth import AuthOptions, TokenAuth, client_from, require_text
+from ..auth import AuthOptions, TokenAuth
 from ..errors import TokenRequestError
 from ..flows import TokenRequest
 from ..oauth2 import PasswordGrant, clean_text, is_client_error

@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from typing import Unpack
 from urllib.parse import urlsplit
 
+from .._arguments import require_text
 from .._urls import is_loopback_host, origin_of
-from ..auth import AuthOptions, TokenAuth, require_text
+from ..auth import AuthOptions, TokenAuth
 from ..errors import InvalidGrant, TokenRequestError
 from ..flows import Flow, TokenRequest, TokenResponse
 from ..oauth2 import jwt_expiry
