@@ -27,9 +27,7 @@ from ._arguments import (
     store_for,
 )
 from ._jose import AssertionMaker, load_private_key
-from ._pickling import portable as _portable  # as TokenAuth.__reduce__ calls it
-from ._pickling import restored
-from ._pickling import transient_attributes as _transient_attributes  # as __reduce__ calls it
+from ._pickling import portable, restored, transient_attributes
 from ._urls import origin_of, require_secure_url
 from .discovery import DiscoveredGrant, ServerMetadata
 from .dpop import DpopGrant, DpopKey
@@ -190,14 +188,13 @@ class TokenAuth(RequestsSigning, HttpxSigning):
 
         The copy rebuilds its own manager on the other side (a spawn worker, a
         `ProcessPoolExecutor`) around the same store, so a `FileStore` or `RedisStore` shares
-        tokens and renewals with this object; a `MemoryStore` cannot cross processes and
-        arrives as the default (or a new) store there. What a transport keeps for this
-        process (an async client's admission gates, named in its `_TRANSIENT`) stays behind
-        too, whatever used the object. Callables given as options (`on_token=`, `clock=`)
-        must be picklable themselves.
+        tokens and renewals with this object; a `MemoryStore` arrives as the default (or a
+        new) store there. What a transport keeps for this process (its `_TRANSIENT`, such as
+        an async client's admission gates) stays behind too. Callables given as options
+        (`on_token=`, `clock=`) must be picklable themselves.
         """
         manager = self._manager
-        left_behind = _transient_attributes(type(self))
+        left_behind = transient_attributes(type(self))
         state = {name: value for name, value in self.__dict__.items() if name not in left_behind}
         store: TokenStore | None = manager.store
         if store is default_store() and chain_grant(manager.grant) is not None:
@@ -214,7 +211,7 @@ class TokenAuth(RequestsSigning, HttpxSigning):
             # verify=, cert=, proxy=: the copy takes the same route and trust store.
             "sender": manager.sender,
         }
-        return (_rebuild_auth, (type(self), _portable(manager.grant), options, state))
+        return (_rebuild_auth, (type(self), portable(manager.grant), options, state))
 
     def _describe(self) -> str:
         """What `repr` shows: the token endpoint's origin and public identifiers only."""
@@ -307,6 +304,10 @@ class TokenAuth(RequestsSigning, HttpxSigning):
     def invalidate(self) -> None:
         """Drop the access token (keeping its refresh token): the next request renews."""
         self._manager.invalidate()
+
+    async def ainvalidate(self) -> None:
+        """`invalidate` without blocking the event loop (new in 0.2)."""
+        await self._manager.ainvalidate()
 
 
 def _rebuild_auth(
