@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -23,6 +26,7 @@ from renewauth import (
     TokenEndpointUnavailable,
 )
 from renewauth.testing import FakeOAuth2Provider
+from renewauth.transports._signing import should_renew_after
 
 from .helpers import KINDS, ManualClock, send, send_concurrently
 
@@ -287,15 +291,28 @@ def test_bearer_token_gives_a_401_back_without_renewing(
 # --- origins -------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("dpop", [False, True], ids=["bearer", "dpop"])
 def test_token_is_never_sent_to_another_origin_on_redirect(
-    kind: str, fake: FakeOAuth2Provider, clock: ManualClock
+    kind: str, fake: FakeOAuth2Provider, clock: ManualClock, dpop: bool
 ) -> None:
-    with FakeOAuth2Provider() as elsewhere:
-        auth = credentials(fake, clock)
+    """requests and httpx drop `Authorization` themselves; the `DPoP` proof renewauth adds
+    is a header they do not know, so only renewauth's own removal keeps it home."""
+    with contextlib.ExitStack() as fakes:
+        home = fake
+        if dpop:
+            home = fakes.enter_context(
+                FakeOAuth2Provider(token_type="DPoP", dpop_nonces=True, clock=clock)
+            )
+        elsewhere = fakes.enter_context(FakeOAuth2Provider())
+        auth = credentials(home, clock, dpop=dpop)
+        here = send(kind, auth, f"{home.base_url}/echo-headers")
+        assert {"authorization", *(["dpop"] if dpop else [])} <= set(json.loads(here.body))
         target = f"{elsewhere.base_url}/echo-headers"
-        reply = send(kind, auth, f"{fake.api_url}redirect?to={target}")
+        reply = send(kind, auth, f"{home.api_url}redirect?to={target}")
         assert reply.status == 200
         assert b"authorization" not in reply.body.lower()
+        received = set(json.loads(reply.body))
+        assert received.isdisjoint({"authorization", "dpop"})
 
 
 def test_401_from_a_redirect_target_elsewhere_never_renews(
@@ -308,6 +325,78 @@ def test_401_from_a_redirect_target_elsewhere_never_renews(
         assert reply.status == 401
         assert fake.token_calls == 1
         assert elsewhere.token_calls == 0
+
+
+def _carrying_authorization_across_redirects(kind: str) -> dict[str, Any]:
+    """Event hooks of a program that puts its last `Authorization` back on every redirect,
+    to any origin: the 401 that origin answers reaches renewauth with the token on it."""
+    carried: list[str] = []
+
+    def carry(request: httpx.Request) -> None:
+        if "Authorization" in request.headers:
+            carried.append(request.headers["Authorization"])
+        elif carried:
+            request.headers["Authorization"] = carried[-1]
+
+    async def acarry(request: httpx.Request) -> None:
+        carry(request)
+
+    return {"request": [acarry if kind == "httpx-async" else carry]}
+
+
+@pytest.mark.parametrize("client_kind", ["httpx", "httpx-async"])
+def test_401_from_another_origin_carrying_the_token_never_renews(
+    client_kind: str, fake: FakeOAuth2Provider, clock: ManualClock
+) -> None:
+    """Only the origin the token was sent to can say it was rejected: whoever carried it
+    elsewhere, a 401 from there renews nothing and resends nothing."""
+    with FakeOAuth2Provider() as elsewhere:
+        auth = credentials(fake, clock)
+        url = f"{fake.api_url}redirect?to={elsewhere.api_url}always-401"
+        hooks = _carrying_authorization_across_redirects(client_kind)
+        if client_kind == "httpx":
+            with httpx.Client(auth=auth, follow_redirects=True, event_hooks=hooks) as client:
+                reply = client.get(url)
+        else:
+
+            async def call() -> httpx.Response:
+                async with httpx.AsyncClient(
+                    auth=auth, follow_redirects=True, event_hooks=hooks
+                ) as client:
+                    return await client.get(url)
+
+            reply = asyncio.run(call())
+        assert reply.status_code == 401
+        assert reply.request.headers["Authorization"].startswith("Bearer ")  # it was carried
+        assert len(reply.history) == 1  # the redirect only: no resend
+        assert fake.token_calls == 1
+        assert elsewhere.api_unauthorized == 1
+        assert elsewhere.token_calls == 0
+
+
+@pytest.mark.parametrize(
+    ("answered_url", "renews"),
+    [
+        ("https://api.example.com/other", True),
+        ("https://elsewhere.example.com/x", False),
+        ("https://api.example.com:8443/x", False),
+        ("http://api.example.com/x", False),
+    ],
+)
+def test_a_rejection_renews_only_when_it_came_from_the_origin_the_token_was_sent_to(
+    answered_url: str, renews: bool
+) -> None:
+    assert (
+        should_renew_after(
+            401,
+            (401,),
+            signed_url="https://api.example.com/x",
+            answered_url=answered_url,
+            carried_token=True,
+            already_resent=False,
+        )
+        is renews
+    )
 
 
 def test_plain_http_token_url_is_refused_off_loopback() -> None:
