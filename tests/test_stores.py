@@ -17,10 +17,10 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -42,6 +42,7 @@ from .helpers import ManualClock
 LIFETIME, LEEWAY, STEP = 100.0, 5.0, 20.0
 START = 1_800_000_000.0
 CONTEXT = multiprocessing.get_context("spawn")
+T = TypeVar("T")
 
 
 # --- a real redis-server on a free loopback port ----------------------------------------------
@@ -282,26 +283,78 @@ def test_redis_store_down_names_the_url_without_its_password() -> None:
 
 
 def test_redis_lock_of_a_dead_owner_expires_with_its_lease(redis_url: str) -> None:
+    import redis
+
     store = RedisStore(redis_url, prefix=f"test:{os.urandom(4).hex()}:", lease=0.5)
-    _kill_a_lock_holder("redis", redis_url, store.prefix)
-    with store.lock("abc123"):  # free again once the dead owner's 0.5 s lease has run out
-        pass
+    lock_key = f"{store.prefix}lock:abc123"  # the lease as every process reads it
+    with redis.Redis.from_url(redis_url) as client, client.pubsub() as events:
+        # What happens to the lease key, in order: Redis says when a key expires.
+        client.config_set("notify-keyspace-events", "Kgx$")
+        events.subscribe(f"__keyspace@0__:{lock_key}")
+        assert _next_event(events) == "subscribe"
+        dead_owner = _kill_a_lock_holder(
+            "redis", redis_url, store.prefix, lambda: client.get(lock_key)
+        )
+        assert dead_owner is not None  # the holder's lease, in Redis when it died
+        with store.lock("abc123"):  # free again once the dead owner's 0.5 s lease has run out
+            ours = client.get(lock_key)
+            assert ours is not None
+            assert ours != dead_owner  # taken over, not shared
+            assert client.pttl(lock_key) > 0  # a lease of its own
+        assert client.get(lock_key) is None  # and given back by its owner
+        seen = [_next_event(events)]
+        while seen[-1] != "del":
+            seen.append(_next_event(events))
+    # The dead owner's lease ran out before this process set its own: it waited, not stole
+    # ("expire" events are leases extended, by the owner's watchdog or by the SET itself).
+    assert [event for event in seen if event != "expire"] == ["set", "expired", "set", "del"]
+
+
+def _next_event(events: Any) -> str:
+    """The next keyspace event (or subscription) on `events`; each comes at once."""
+    message = events.get_message(timeout=10)
+    assert message is not None, "Redis sent no keyspace event"
+    return str(message["type"] if message["type"] == "subscribe" else message["data"].decode())
 
 
 def test_file_lock_of_a_dead_owner_is_released_at_once(tmp_path: Path) -> None:
-    _kill_a_lock_holder("file", str(tmp_path), "")
+    lock_file = str(tmp_path / "abc123.lock")  # the OS lock as every process takes it
+    held_by_the_owner = _kill_a_lock_holder(
+        "file", str(tmp_path), "", lambda: _is_locked(lock_file)
+    )
+    assert held_by_the_owner
+    assert not _is_locked(lock_file)  # released at once: the OS dropped the dead owner's lock
     with FileStore(tmp_path).lock("abc123"):
-        pass
+        assert _is_locked(lock_file)  # and this process holds it now: nobody else gets in
+    assert not _is_locked(lock_file)
 
 
-def _kill_a_lock_holder(kind: str, where: str, prefix: str) -> None:
-    """Start a process that takes the lock of key "abc123" and holds it; SIGKILL it."""
+def _is_locked(lock_file: str) -> bool:
+    """Whether another holder has the OS lock on `lock_file`: a try that does not wait."""
+    import filelock
+
+    probe = filelock.FileLock(lock_file, thread_local=False)
+    try:
+        probe.acquire(timeout=0)
+    except filelock.Timeout:
+        return True
+    probe.release()
+    return False
+
+
+def _kill_a_lock_holder(kind: str, where: str, prefix: str, while_held: Callable[[], T]) -> T:
+    """Start a process that takes the lock of key "abc123" and holds it; SIGKILL it.
+
+    Returns what `while_held` saw while the holder had the lock, just before the kill.
+    """
     ready = CONTEXT.Event()
     holder = CONTEXT.Process(target=_hold_lock_forever, args=(kind, where, prefix, ready))
     holder.start()
     assert ready.wait(60)
+    seen = while_held()
     os.kill(holder.pid or 0, signal.SIGKILL)
     holder.join()
+    return seen
 
 
 def _hold_lock_forever(kind: str, where: str, prefix: str, ready: Any) -> None:
