@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -592,6 +592,7 @@ def test_hard_waiters_share_the_leaders_error(clock: ManualClock) -> None:
 
 def test_async_renewal_does_not_block_the_event_loop(clock: ManualClock) -> None:
     """While the token endpoint holds the renewal, other tasks on the loop keep running."""
+    rounds = 10
     with FakeOAuth2Provider(clock=clock) as fake:
         auth = credentials(fake, clock)
 
@@ -607,10 +608,39 @@ def test_async_renewal_does_not_block_the_event_loop(clock: ManualClock) -> None
                         ticks += 1  # only counts if the loop is free while the renewal waits
                         await asyncio.sleep(0)
                     assert held.result()
+                    assert ticks > 0
+                    # Another task and this one hand the loop to each other, each turn while
+                    # the renewal is still held: every turn counts.
+                    turns = await _turns_taken_while(lambda: not request.done(), rounds)
+                    assert fake.token_calls == 1
                 assert (await request).status_code == 200
-            return ticks
+            return turns
 
-        assert asyncio.run(scenario()) > 0
+        assert asyncio.run(scenario()) == rounds
+        assert fake.token_calls == 1
+
+
+async def _turns_taken_while(condition: Callable[[], bool], rounds: int) -> int:
+    """Hand the event loop back and forth with a second task `rounds` times; return how many
+    of the second task's turns ran while `condition()` held."""
+    ping, pong = asyncio.Event(), asyncio.Event()
+    turns = 0
+
+    async def other() -> None:
+        nonlocal turns
+        for _ in range(rounds):
+            await ping.wait()
+            ping.clear()
+            turns += condition()
+            pong.set()
+
+    partner = asyncio.create_task(other())
+    for _ in range(rounds):
+        ping.set()
+        await pong.wait()
+        pong.clear()
+    await partner
+    return turns
 
 
 def test_requests_session_auth_and_httpx_client_share_the_same_object(
