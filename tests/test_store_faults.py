@@ -305,15 +305,22 @@ def _password_auth(
 
 @pytest.mark.parametrize("later", ["sync", "async"])
 def test_closed_event_loop_never_leaves_the_credential_stuck(later: str) -> None:
-    with FakeOAuth2Provider(token_delay=1.0) as fake:
+    with FakeOAuth2Provider() as fake:
         auth = OAuth2ClientCredentials(fake.token_url, "client-id", "client-secret", timeout=2)
         loop = asyncio.new_event_loop()
-        with pytest.raises(TimeoutError):
-            loop.run_until_complete(asyncio.wait_for(auth.aget_token(), 0.3))
-        loop.close()  # the shielded renewal task will never run again
-        fake.token_delay = 0.0
+
+        async def give_up_while_the_renewal_is_held() -> None:
+            renewal = asyncio.ensure_future(auth.aget_token())
+            assert await asyncio.to_thread(fake.wait_for_held_token_requests, 1)
+            await asyncio.wait_for(renewal, 0)  # the caller gives up; the renewal goes on
+
+        with fake.hold_token_requests():
+            with pytest.raises(TimeoutError):
+                loop.run_until_complete(give_up_while_the_renewal_is_held())
+            loop.close()  # the shielded renewal task will never run again
         token = auth.get_token() if later == "sync" else asyncio.run(auth.aget_token())
         assert token.access_token
+        assert fake.token_calls == 2  # the abandoned call, and the one that took over
 
 
 def test_flight_of_a_thread_that_died_is_taken_over() -> None:
