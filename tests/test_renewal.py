@@ -28,7 +28,14 @@ from renewauth import (
 from renewauth.testing import FakeOAuth2Provider
 from renewauth.transports._signing import should_renew_after
 
-from .helpers import KINDS, ManualClock, send, send_concurrently
+from .helpers import (
+    KINDS,
+    FlightWatch,
+    ManualClock,
+    send,
+    send_concurrently,
+    send_concurrently_while_held,
+)
 
 CLIENT_ID, CLIENT_SECRET = "client-id", "client-secret"
 USER, PASSWORD = "alice", "alice-password"
@@ -535,18 +542,24 @@ def test_spent_refresh_token_raises_invalid_grant_naming_the_fix(
 
 
 @pytest.mark.parametrize("kind", ["requests", "httpx"])
-def test_32_threads_at_cold_start_make_one_token_call(kind: str, clock: ManualClock) -> None:
-    with FakeOAuth2Provider(token_delay=0.05, clock=clock) as fake:
+def test_32_threads_at_cold_start_make_one_token_call(
+    kind: str, clock: ManualClock, flights: FlightWatch
+) -> None:
+    with FakeOAuth2Provider(clock=clock) as fake:
         auth = credentials(fake, clock)
-        statuses = send_concurrently(kind, auth, fake.api_url, 32)
+        statuses = send_concurrently_while_held(kind, auth, fake.api_url, 32, fake, flights)
         assert statuses == [200] * 32
         assert fake.token_calls == 1
 
 
-def test_200_tasks_at_cold_start_make_one_token_call(clock: ManualClock) -> None:
-    with FakeOAuth2Provider(token_delay=0.05, clock=clock) as fake:
+def test_200_tasks_at_cold_start_make_one_token_call(
+    clock: ManualClock, flights: FlightWatch
+) -> None:
+    with FakeOAuth2Provider(clock=clock) as fake:
         auth = credentials(fake, clock)
-        statuses = send_concurrently("httpx-async", auth, fake.api_url, 200)
+        statuses = send_concurrently_while_held(
+            "httpx-async", auth, fake.api_url, 200, fake, flights
+        )
         assert statuses == [200] * 200
         assert fake.token_calls == 1
 
@@ -563,30 +576,43 @@ def test_rotation_with_8_threads_never_presents_a_stale_refresh_token(
         assert fake.token_calls_by_grant == {"password": 1, "refresh_token": 4}
 
 
-def test_threads_and_tasks_together_share_one_renewal(clock: ManualClock) -> None:
-    with FakeOAuth2Provider(token_delay=0.05, clock=clock) as fake:
+def test_threads_and_tasks_together_share_one_renewal(
+    clock: ManualClock, flights: FlightWatch
+) -> None:
+    with FakeOAuth2Provider(clock=clock) as fake:
         auth = credentials(fake, clock)
         results: list[list[int]] = []
+        task_results: list[list[int]] = []
         import threading
 
         thread = threading.Thread(
             target=lambda: results.append(send_concurrently("httpx", auth, fake.api_url, 8))
         )
-        thread.start()
-        tasks = send_concurrently("httpx-async", auth, fake.api_url, 50)
+        tasks_thread = threading.Thread(
+            target=lambda: task_results.append(
+                send_concurrently("httpx-async", auth, fake.api_url, 50)
+            )
+        )
+        with fake.hold_token_requests():
+            thread.start()
+            tasks_thread.start()
+            assert fake.wait_for_held_token_requests(1)
+            assert flights.wait_for_joined(8 + 50 - 1)  # all but the leader wait for it
         thread.join()
+        tasks_thread.join()
+        (tasks,) = task_results
         assert tasks == [200] * 50
         assert results == [[200] * 8]
         assert fake.token_calls == 1
 
 
-def test_hard_waiters_share_the_leaders_error(clock: ManualClock) -> None:
+def test_hard_waiters_share_the_leaders_error(clock: ManualClock, flights: FlightWatch) -> None:
     with FakeOAuth2Provider(clock=clock) as fake:
         auth = OAuth2ClientCredentials(fake.token_url, CLIENT_ID, "wrong", store=MemoryStore())
-        fake.token_delay = 0.05
         with pytest.raises(InvalidClient):
-            send_concurrently("httpx", auth, fake.api_url, 8)
+            send_concurrently_while_held("httpx", auth, fake.api_url, 8, fake, flights)
         assert fake.token_calls <= 8
+        assert fake.token_calls == 1  # the seven waiters were given the leader's error
         assert fake.max_concurrent_token_calls == 1
 
 

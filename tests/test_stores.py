@@ -37,7 +37,7 @@ from renewauth import (
 )
 from renewauth.testing import FakeOAuth2Provider
 
-from .helpers import ManualClock
+from .helpers import FlightWatch, ManualClock
 
 LIFETIME, LEEWAY, STEP = 100.0, 5.0, 20.0
 START = 1_800_000_000.0
@@ -397,6 +397,57 @@ def _store_from(spec: tuple[str, str, str]) -> TokenStore:
     return FileStore(where) if kind == "file" else RedisStore(where, prefix=prefix)
 
 
+THREADS = 8  # per worker process
+
+
+@dataclass
+class _LineUp:
+    """Counters the worker processes share with the test, so that a renewal round's token
+    call is released only once every other thread waits for it: the process leaders that
+    asked for the store's lock, and the threads that joined their process's renewal."""
+
+    changed: Any  # a multiprocessing Condition
+    lock_asks: Any  # multiprocessing Values
+    joined: Any
+
+    def bump(self, counter: Any) -> None:
+        with self.changed:
+            counter.value += 1
+            self.changed.notify_all()
+
+    def wait_for(self, lock_asks: int, joined: int) -> bool:
+        with self.changed:
+            return bool(
+                self.changed.wait_for(
+                    lambda: self.lock_asks.value >= lock_asks and self.joined.value >= joined,
+                    60,
+                )
+            )
+
+
+def _count_waiters(store: TokenStore, line_up: _LineUp) -> None:
+    """In a worker process: count its leader asking for the store's lock, and its threads
+    joining the renewal in flight."""
+    from renewauth import _flight
+
+    begin = _flight.begin
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        flight, is_leader = begin(*args, **kwargs)
+        if not is_leader:
+            line_up.bump(line_up.joined)
+        return flight, is_leader
+
+    _flight.begin = counting  # type: ignore[assignment]
+    lock = store.lock
+
+    def counted_lock(key: str) -> Any:
+        line_up.bump(line_up.lock_asks)
+        return lock(key)
+
+    store.lock = counted_lock  # type: ignore[method-assign]
+
+
 def _worker(
     spec: tuple[str, str, str],
     token_url: str,
@@ -405,15 +456,19 @@ def _worker(
     barrier: Any,
     rounds: int,
     results: Any,
+    line_up: _LineUp | None = None,
 ) -> None:
     """8 threads per round, in step with every other process."""
-    auth = _password_auth(token_url, _store_from(spec), _SharedClock(clock_value))
+    store = _store_from(spec)
+    if line_up is not None:
+        _count_waiters(store, line_up)
+    auth = _password_auth(token_url, store, _SharedClock(clock_value))
     client = httpx.Client(auth=auth, timeout=20)
     failed = sent = 0
     lock = threading.Lock()
     for _ in range(rounds):
         barrier.wait()
-        start = threading.Barrier(8)
+        start = threading.Barrier(THREADS)
 
         def request(index: int, start: threading.Barrier = start) -> None:
             nonlocal failed, sent
@@ -429,7 +484,7 @@ def _worker(
                 sent += 1
                 failed += status != 200
 
-        threads = [threading.Thread(target=request, args=(index,)) for index in range(8)]
+        threads = [threading.Thread(target=request, args=(index,)) for index in range(THREADS)]
         for thread in threads:
             thread.start()
         for thread in threads:
@@ -464,9 +519,19 @@ def _run_processes(
     workers: int = 6,
     rounds: int = 25,
     kill_after: int | None = None,
+    line_up: bool = False,
 ) -> _Run:
+    """Run `workers` processes for `rounds` rounds. With `line_up`, each round that renews
+    (the cold start, then every token lifetime) holds the token call until the other
+    processes' leaders wait for the store's lock and every other thread for its process's
+    renewal."""
     barrier = CONTEXT.Barrier(workers + 1)
     results = CONTEXT.Queue()
+    counters = (
+        _LineUp(CONTEXT.Condition(), CONTEXT.Value("i", 0), CONTEXT.Value("i", 0))
+        if line_up
+        else None
+    )
     processes = [
         CONTEXT.Process(
             target=_worker,
@@ -478,6 +543,7 @@ def _run_processes(
                 barrier,
                 rounds,
                 results,
+                counters,
             ),
         )
         for _ in range(workers)
@@ -494,8 +560,18 @@ def _run_processes(
     for process in processes:
         process.start()
     first_round_calls = -1
+    renewals = 0
     for index in range(rounds):
-        barrier.wait()  # round starts
+        if counters is not None and (index * STEP) % LIFETIME == 0:  # every token expired
+            renewals += 1
+            with fake.hold_token_requests():  # before the round starts: no call slips by
+                barrier.wait()  # round starts
+                assert fake.wait_for_held_token_requests(1)
+                assert counters.wait_for(
+                    lock_asks=workers * renewals, joined=workers * (THREADS - 1) * renewals
+                )
+        else:
+            barrier.wait()  # round starts
         barrier.wait()  # round ends
         if index == 0:
             first_round_calls = fake.token_calls
@@ -524,10 +600,11 @@ def test_six_processes_of_eight_threads_renew_once_per_lifetime(
     clock_value = CONTEXT.Value("d", START)
     clock = _SharedClock(clock_value)
     with FakeOAuth2Provider(
-        token_lifetime=LIFETIME, rotate_refresh_tokens=True, token_delay=0.05, clock=clock
+        token_lifetime=LIFETIME, rotate_refresh_tokens=True, clock=clock
     ) as fake:
-        run = _run_processes(shared_spec, fake, clock_value)
+        run = _run_processes(shared_spec, fake, clock_value, line_up=True)
         assert run.token_calls_after_first_round == 1  # cold start: one call for 48 threads
+        assert fake.max_concurrent_token_calls == 1
         assert run.failed == 0
         assert run.sent == 6 * 8 * 25
         assert fake.stale_refresh_tokens == 0
@@ -572,12 +649,12 @@ def _fresh_renewal(spec: list[str], token_url: str, now: float) -> None:
 
 
 def test_redis_store_with_an_asyncio_client_serves_200_tasks_with_one_token_call(
-    redis_url: str,
+    redis_url: str, flights: FlightWatch
 ) -> None:
     import redis.asyncio
 
     clock = ManualClock(START)
-    with FakeOAuth2Provider(token_lifetime=LIFETIME, token_delay=0.02, clock=clock) as fake:
+    with FakeOAuth2Provider(token_lifetime=LIFETIME, clock=clock) as fake:
 
         async def scenario() -> list[int]:
             client = redis.asyncio.Redis.from_url(redis_url)
@@ -594,8 +671,12 @@ def test_redis_store_with_an_asyncio_client_serves_200_tasks_with_one_token_call
                         return (await http.get(fake.api_url)).status_code
 
                     tasks = [asyncio.create_task(one()) for _ in range(200)]
-                    await asyncio.sleep(0)
-                    go.set()
+                    with fake.hold_token_requests():
+                        await asyncio.sleep(0)
+                        go.set()
+                        # The leader's call is held until the 199 others wait for it.
+                        assert await asyncio.to_thread(fake.wait_for_held_token_requests, 1)
+                        assert await asyncio.to_thread(flights.wait_for_joined, 199)
                     return list(await asyncio.gather(*tasks))
             finally:
                 await client.aclose()
