@@ -287,8 +287,9 @@ def test_redis_lease_survives_a_restart_so_one_refresh_token_is_spent_once(
 
 
 def _password_auth(
-    fake: FakeOAuth2Provider, store: TokenStore, clock: ManualClock
+    fake: FakeOAuth2Provider, store: TokenStore, clock: ManualClock, **options: Any
 ) -> OAuth2Password:
+    """Alice's password grant: every "process" of a test logs in as the same user."""
     return OAuth2Password(
         fake.token_url,
         "client-id",
@@ -297,6 +298,7 @@ def _password_auth(
         client_secret="client-secret",
         store=store,
         clock=clock,
+        **options,
     )
 
 
@@ -359,16 +361,7 @@ def test_paused_credential_adopts_a_valid_token_another_process_stored(
     with FakeOAuth2Provider(token_lifetime=LIFETIME, clock=clock) as fake:
 
         def process(clock: ManualClock) -> OAuth2Password:
-            return OAuth2Password(
-                fake.token_url,
-                "client-id",
-                "alice",
-                "alice-password",
-                client_secret="client-secret",
-                store=FileStore(tmp_path / "tokens"),
-                clock=clock,
-                retries=0,
-            )
+            return _password_auth(fake, FileStore(tmp_path / "tokens"), clock, retries=0)
 
         paused = process(clock)
         paused.get_token()
