@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, settings
 
 import renewauth
 
-from .helpers import KINDS, ManualClock
+from .helpers import KINDS, FlightWatch, ManualClock
 from .redis_server import RedisServer
 
 # Shared CI machines are noisy: a slow example is not a failing one.
@@ -129,6 +129,12 @@ def redis_server(tmp_path: pathlib.Path) -> Iterator[RedisServer]:
 def forgetful_redis(tmp_path: pathlib.Path) -> Iterator[RedisServer]:
     """A real redis-server without persistence: a restart empties it."""
     yield from _redis(tmp_path / "redis", persistent=False)
+
+
+@pytest.fixture
+def flights(monkeypatch: pytest.MonkeyPatch) -> FlightWatch:
+    """Counts the callers that join a renewal in flight (tests/helpers.py)."""
+    return FlightWatch(monkeypatch)
 
 
 @pytest.fixture(params=KINDS)

@@ -9,6 +9,7 @@ import threading
 from collections.abc import Callable, Iterable
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import requests
@@ -215,3 +216,65 @@ def job_chain(
         clock=clock,
         **options,  # type: ignore[arg-type]
     )
+
+
+class FlightWatch:
+    """Counts the callers that joined a renewal already in flight (the single flight's
+    followers), as `renewauth._flight.begin` answers them.
+
+    With the fake holding the leader's token call, a test waits until every caller it started
+    has joined, then releases the call: the callers meet the renewal for certain, instead of
+    a token delay that hopes they arrive in time.
+    """
+
+    def __init__(self, monkeypatch: Any) -> None:
+        from renewauth import _flight
+
+        self._changed = threading.Condition()
+        self._joined = 0
+        begin = _flight.begin
+
+        def counting(*args: Any, **kwargs: Any) -> Any:
+            flight, is_leader = begin(*args, **kwargs)
+            if not is_leader:
+                with self._changed:
+                    self._joined += 1
+                    self._changed.notify_all()
+            return flight, is_leader
+
+        monkeypatch.setattr(_flight, "begin", counting)
+
+    def wait_for_joined(self, n: int, timeout: float = 30.0) -> bool:
+        """Wait until at least `n` callers joined a renewal in flight; False after `timeout`."""
+        with self._changed:
+            return self._changed.wait_for(lambda: self._joined >= n, timeout)
+
+
+def send_concurrently_while_held(
+    kind: str,
+    auth: TokenAuth,
+    url: str,
+    workers: int,
+    fake: FakeOAuth2Provider,
+    flights: FlightWatch,
+) -> list[int]:
+    """`send_concurrently`, with the first token call held until the `workers - 1` others
+    have joined its renewal: one renewal for all of them is tested, not hoped for."""
+    outcome: list[list[int] | BaseException] = []
+
+    def run() -> None:
+        try:
+            outcome.append(send_concurrently(kind, auth, url, workers))
+        except BaseException as exc:  # raised in the test's thread below
+            outcome.append(exc)
+
+    sender = threading.Thread(target=run)
+    with fake.hold_token_requests():
+        sender.start()
+        assert fake.wait_for_held_token_requests(1)
+        assert flights.wait_for_joined(workers - 1)
+    sender.join()
+    (result,) = outcome
+    if isinstance(result, BaseException):
+        raise result
+    return result

@@ -18,7 +18,7 @@ from renewauth import (
 )
 from renewauth.testing import FakeOAuth2Provider
 
-from .helpers import KINDS, ManualClock, send
+from .helpers import KINDS, FlightWatch, ManualClock, send
 
 CLIENT_ID, CLIENT_SECRET = "client-id", "client-secret"
 
@@ -37,7 +37,7 @@ def fake(clock: ManualClock) -> Iterator[FakeOAuth2Provider]:
 
 
 def test_cancelled_async_leader_still_stores_the_rotated_refresh_token(
-    fake: FakeOAuth2Provider, clock: ManualClock
+    fake: FakeOAuth2Provider, clock: ManualClock, flights: FlightWatch
 ) -> None:
     """A caller cancelled while its refresh is at the server must not lose the answer."""
     seen: list[str | None] = []
@@ -61,7 +61,7 @@ def test_cancelled_async_leader_still_stores_the_rotated_refresh_token(
             with pytest.raises(asyncio.CancelledError):
                 await leader
             waiter = asyncio.create_task(auth.aget_token())
-            await asyncio.sleep(0)
+            assert await asyncio.to_thread(flights.wait_for_joined, 1)  # waits for the renewal
         assert (await waiter).refresh_token == seen[-1]
 
     asyncio.run(scenario())
@@ -92,7 +92,7 @@ def test_blocking_call_inside_the_renewing_loop_raises_instead_of_renewing_twice
 
 
 def test_failed_soft_renewal_is_tried_once_by_16_threads(
-    fake: FakeOAuth2Provider, clock: ManualClock
+    fake: FakeOAuth2Provider, clock: ManualClock, flights: FlightWatch
 ) -> None:
     auth = OAuth2ClientCredentials(
         fake.token_url,
@@ -103,23 +103,34 @@ def test_failed_soft_renewal_is_tried_once_by_16_threads(
         leeway=30.0,
         retries=0,
     )
-    auth.get_token()
+    valid = auth.get_token()
     clock.advance(80.0)  # soft window
     fake.fail_token_requests(503, times=-1)
-    fake.token_delay = 0.02  # keeps the failing flight open while the others arrive
     barrier = threading.Barrier(16)
     tokens = []
+    returned = threading.Condition()
 
     def work() -> None:
         barrier.wait()
-        tokens.append(auth.get_token())
+        token = auth.get_token()
+        with returned:
+            tokens.append(token)
+            returned.notify_all()
 
     threads = [threading.Thread(target=work) for _ in range(16)]
-    for thread in threads:
-        thread.start()
+    with fake.hold_token_requests():  # keeps the failing flight open while the others arrive
+        for thread in threads:
+            thread.start()
+        assert fake.wait_for_held_token_requests(1)
+        assert flights.wait_for_joined(15)
+        with returned:  # in the soft window nobody waits: the token is still valid
+            assert returned.wait_for(lambda: len(tokens) == 15, 30)
     for thread in threads:
         thread.join()
     assert len(tokens) == 16
+    assert tokens == [valid] * 16
+    # Callers after the failure, in the same soft window, do not try again either.
+    assert [auth.get_token() for _ in range(16)] == [valid] * 16
     assert fake.token_calls == 2  # the first token, then one failed soft renewal
 
 

@@ -108,10 +108,20 @@ def test_http2_request_with_a_spent_token_never_waits_while_others_share_the_con
 
     async def main() -> list[int]:
         hooks = {"request": [age]}
+        departing = asyncio.Event()
+
+        async def trace(event: str, info: object) -> None:
+            # Runs after renewauth's own check of the leaving request: it did not wait.
+            if event == "http2.send_request_headers.started":
+                departing.set()
+
         async with httpx.AsyncClient(http1=False, http2=True, event_hooks=hooks) as client:
             assert (await client.get(server.url + "warm", auth=auth)).status_code == 200
-            aged = asyncio.create_task(client.get(server.url + "aged", auth=auth))
-            await asyncio.sleep(0.05)
+            aged = asyncio.create_task(
+                client.get(server.url + "aged", auth=auth, extensions={"trace": trace})
+            )
+            await departing.wait()  # its stream id is taken and its headers go now
+            assert slow_fake.token_calls == 1  # no renewal was waited for on the way out
             other = asyncio.create_task(client.get(server.url + "other"))
             return [(await aged).status_code, (await other).status_code]
 
@@ -119,6 +129,9 @@ def test_http2_request_with_a_spent_token_never_waits_while_others_share_the_con
     assert server.errors == []
     assert [path for path, _ in server.received] == ["/warm", "/aged", "/other"]
     assert slow_fake.token_calls == 1  # the aged request left as it was: the API decides
+    warm, aged, other = (authorization for _, authorization in server.received)
+    assert aged == warm != ""  # with the token it was signed with
+    assert other == ""
 
 
 def test_http2_request_leaves_with_a_newer_token_already_cached(

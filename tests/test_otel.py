@@ -65,8 +65,33 @@ def test_otel_counts_renewals_by_outcome_and_times_token_calls(
 def test_otel_undo_stops_recording() -> None:
     reader = InMemoryMetricReader()
     instrument(MeterProvider(metric_readers=[reader]))()
-    with FakeOAuth2Provider() as fake:
-        OAuth2ClientCredentials(
-            fake.token_url, "client-id", "client-secret", store=MemoryStore()
-        ).get_token()
+    # The same instrumentation, left on for one renewal and undone before a second: it saw
+    # the first, so the scenario does record, and not the second.
+    control = InMemoryMetricReader()
+    undo_control = instrument(MeterProvider(metric_readers=[control]))
+    try:
+        with FakeOAuth2Provider() as fake:
+            OAuth2ClientCredentials(
+                fake.token_url, "client-id", "client-secret", store=MemoryStore()
+            ).get_token()
+            recorded = points(control)
+            assert _outcomes(recorded) == {"fetched": 1}
+            assert len(recorded["renewauth.token.time_left"]) == 1
+            undo_control()
+            OAuth2ClientCredentials(
+                fake.token_url, "client-id", "client-secret", store=MemoryStore()
+            ).get_token()
+            assert fake.tokens_issued == 2
+    finally:
+        undo_control()  # harmless when already undone
     assert "renewauth.renewals" not in points(reader)
+    assert points(reader) == {}
+    after = points(control)
+    assert _outcomes(after) == {"fetched": 1}  # the counter is cumulative: still the first
+    assert len(after["renewauth.token_call.duration"]) == 1
+    assert after["renewauth.token_call.duration"][0][1] == 1
+    assert "renewauth.token.time_left" not in after  # the gauge reports nothing once undone
+
+
+def _outcomes(found: dict[str, list[tuple[dict[str, object], object]]]) -> dict[object, object]:
+    return {attributes["outcome"]: value for attributes, value in found["renewauth.renewals"]}

@@ -20,6 +20,7 @@ from renewauth import (
     InvalidClient,
     InvalidGrant,
     MemoryStore,
+    Token,
     TokenAuth,
     TokenEndpointUnavailable,
 )
@@ -221,13 +222,29 @@ def test_rotating_provider_stores_every_refresh_token_before_use(
 ) -> None:
     with started(case, clock) as fake:
         seen: list[str | None] = []
+        stored: list[str | None] = []  # what the store held when each token was announced
         auth = case.auth(fake, clock)
-        auth._manager.on_token = lambda token: seen.append(token.refresh_token)
+        manager = auth._manager
+
+        def on_token(token: Token) -> None:
+            seen.append(token.refresh_token)
+            held = manager.store.get(manager.key)
+            stored.append(None if held is None else held.refresh_token)
+
+        manager.on_token = on_token
         for _ in range(4):
             auth.get_token()
             clock.advance(LIFETIME + 1)
         assert fake.stale_refresh_tokens == 0
         assert len(set(seen)) == len(seen) == 4
+        # on_token runs before get_token returns, so before the token is used: the store
+        # already held each rotated refresh token, and the next renewal presented it.
+        assert stored == seen
+        presented = {
+            request.params.get("refresh_token") or request.params.get("rToken")
+            for request in fake.recent_token_requests
+        }
+        assert set(seen[:-1]) <= presented
 
 
 # --- provider specifics ---------------------------------------------------------------------

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -23,8 +26,16 @@ from renewauth import (
     TokenEndpointUnavailable,
 )
 from renewauth.testing import FakeOAuth2Provider
+from renewauth.transports._signing import should_renew_after
 
-from .helpers import KINDS, ManualClock, send, send_concurrently
+from .helpers import (
+    KINDS,
+    FlightWatch,
+    ManualClock,
+    send,
+    send_concurrently,
+    send_concurrently_while_held,
+)
 
 CLIENT_ID, CLIENT_SECRET = "client-id", "client-secret"
 USER, PASSWORD = "alice", "alice-password"
@@ -287,15 +298,28 @@ def test_bearer_token_gives_a_401_back_without_renewing(
 # --- origins -------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("dpop", [False, True], ids=["bearer", "dpop"])
 def test_token_is_never_sent_to_another_origin_on_redirect(
-    kind: str, fake: FakeOAuth2Provider, clock: ManualClock
+    kind: str, fake: FakeOAuth2Provider, clock: ManualClock, dpop: bool
 ) -> None:
-    with FakeOAuth2Provider() as elsewhere:
-        auth = credentials(fake, clock)
+    """requests and httpx drop `Authorization` themselves; the `DPoP` proof renewauth adds
+    is a header they do not know, so only renewauth's own removal keeps it home."""
+    with contextlib.ExitStack() as fakes:
+        home = fake
+        if dpop:
+            home = fakes.enter_context(
+                FakeOAuth2Provider(token_type="DPoP", dpop_nonces=True, clock=clock)
+            )
+        elsewhere = fakes.enter_context(FakeOAuth2Provider())
+        auth = credentials(home, clock, dpop=dpop)
+        here = send(kind, auth, f"{home.base_url}/echo-headers")
+        assert {"authorization", *(["dpop"] if dpop else [])} <= set(json.loads(here.body))
         target = f"{elsewhere.base_url}/echo-headers"
-        reply = send(kind, auth, f"{fake.api_url}redirect?to={target}")
+        reply = send(kind, auth, f"{home.api_url}redirect?to={target}")
         assert reply.status == 200
         assert b"authorization" not in reply.body.lower()
+        received = set(json.loads(reply.body))
+        assert received.isdisjoint({"authorization", "dpop"})
 
 
 def test_401_from_a_redirect_target_elsewhere_never_renews(
@@ -308,6 +332,78 @@ def test_401_from_a_redirect_target_elsewhere_never_renews(
         assert reply.status == 401
         assert fake.token_calls == 1
         assert elsewhere.token_calls == 0
+
+
+def _carrying_authorization_across_redirects(kind: str) -> dict[str, Any]:
+    """Event hooks of a program that puts its last `Authorization` back on every redirect,
+    to any origin: the 401 that origin answers reaches renewauth with the token on it."""
+    carried: list[str] = []
+
+    def carry(request: httpx.Request) -> None:
+        if "Authorization" in request.headers:
+            carried.append(request.headers["Authorization"])
+        elif carried:
+            request.headers["Authorization"] = carried[-1]
+
+    async def acarry(request: httpx.Request) -> None:
+        carry(request)
+
+    return {"request": [acarry if kind == "httpx-async" else carry]}
+
+
+@pytest.mark.parametrize("client_kind", ["httpx", "httpx-async"])
+def test_401_from_another_origin_carrying_the_token_never_renews(
+    client_kind: str, fake: FakeOAuth2Provider, clock: ManualClock
+) -> None:
+    """Only the origin the token was sent to can say it was rejected: whoever carried it
+    elsewhere, a 401 from there renews nothing and resends nothing."""
+    with FakeOAuth2Provider() as elsewhere:
+        auth = credentials(fake, clock)
+        url = f"{fake.api_url}redirect?to={elsewhere.api_url}always-401"
+        hooks = _carrying_authorization_across_redirects(client_kind)
+        if client_kind == "httpx":
+            with httpx.Client(auth=auth, follow_redirects=True, event_hooks=hooks) as client:
+                reply = client.get(url)
+        else:
+
+            async def call() -> httpx.Response:
+                async with httpx.AsyncClient(
+                    auth=auth, follow_redirects=True, event_hooks=hooks
+                ) as client:
+                    return await client.get(url)
+
+            reply = asyncio.run(call())
+        assert reply.status_code == 401
+        assert reply.request.headers["Authorization"].startswith("Bearer ")  # it was carried
+        assert len(reply.history) == 1  # the redirect only: no resend
+        assert fake.token_calls == 1
+        assert elsewhere.api_unauthorized == 1
+        assert elsewhere.token_calls == 0
+
+
+@pytest.mark.parametrize(
+    ("answered_url", "renews"),
+    [
+        ("https://api.example.com/other", True),
+        ("https://elsewhere.example.com/x", False),
+        ("https://api.example.com:8443/x", False),
+        ("http://api.example.com/x", False),
+    ],
+)
+def test_a_rejection_renews_only_when_it_came_from_the_origin_the_token_was_sent_to(
+    answered_url: str, renews: bool
+) -> None:
+    assert (
+        should_renew_after(
+            401,
+            (401,),
+            signed_url="https://api.example.com/x",
+            answered_url=answered_url,
+            carried_token=True,
+            already_resent=False,
+        )
+        is renews
+    )
 
 
 def test_plain_http_token_url_is_refused_off_loopback() -> None:
@@ -446,18 +542,24 @@ def test_spent_refresh_token_raises_invalid_grant_naming_the_fix(
 
 
 @pytest.mark.parametrize("kind", ["requests", "httpx"])
-def test_32_threads_at_cold_start_make_one_token_call(kind: str, clock: ManualClock) -> None:
-    with FakeOAuth2Provider(token_delay=0.05, clock=clock) as fake:
+def test_32_threads_at_cold_start_make_one_token_call(
+    kind: str, clock: ManualClock, flights: FlightWatch
+) -> None:
+    with FakeOAuth2Provider(clock=clock) as fake:
         auth = credentials(fake, clock)
-        statuses = send_concurrently(kind, auth, fake.api_url, 32)
+        statuses = send_concurrently_while_held(kind, auth, fake.api_url, 32, fake, flights)
         assert statuses == [200] * 32
         assert fake.token_calls == 1
 
 
-def test_200_tasks_at_cold_start_make_one_token_call(clock: ManualClock) -> None:
-    with FakeOAuth2Provider(token_delay=0.05, clock=clock) as fake:
+def test_200_tasks_at_cold_start_make_one_token_call(
+    clock: ManualClock, flights: FlightWatch
+) -> None:
+    with FakeOAuth2Provider(clock=clock) as fake:
         auth = credentials(fake, clock)
-        statuses = send_concurrently("httpx-async", auth, fake.api_url, 200)
+        statuses = send_concurrently_while_held(
+            "httpx-async", auth, fake.api_url, 200, fake, flights
+        )
         assert statuses == [200] * 200
         assert fake.token_calls == 1
 
@@ -474,35 +576,49 @@ def test_rotation_with_8_threads_never_presents_a_stale_refresh_token(
         assert fake.token_calls_by_grant == {"password": 1, "refresh_token": 4}
 
 
-def test_threads_and_tasks_together_share_one_renewal(clock: ManualClock) -> None:
-    with FakeOAuth2Provider(token_delay=0.05, clock=clock) as fake:
+def test_threads_and_tasks_together_share_one_renewal(
+    clock: ManualClock, flights: FlightWatch
+) -> None:
+    with FakeOAuth2Provider(clock=clock) as fake:
         auth = credentials(fake, clock)
         results: list[list[int]] = []
+        task_results: list[list[int]] = []
         import threading
 
         thread = threading.Thread(
             target=lambda: results.append(send_concurrently("httpx", auth, fake.api_url, 8))
         )
-        thread.start()
-        tasks = send_concurrently("httpx-async", auth, fake.api_url, 50)
+        tasks_thread = threading.Thread(
+            target=lambda: task_results.append(
+                send_concurrently("httpx-async", auth, fake.api_url, 50)
+            )
+        )
+        with fake.hold_token_requests():
+            thread.start()
+            tasks_thread.start()
+            assert fake.wait_for_held_token_requests(1)
+            assert flights.wait_for_joined(8 + 50 - 1)  # all but the leader wait for it
         thread.join()
+        tasks_thread.join()
+        (tasks,) = task_results
         assert tasks == [200] * 50
         assert results == [[200] * 8]
         assert fake.token_calls == 1
 
 
-def test_hard_waiters_share_the_leaders_error(clock: ManualClock) -> None:
+def test_hard_waiters_share_the_leaders_error(clock: ManualClock, flights: FlightWatch) -> None:
     with FakeOAuth2Provider(clock=clock) as fake:
         auth = OAuth2ClientCredentials(fake.token_url, CLIENT_ID, "wrong", store=MemoryStore())
-        fake.token_delay = 0.05
         with pytest.raises(InvalidClient):
-            send_concurrently("httpx", auth, fake.api_url, 8)
+            send_concurrently_while_held("httpx", auth, fake.api_url, 8, fake, flights)
         assert fake.token_calls <= 8
+        assert fake.token_calls == 1  # the seven waiters were given the leader's error
         assert fake.max_concurrent_token_calls == 1
 
 
 def test_async_renewal_does_not_block_the_event_loop(clock: ManualClock) -> None:
     """While the token endpoint holds the renewal, other tasks on the loop keep running."""
+    rounds = 10
     with FakeOAuth2Provider(clock=clock) as fake:
         auth = credentials(fake, clock)
 
@@ -518,10 +634,39 @@ def test_async_renewal_does_not_block_the_event_loop(clock: ManualClock) -> None
                         ticks += 1  # only counts if the loop is free while the renewal waits
                         await asyncio.sleep(0)
                     assert held.result()
+                    assert ticks > 0
+                    # Another task and this one hand the loop to each other, each turn while
+                    # the renewal is still held: every turn counts.
+                    turns = await _turns_taken_while(lambda: not request.done(), rounds)
+                    assert fake.token_calls == 1
                 assert (await request).status_code == 200
-            return ticks
+            return turns
 
-        assert asyncio.run(scenario()) > 0
+        assert asyncio.run(scenario()) == rounds
+        assert fake.token_calls == 1
+
+
+async def _turns_taken_while(condition: Callable[[], bool], rounds: int) -> int:
+    """Hand the event loop back and forth with a second task `rounds` times; return how many
+    of the second task's turns ran while `condition()` held."""
+    ping, pong = asyncio.Event(), asyncio.Event()
+    turns = 0
+
+    async def other() -> None:
+        nonlocal turns
+        for _ in range(rounds):
+            await ping.wait()
+            ping.clear()
+            turns += condition()
+            pong.set()
+
+    partner = asyncio.create_task(other())
+    for _ in range(rounds):
+        ping.set()
+        await pong.wait()
+        pong.clear()
+    await partner
+    return turns
 
 
 def test_requests_session_auth_and_httpx_client_share_the_same_object(

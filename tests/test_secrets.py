@@ -14,6 +14,7 @@ import pytest
 
 from renewauth import (
     AuthError,
+    InvalidGrant,
     MemoryStore,
     OAuth2ClientCredentials,
     OAuth2Password,
@@ -143,12 +144,21 @@ def test_no_secret_surfaces_in_token_endpoint_errors(
 def test_no_secret_surfaces_when_credentials_are_wrong(
     fake: FakeOAuth2Provider, canary: Canary
 ) -> None:
+    refused: list[type[AuthError] | None] = []
     for auth in auths(fake, canary, password="wrong-" + CANARY_PASSWORD):
         canary.secrets.add("wrong-" + CANARY_PASSWORD)
         try:
             auth.get_token()
         except AuthError as exc:
             canary.see_error(exc)
+            refused.append(type(exc))
+        else:
+            refused.append(None)
+        canary.see(auth)
+    # Only the password grant carries the wrong password, and the server refused it: the
+    # canary read that error, not nothing.
+    assert refused == [None, InvalidGrant, None]
+    assert fake.token_calls_by_grant["password"] == 1
 
 
 def test_no_secret_surfaces_when_the_endpoint_is_unreachable(canary: Canary) -> None:

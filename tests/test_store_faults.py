@@ -8,9 +8,13 @@ same Redis stand for two processes: they share no flight, only the store and its
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import os
 import threading
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -136,6 +140,71 @@ def test_rotated_token_survives_redis_stopped_during_the_refresh(
         assert fake.stale_refresh_tokens == 0
 
 
+class _EnteringRedis(RedisStore):
+    """A RedisStore that says when a renewal starts to wait for its lock."""
+
+    def __init__(self, url: str, **options: Any) -> None:
+        super().__init__(url, **options)
+        self.entering = threading.Event()
+
+    def lock(self, key: str):  # type: ignore[no-untyped-def]
+        self.entering.set()
+        return super().lock(key)
+
+
+class _SetOnRecord(logging.Handler):
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text, self.seen = text, threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.text in record.getMessage():
+            self.seen.set()
+
+
+@contextlib.contextmanager
+def _logged(text: str) -> Iterator[threading.Event]:
+    """An event set once renewauth logs a line containing `text`."""
+    handler = _SetOnRecord(text)
+    logger = logging.getLogger("renewauth")
+    logger.addHandler(handler)
+    try:
+        yield handler.seen
+    finally:
+        logger.removeHandler(handler)
+
+
+class _LeaseEvents:
+    """What Redis does to one key, in order (keyspace notifications)."""
+
+    def __init__(self, client: Any, pubsub: Any) -> None:
+        self.client, self._pubsub = client, pubsub
+
+    def next(self) -> str:
+        while True:  # past the confirmation of the subscription
+            message = self._pubsub.get_message(timeout=10)
+            assert message is not None, "Redis reported nothing on the lease key"
+            if message["type"] == "message":
+                return str(message["data"].decode())
+
+    def until(self, event: str, *, times: int) -> list[str]:
+        """Every event up to and including the `times`-th `event`."""
+        seen: list[str] = []
+        while seen.count(event) < times:
+            seen.append(self.next())
+        return seen
+
+
+@contextlib.contextmanager
+def _lease_events(url: str, key: str) -> Iterator[_LeaseEvents]:
+    import redis
+
+    with redis.Redis.from_url(url) as client, client.pubsub() as pubsub:
+        client.config_set("notify-keyspace-events", "Kgx$")  # a restart forgets it
+        pubsub.subscribe(f"__keyspace@0__:{key}")
+        yield _LeaseEvents(client, pubsub)
+
+
 def _try(call):  # type: ignore[no-untyped-def]
     try:
         return call()
@@ -162,63 +231,75 @@ def _eventually(condition, seconds: float = 20.0) -> bool:  # type: ignore[no-un
 def test_redis_lease_survives_a_restart_so_one_refresh_token_is_spent_once(
     redis_server: RedisServer,
 ) -> None:
+    """The leader's lease outlives a Redis restart in the middle of its refresh, so the
+    follower waits and never spends the same refresh token. A password grant: two objects of
+    one process meet at the lease alone (a chain's would wait at this machine's lock first)."""
     clock = ManualClock(START)
     with FakeOAuth2Provider(
         token_lifetime=LIFETIME, rotate_refresh_tokens=True, clock=clock
     ) as fake:
         prefix = f"test:{os.urandom(4).hex()}:"
-
-        def store() -> RedisStore:
-            return RedisStore(
-                redis_server.url, prefix=prefix, lease=1.0, socket_timeout=1, connect_timeout=1
-            )
-
-        first = _refresh_auth(fake, store(), clock)
+        options: dict[str, Any] = {
+            "prefix": prefix,
+            "lease": 1.0,
+            "socket_timeout": 1,
+            "connect_timeout": 1,
+        }
+        first = _password_auth(fake, RedisStore(redis_server.url, **options), clock)
         first.get_token()
-        second = _refresh_auth(fake, store(), clock)  # the same credentials, another process
+        follower_store = _EnteringRedis(redis_server.url, **options)
+        second = _password_auth(fake, follower_store, clock)  # the same user, another process
+        lock_key = f"{prefix}lock:{first._manager.key}"
         clock.advance(LIFETIME + 1)
         results: list[object] = []
-        with fake.hold_token_requests():
+        with (
+            _logged("could not extend the renewal lock") as extension_failed,
+            fake.hold_token_requests(),
+        ):
             leader = threading.Thread(target=lambda: results.append(_try(first.get_token)))
             leader.start()
             assert fake.wait_for_held_token_requests(1)
             redis_server.stop()
-            threading.Event().wait(0.5)  # the outage: longer than an extension interval
+            # The outage: longer than an extension interval, as the leader's failed try says.
+            assert extension_failed.wait(10)
             redis_server.start()
-            follower = threading.Thread(target=lambda: results.append(_try(second.get_token)))
-            follower.start()
-            threading.Event().wait(2.5)  # the renewal outlasts the 1 s lease twice over
+            with _lease_events(redis_server.url, lock_key) as lease:
+                follower = threading.Thread(target=lambda: results.append(_try(second.get_token)))
+                follower.start()
+                assert follower_store.entering.wait(10)  # the follower asks for the lock
+                owner = lease.client.get(lock_key)
+                assert owner is not None  # the leader's lease, kept across the restart
+                # The renewal outlasts the 1 s lease twice over: six extensions, a third of its
+                # life apart, while the follower waits and the lease never changes hands.
+                seen = lease.until("expire", times=6)
+                assert "expired" not in seen
+                assert "del" not in seen
+                assert lease.client.get(lock_key) == owner
+                assert results == []  # the leader is held, the follower still waits
+                assert fake.token_calls_by_grant == {"password": 1, "refresh_token": 1}
         leader.join(30)
         follower.join(30)
         assert all(isinstance(result, Token) for result in results), results
         assert fake.max_concurrent_token_calls == 1
         assert fake.stale_refresh_tokens == 0
         assert fake.token_calls == 2  # the first fetch and one renewal, for both processes
+        assert fake.token_calls_by_grant == {"password": 1, "refresh_token": 1}
 
 
-def test_leader_that_lost_its_lease_never_overwrites_a_newer_token(
-    redis_server: RedisServer,
-) -> None:
-    clock = ManualClock(START)
-    with FakeOAuth2Provider(token_lifetime=LIFETIME, clock=clock) as fake:
-        prefix = f"test:{os.urandom(4).hex()}:"
-        store = RedisStore(redis_server.url, prefix=prefix, lease=1.0)
-        auth = OAuth2ClientCredentials(
-            fake.token_url, "client-id", "client-secret", store=store, clock=clock
-        )
-        auth.get_token()
-        clock.advance(LIFETIME + 1)
-        newer = Token(access_token="newer", expires_at=START + 10 * LIFETIME, issued_at=START)
-        outcome: list[object] = []
-        with fake.hold_token_requests():
-            thread = threading.Thread(target=lambda: outcome.append(_try(auth.get_token)))
-            thread.start()
-            assert fake.wait_for_held_token_requests(1)
-            # Another process took the lock after this one's lease ran out, and renewed.
-            RedisStore(redis_server.url, prefix=prefix).set(auth._manager.key, newer)
-        thread.join(30)
-        assert store.get(auth._manager.key) == newer  # the late leader was fenced out
-        assert outcome == [newer]  # and it adopted the store's token
+def _password_auth(
+    fake: FakeOAuth2Provider, store: TokenStore, clock: ManualClock, **options: Any
+) -> OAuth2Password:
+    """Alice's password grant: every "process" of a test logs in as the same user."""
+    return OAuth2Password(
+        fake.token_url,
+        "client-id",
+        "alice",
+        "alice-password",
+        client_secret="client-secret",
+        store=store,
+        clock=clock,
+        **options,
+    )
 
 
 _LEASE_WARNINGS = {
@@ -291,15 +372,22 @@ def test_redis_lock_warns_alike_sync_and_async_when_its_lease_is_lost(
 
 @pytest.mark.parametrize("later", ["sync", "async"])
 def test_closed_event_loop_never_leaves_the_credential_stuck(later: str) -> None:
-    with FakeOAuth2Provider(token_delay=1.0) as fake:
+    with FakeOAuth2Provider() as fake:
         auth = OAuth2ClientCredentials(fake.token_url, "client-id", "client-secret", timeout=2)
         loop = asyncio.new_event_loop()
-        with pytest.raises(TimeoutError):
-            loop.run_until_complete(asyncio.wait_for(auth.aget_token(), 0.3))
-        loop.close()  # the shielded renewal task will never run again
-        fake.token_delay = 0.0
+
+        async def give_up_while_the_renewal_is_held() -> None:
+            renewal = asyncio.ensure_future(auth.aget_token())
+            assert await asyncio.to_thread(fake.wait_for_held_token_requests, 1)
+            await asyncio.wait_for(renewal, 0)  # the caller gives up; the renewal goes on
+
+        with fake.hold_token_requests():
+            with pytest.raises(TimeoutError):
+                loop.run_until_complete(give_up_while_the_renewal_is_held())
+            loop.close()  # the shielded renewal task will never run again
         token = auth.get_token() if later == "sync" else asyncio.run(auth.aget_token())
         assert token.access_token
+        assert fake.token_calls == 2  # the abandoned call, and the one that took over
 
 
 def test_flight_of_a_thread_that_died_is_taken_over() -> None:
@@ -338,16 +426,7 @@ def test_paused_credential_adopts_a_valid_token_another_process_stored(
     with FakeOAuth2Provider(token_lifetime=LIFETIME, clock=clock) as fake:
 
         def process(clock: ManualClock) -> OAuth2Password:
-            return OAuth2Password(
-                fake.token_url,
-                "client-id",
-                "alice",
-                "alice-password",
-                client_secret="client-secret",
-                store=FileStore(tmp_path / "tokens"),
-                clock=clock,
-                retries=0,
-            )
+            return _password_auth(fake, FileStore(tmp_path / "tokens"), clock, retries=0)
 
         paused = process(clock)
         paused.get_token()

@@ -17,10 +17,10 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -37,11 +37,12 @@ from renewauth import (
 )
 from renewauth.testing import FakeOAuth2Provider
 
-from .helpers import ManualClock
+from .helpers import FlightWatch, ManualClock
 
 LIFETIME, LEEWAY, STEP = 100.0, 5.0, 20.0
 START = 1_800_000_000.0
 CONTEXT = multiprocessing.get_context("spawn")
+T = TypeVar("T")
 
 
 # --- a real redis-server on a free loopback port ----------------------------------------------
@@ -282,10 +283,38 @@ def test_redis_store_down_names_the_url_without_its_password() -> None:
 
 
 def test_redis_lock_of_a_dead_owner_expires_with_its_lease(redis_url: str) -> None:
+    import redis
+
     store = RedisStore(redis_url, prefix=f"test:{os.urandom(4).hex()}:", lease=0.5)
-    _kill_a_lock_holder("redis", redis_url, store.prefix)
-    with store.lock("abc123"):  # free again once the dead owner's 0.5 s lease has run out
-        pass
+    lock_key = f"{store.prefix}lock:abc123"  # the lease as every process reads it
+    with redis.Redis.from_url(redis_url) as client, client.pubsub() as events:
+        # What happens to the lease key, in order: Redis says when a key expires.
+        client.config_set("notify-keyspace-events", "Kgx$")
+        events.subscribe(f"__keyspace@0__:{lock_key}")
+        assert _next_event(events) == "subscribe"
+        dead_owner = _kill_a_lock_holder(
+            "redis", redis_url, store.prefix, lambda: client.get(lock_key)
+        )
+        assert dead_owner is not None  # the holder's lease, in Redis when it died
+        with store.lock("abc123"):  # free again once the dead owner's 0.5 s lease has run out
+            ours = client.get(lock_key)
+            assert ours is not None
+            assert ours != dead_owner  # taken over, not shared
+            assert client.pttl(lock_key) > 0  # a lease of its own
+        assert client.get(lock_key) is None  # and given back by its owner
+        seen = [_next_event(events)]
+        while seen[-1] != "del":
+            seen.append(_next_event(events))
+    # The dead owner's lease ran out before this process set its own: it waited, not stole
+    # ("expire" events are leases extended, by the owner's watchdog or by the SET itself).
+    assert [event for event in seen if event != "expire"] == ["set", "expired", "set", "del"]
+
+
+def _next_event(events: Any) -> str:
+    """The next keyspace event (or subscription) on `events`; each comes at once."""
+    message = events.get_message(timeout=10)
+    assert message is not None, "Redis sent no keyspace event"
+    return str(message["type"] if message["type"] == "subscribe" else message["data"].decode())
 
 
 def test_redis_lease_keeper_warns_once_per_outage_and_ends_with_the_renewal(
@@ -314,19 +343,43 @@ def test_redis_lease_keeper_warns_once_per_outage_and_ends_with_the_renewal(
 
 
 def test_file_lock_of_a_dead_owner_is_released_at_once(tmp_path: Path) -> None:
-    _kill_a_lock_holder("file", str(tmp_path), "")
+    lock_file = str(tmp_path / "abc123.lock")  # the OS lock as every process takes it
+    held_by_the_owner = _kill_a_lock_holder(
+        "file", str(tmp_path), "", lambda: _is_locked(lock_file)
+    )
+    assert held_by_the_owner
+    assert not _is_locked(lock_file)  # released at once: the OS dropped the dead owner's lock
     with FileStore(tmp_path).lock("abc123"):
-        pass
+        assert _is_locked(lock_file)  # and this process holds it now: nobody else gets in
+    assert not _is_locked(lock_file)
 
 
-def _kill_a_lock_holder(kind: str, where: str, prefix: str) -> None:
-    """Start a process that takes the lock of key "abc123" and holds it; SIGKILL it."""
+def _is_locked(lock_file: str) -> bool:
+    """Whether another holder has the OS lock on `lock_file`: a try that does not wait."""
+    import filelock
+
+    probe = filelock.FileLock(lock_file, thread_local=False)
+    try:
+        probe.acquire(timeout=0)
+    except filelock.Timeout:
+        return True
+    probe.release()
+    return False
+
+
+def _kill_a_lock_holder(kind: str, where: str, prefix: str, while_held: Callable[[], T]) -> T:
+    """Start a process that takes the lock of key "abc123" and holds it; SIGKILL it.
+
+    Returns what `while_held` saw while the holder had the lock, just before the kill.
+    """
     ready = CONTEXT.Event()
     holder = CONTEXT.Process(target=_hold_lock_forever, args=(kind, where, prefix, ready))
     holder.start()
     assert ready.wait(60)
+    seen = while_held()
     os.kill(holder.pid or 0, signal.SIGKILL)
     holder.join()
+    return seen
 
 
 def _hold_lock_forever(kind: str, where: str, prefix: str, ready: Any) -> None:
@@ -369,6 +422,57 @@ def _store_from(spec: tuple[str, str, str]) -> TokenStore:
     return FileStore(where) if kind == "file" else RedisStore(where, prefix=prefix)
 
 
+THREADS = 8  # per worker process
+
+
+@dataclass
+class _LineUp:
+    """Counters the worker processes share with the test, so that a renewal round's token
+    call is released only once every other thread waits for it: the process leaders that
+    asked for the store's lock, and the threads that joined their process's renewal."""
+
+    changed: Any  # a multiprocessing Condition
+    lock_asks: Any  # multiprocessing Values
+    joined: Any
+
+    def bump(self, counter: Any) -> None:
+        with self.changed:
+            counter.value += 1
+            self.changed.notify_all()
+
+    def wait_for(self, lock_asks: int, joined: int) -> bool:
+        with self.changed:
+            return bool(
+                self.changed.wait_for(
+                    lambda: self.lock_asks.value >= lock_asks and self.joined.value >= joined,
+                    60,
+                )
+            )
+
+
+def _count_waiters(store: TokenStore, line_up: _LineUp) -> None:
+    """In a worker process: count its leader asking for the store's lock, and its threads
+    joining the renewal in flight."""
+    from renewauth import _flight
+
+    begin = _flight.begin
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        flight, is_leader = begin(*args, **kwargs)
+        if not is_leader:
+            line_up.bump(line_up.joined)
+        return flight, is_leader
+
+    _flight.begin = counting  # type: ignore[assignment]
+    lock = store.lock
+
+    def counted_lock(key: str) -> Any:
+        line_up.bump(line_up.lock_asks)
+        return lock(key)
+
+    store.lock = counted_lock  # type: ignore[method-assign]
+
+
 def _worker(
     spec: tuple[str, str, str],
     token_url: str,
@@ -377,15 +481,19 @@ def _worker(
     barrier: Any,
     rounds: int,
     results: Any,
+    line_up: _LineUp | None = None,
 ) -> None:
     """8 threads per round, in step with every other process."""
-    auth = _password_auth(token_url, _store_from(spec), _SharedClock(clock_value))
+    store = _store_from(spec)
+    if line_up is not None:
+        _count_waiters(store, line_up)
+    auth = _password_auth(token_url, store, _SharedClock(clock_value))
     client = httpx.Client(auth=auth, timeout=20)
     failed = sent = 0
     lock = threading.Lock()
     for _ in range(rounds):
         barrier.wait()
-        start = threading.Barrier(8)
+        start = threading.Barrier(THREADS)
 
         def request(index: int, start: threading.Barrier = start) -> None:
             nonlocal failed, sent
@@ -401,7 +509,7 @@ def _worker(
                 sent += 1
                 failed += status != 200
 
-        threads = [threading.Thread(target=request, args=(index,)) for index in range(8)]
+        threads = [threading.Thread(target=request, args=(index,)) for index in range(THREADS)]
         for thread in threads:
             thread.start()
         for thread in threads:
@@ -436,9 +544,19 @@ def _run_processes(
     workers: int = 6,
     rounds: int = 25,
     kill_after: int | None = None,
+    line_up: bool = False,
 ) -> _Run:
+    """Run `workers` processes for `rounds` rounds. With `line_up`, each round that renews
+    (the cold start, then every token lifetime) holds the token call until the other
+    processes' leaders wait for the store's lock and every other thread for its process's
+    renewal."""
     barrier = CONTEXT.Barrier(workers + 1)
     results = CONTEXT.Queue()
+    counters = (
+        _LineUp(CONTEXT.Condition(), CONTEXT.Value("i", 0), CONTEXT.Value("i", 0))
+        if line_up
+        else None
+    )
     processes = [
         CONTEXT.Process(
             target=_worker,
@@ -450,6 +568,7 @@ def _run_processes(
                 barrier,
                 rounds,
                 results,
+                counters,
             ),
         )
         for _ in range(workers)
@@ -466,8 +585,18 @@ def _run_processes(
     for process in processes:
         process.start()
     first_round_calls = -1
+    renewals = 0
     for index in range(rounds):
-        barrier.wait()  # round starts
+        if counters is not None and (index * STEP) % LIFETIME == 0:  # every token expired
+            renewals += 1
+            with fake.hold_token_requests():  # before the round starts: no call slips by
+                barrier.wait()  # round starts
+                assert fake.wait_for_held_token_requests(1)
+                assert counters.wait_for(
+                    lock_asks=workers * renewals, joined=workers * (THREADS - 1) * renewals
+                )
+        else:
+            barrier.wait()  # round starts
         barrier.wait()  # round ends
         if index == 0:
             first_round_calls = fake.token_calls
@@ -496,10 +625,11 @@ def test_six_processes_of_eight_threads_renew_once_per_lifetime(
     clock_value = CONTEXT.Value("d", START)
     clock = _SharedClock(clock_value)
     with FakeOAuth2Provider(
-        token_lifetime=LIFETIME, rotate_refresh_tokens=True, token_delay=0.05, clock=clock
+        token_lifetime=LIFETIME, rotate_refresh_tokens=True, clock=clock
     ) as fake:
-        run = _run_processes(shared_spec, fake, clock_value)
+        run = _run_processes(shared_spec, fake, clock_value, line_up=True)
         assert run.token_calls_after_first_round == 1  # cold start: one call for 48 threads
+        assert fake.max_concurrent_token_calls == 1
         assert run.failed == 0
         assert run.sent == 6 * 8 * 25
         assert fake.stale_refresh_tokens == 0
@@ -544,12 +674,12 @@ def _fresh_renewal(spec: list[str], token_url: str, now: float) -> None:
 
 
 def test_redis_store_with_an_asyncio_client_serves_200_tasks_with_one_token_call(
-    redis_url: str,
+    redis_url: str, flights: FlightWatch
 ) -> None:
     import redis.asyncio
 
     clock = ManualClock(START)
-    with FakeOAuth2Provider(token_lifetime=LIFETIME, token_delay=0.02, clock=clock) as fake:
+    with FakeOAuth2Provider(token_lifetime=LIFETIME, clock=clock) as fake:
 
         async def scenario() -> list[int]:
             client = redis.asyncio.Redis.from_url(redis_url)
@@ -566,8 +696,12 @@ def test_redis_store_with_an_asyncio_client_serves_200_tasks_with_one_token_call
                         return (await http.get(fake.api_url)).status_code
 
                     tasks = [asyncio.create_task(one()) for _ in range(200)]
-                    await asyncio.sleep(0)
-                    go.set()
+                    with fake.hold_token_requests():
+                        await asyncio.sleep(0)
+                        go.set()
+                        # The leader's call is held until the 199 others wait for it.
+                        assert await asyncio.to_thread(fake.wait_for_held_token_requests, 1)
+                        assert await asyncio.to_thread(flights.wait_for_joined, 199)
                     return list(await asyncio.gather(*tasks))
             finally:
                 await client.aclose()
