@@ -1,9 +1,14 @@
 """httpx: signing for `httpx` clients, sync and async.
 
-Signing follows httpx's own `Auth` protocol: `sync_auth_flow` and `async_auth_flow` set the
-header, look at the answer, and yield the request once more after a renewal. The request body
-is never read by the auth object (`requires_request_body` stays False, so uploads stream);
-a body that is not a `ByteStream` cannot be replayed and is never resent.
+Signing follows httpx's own `Auth` protocol, and its decisions are written once, in
+`_httpx_flow`: a generator that signs the request, yields it, looks at the answer and yields
+it once more after a renewal (or for a DPoP nonce). It only decides; what it needs done that
+may wait (a token, a renewal after a rejection, the answer) it yields, and one of two thin
+drivers does it and leaves the result for the flow to read: `sync_auth_flow` with the
+manager's blocking calls, `async_auth_flow` with its coroutines (and the admission gate, see
+below). The request body is never read by the auth object (`requires_request_body` stays
+False, so uploads stream); a body that is not a `ByteStream` cannot be replayed and is never
+resent.
 
 httpx signs a request before it waits for a pooled connection, and under load that wait can
 outlast a short token. So the request also carries httpcore's `trace` extension, which
@@ -37,7 +42,7 @@ from ..dpop import DpopKey
 from ..manager import TokenManager
 from ..token import Token
 from ._admission import QUEUED, Gate
-from ._signing import is_https_upgrade, is_nonce_challenge, routed_url, should_renew_after
+from ._signing import is_https_upgrade, needs_dpop_nonce, routed_url, should_resend
 from .httpx_sender import CertOption, HttpxSender, TokenClients, VerifyOption
 
 __all__ = ["CertOption", "HttpxSender", "HttpxSigning", "TokenClients", "VerifyOption"]
@@ -111,6 +116,21 @@ def _goes_elsewhere(hop: Any, signed: httpx.URL) -> bool | None:
     return not is_https_upgrade(signed.raw_scheme, signed.port, url.scheme, url.port)
 
 
+class _Reply:
+    """What a driver of `HttpxSigning._httpx_flow` did for what the flow yielded last: the
+    token, the answer or the renewed token, read by the flow when it resumes."""
+
+    __slots__ = ("value",)
+
+    value: Any
+
+
+def _pool_timeout(request: httpx.Request) -> float | None:
+    """How long `request` may wait for a connection (httpx's pool timeout), if it says."""
+    timeouts = request.extensions.get("timeout")
+    return timeouts.get("pool") if isinstance(timeouts, dict) else None
+
+
 def _accepted(response: httpx.Response, departure: _Departure) -> bool:
     """Whether the API the token went to took it: the answer is no server error, and came
     from that origin (not from the target of a redirect elsewhere)."""
@@ -135,7 +155,132 @@ class HttpxSigning(httpx.Auth):
     # copied auth object leaves it behind (`TokenAuth.__reduce__`) and makes its own.
     _TRANSIENT: ClassVar[frozenset[str]] = frozenset({"_gates", "_last_gate"})
 
-    def _sign_httpx(self, request: httpx.Request, url: httpx.URL, token: Token) -> None:
+    # --- the two drivers: the only code that waits, for a token or for the pool ------------
+
+    def sync_auth_flow(
+        self, request: httpx.Request
+    ) -> Generator[httpx.Request, httpx.Response, None]:
+        manager = self._manager
+        reply = _Reply()
+        for need in self._httpx_flow(request, None, reply):
+            if need is None or isinstance(need, Token):  # to sign with, or rejected: renew it
+                reply.value = (
+                    manager.token_for_request() if need is None else manager.renew_rejected(need)
+                )
+            else:  # the request (of httpx or of a fork of it)
+                reply.value = yield need
+
+    async def async_auth_flow(
+        self, request: httpx.Request
+    ) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        gate = self._gate()
+        if not gate.enter_now():  # the pool is saturated: wait here, before the signing
+            await gate.enter(_pool_timeout(request))
+        reply = _Reply()
+        flow = self._httpx_flow(request, gate, reply)
+        try:
+            for need in flow:
+                if need is None or isinstance(need, Token):  # to sign with, or rejected: renew it
+                    reply.value = (
+                        await self._manager.atoken_for_request()
+                        if need is None
+                        else await self._manager.arenew_rejected(need)
+                    )
+                else:  # the request (of httpx or of a fork of it)
+                    reply.value = yield need
+        finally:
+            flow.close()  # ended early (an error, a cancellation): it leaves the gate now
+
+    def _gate(self) -> Gate:
+        """This object's admission gate on the running event loop."""
+        loop = asyncio.get_running_loop()
+        last = self.__dict__.get("_last_gate")
+        if last is not None and last[0]() is loop:
+            return last[1]  # type: ignore[no-any-return]
+        gates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Gate] = (
+            self.__dict__.setdefault("_gates", weakref.WeakKeyDictionary())
+        )
+        gate = gates.get(loop)
+        if gate is None:
+            gate = gates.setdefault(loop, Gate())
+        self.__dict__["_last_gate"] = (weakref.ref(loop), gate)
+        return gate
+
+    # --- the flow: every decision about one request, written once -------------------------
+
+    def _httpx_flow(
+        self, request: httpx.Request, gate: Gate | None, reply: _Reply
+    ) -> Generator[httpx.Request | Token | None, None, None]:
+        """The signing of `request`, from its first token to its last answer, as a generator
+        that only decides: what it yields, a driver does, leaving the result in `reply`.
+
+        It yields `None` for the token to sign with (`token_for_request`), the request to
+        send for its answer, and the token the API rejected for the one to resend with
+        (`renew_rejected`: a token, or `None` to give the rejection back). `gate` is an
+        async client's admission gate (`None` for a sync client), left when the flow ends:
+        let it end or close it.
+
+        The driver iterates and does not `send()`: a generator that ends inside `send()`
+        raises `StopIteration` to its caller, and catching it cost nearly as much as all
+        the rest this flow adds to a request with a cached token (about 2,500 instructions
+        under callgrind, on CPython 3.11).
+        """
+        manager = self._manager
+        signed: _Departure | None = None
+        try:
+            yield None
+            token: Token = reply.value
+            addressed = request.url
+            signed = self._sign_httpx(request, addressed, token, gate)
+            yield request
+            response: httpx.Response = reply.value
+            if gate is not None and signed.stage == QUEUED and gate.seen:
+                gate.answered_unseen()
+            departure: _Departure = request.extensions[_DEPARTURE]
+            token = departure.token  # the token that left
+            if (
+                self._dpop is not None
+                and needs_dpop_nonce(
+                    self._dpop, str(request.url), response.status_code, response.headers
+                )
+                and isinstance(request.stream, httpx.ByteStream)  # it can be sent again
+            ):
+                logger.debug("the API asked for a DPoP nonce; resending once with it")
+                self._sign_httpx(request, addressed, token, gate)
+                yield request
+                response = reply.value
+                departure = request.extensions[_DEPARTURE]
+                token = departure.token
+            if response.status_code not in self._retry_statuses:
+                if manager.unproven is not None and _accepted(response, departure):
+                    manager.confirm(token)
+                return
+            if self._should_resend(request, response, token):
+                yield token
+                renewed: Token | None = reply.value
+                if renewed is not None:
+                    logger.debug("%d from the API; renewed, resending once", response.status_code)
+                    self._sign_httpx(request, addressed, renewed, gate)
+                    rejected_status = response.status_code
+                    yield request
+                    response = reply.value
+                    manager.resent(origin_of(str(request.url)), rejected_status)
+                    if response.status_code not in self._retry_statuses and _accepted(
+                        response, departure
+                    ):
+                        manager.confirm(departure.token)
+        finally:
+            if gate is not None:
+                if signed is None:
+                    gate.leave(QUEUED)  # it failed before it was signed
+                elif signed.gate is gate:
+                    signed.stage = gate.leave(signed.stage)
+
+    def _sign_httpx(
+        self, request: httpx.Request, url: httpx.URL, token: Token, gate: Gate | None
+    ) -> _Departure:
+        """Set `token` (and the API headers, the route, a DPoP proof) on `request`, addressed
+        to `url`, and watch it leave (see `_watch_departure`)."""
         request.headers["Authorization"] = token.authorization
         if self._api_headers:
             request.headers.update(self._api_headers)
@@ -148,22 +293,34 @@ class HttpxSigning(httpx.Auth):
             request.headers["DPoP"] = self._dpop.proof(
                 request.method, str(request.url), access_token=token.access_token
             )
+        return self._watch_departure(request, token, gate)
 
-    def _needs_nonce_httpx(self, request: httpx.Request, response: httpx.Response) -> bool:
-        """DPoP: keep the nonce the API sent; True when it asks for the proof again with
-        it (the token itself is fine) and the body can be sent again."""
-        dpop = self._dpop
-        nonce = response.headers.get("DPoP-Nonce")
-        if dpop is None or not nonce:
-            return False
-        dpop.remember_nonce(str(request.url), nonce)
-        return is_nonce_challenge(
-            response.status_code, response.headers.get("WWW-Authenticate")
-        ) and isinstance(request.stream, httpx.ByteStream)
+    def _should_resend(
+        self, request: httpx.Request, response: httpx.Response, token: Token
+    ) -> bool:
+        """For an answer whose status is in `retry_statuses`: renew and resend?"""
+        answered = response.request
+        return should_resend(
+            response.status_code,
+            self._retry_statuses,
+            can_renew=self._manager.grant.can_renew,
+            signed_url=str(request.url),
+            answered_url=str(answered.url),
+            carried_token=answered.headers.get("Authorization") == token.authorization,
+            already_resent=False,
+            challenge=response.headers.get("WWW-Authenticate"),
+            replayable=isinstance(request.stream, httpx.ByteStream),
+            log=logger,
+        )
+
+    # --- when the request leaves: the hook httpcore calls -----------------------------------
 
     def _watch_departure(
-        self, request: httpx.Request, token: Token, *, is_async: bool, gate: Gate | None = None
-    ) -> None:
+        self, request: httpx.Request, token: Token, gate: Gate | None
+    ) -> _Departure:
+        """Put the departure hook on `request` (signed with `token`), or update the one it
+        carries when it is sent again; returns its `_Departure`. A request of an async client
+        (`gate`, its admission gate) gets the async hook."""
         extensions = request.extensions
         departure = extensions.get(_DEPARTURE)
         if isinstance(departure, _Departure) and departure.headers is request.headers:
@@ -174,26 +331,48 @@ class HttpxSigning(httpx.Auth):
                     departure.stage = gate.again(departure.stage)
                 else:
                     departure.gate, departure.stage = gate, QUEUED
-            return
-        extensions[_DEPARTURE] = _Departure(token, request.url, request.headers, gate)
-        ours: Any = self._adepart if is_async else self._depart
+            return departure
+        departure = extensions[_DEPARTURE] = _Departure(token, request.url, request.headers, gate)
+        ours: Any = self._depart if gate is None else self._adepart
         trace = extensions.get("trace")
         if trace is None:
             extensions["trace"] = ours
         elif trace != ours:  # the caller's own trace: ours runs first, theirs sees the result
-            extensions["trace"] = (_chain_async if is_async else _chain_sync)(ours, trace)
+            extensions["trace"] = (_chain_sync if gate is None else _chain_async)(ours, trace)
+        return departure
 
-    # --- when the request leaves: the hook httpcore calls -----------------------------------
+    # On HTTP/2 the stream id is taken before this event and claimed only once the headers
+    # go: a request waiting here would let another take the same id. So it never waits.
 
-    def _departing(self, event: str, info: Mapping[str, Any]) -> tuple[Any, _Departure] | None:
-        """The httpcore request and its `_Departure` when this event is "headers go now" for
-        a request renewauth signed, else `None`; a hop to another origin is cleaned here."""
-        if event not in _HEADER_EVENTS:
-            return None
-        hop = info["request"]
+    def _depart(self, event: str, info: Mapping[str, Any]) -> None:
+        if event in _HEADER_EVENTS:
+            hop = info["request"]
+            departure = self._departing(hop)
+            if departure is not None:
+                may_wait = event != _H2_HEADERS
+                token = self._manager.token_at_departure(departure.token, may_wait=may_wait)
+                if token is not departure.token:
+                    self._leave_with(hop, departure, token)
+
+    async def _adepart(self, event: str, info: Mapping[str, Any]) -> None:
+        if event in _HEADER_EVENTS:
+            hop = info["request"]
+            departure = self._departing(hop, admitted=True)
+            if departure is not None:
+                may_wait = event != _H2_HEADERS
+                token = await self._manager.atoken_at_departure(departure.token, may_wait=may_wait)
+                if token is not departure.token:
+                    self._leave_with(hop, departure, token)
+
+    def _departing(self, hop: Any, *, admitted: bool = False) -> _Departure | None:
+        """The `_Departure` of httpcore's request `hop`, whose headers go now, when renewauth
+        signed it and may change its token; else `None`. A hop to another origin is cleaned
+        here. `admitted`: the request came through an admission gate, which it leaves now."""
         departure = hop.extensions.get(_DEPARTURE)
         if not isinstance(departure, _Departure):
             return None
+        if admitted and departure.gate is not None and departure.stage == QUEUED:
+            departure.stage = departure.gate.depart(QUEUED)  # out of the pool's queue
         elsewhere = _goes_elsewhere(hop, departure.url)
         if elsewhere is None:
             return None
@@ -205,7 +384,7 @@ class HttpxSigning(httpx.Auth):
                 dropped.add(b"dpop")
             hop.headers[:] = [(k, v) for k, v in hop.headers if k.lower() not in dropped]
             return None
-        return hop, departure
+        return departure
 
     def _leave_with(self, hop: Any, departure: _Departure, token: Token) -> None:
         """Put `token` in the headers about to be written, in place of the one signed."""
@@ -227,156 +406,3 @@ class HttpxSigning(httpx.Auth):
                     ]
                     departure.headers["DPoP"] = proof
                 return
-
-    # On HTTP/2 the stream id is taken before this event and claimed only once the headers
-    # go: a request waiting here would let another take the same id. So it never waits.
-
-    def _depart(self, event: str, info: Mapping[str, Any]) -> None:
-        departing = self._departing(event, info)
-        if departing is not None:
-            hop, departure = departing
-            may_wait = event != _H2_HEADERS
-            token = self._manager.token_at_departure(departure.token, may_wait=may_wait)
-            if token is not departure.token:
-                self._leave_with(hop, departure, token)
-
-    async def _adepart(self, event: str, info: Mapping[str, Any]) -> None:
-        if event in _HEADER_EVENTS:
-            ours = info["request"].extensions.get(_DEPARTURE)
-            if isinstance(ours, _Departure) and ours.gate is not None and ours.stage == QUEUED:
-                ours.stage = ours.gate.depart(QUEUED)  # out of the pool's queue
-        departing = self._departing(event, info)
-        if departing is not None:
-            hop, departure = departing
-            may_wait = event != _H2_HEADERS
-            token = await self._manager.atoken_at_departure(departure.token, may_wait=may_wait)
-            if token is not departure.token:
-                self._leave_with(hop, departure, token)
-
-    # --- the answer -----------------------------------------------------------------------
-
-    def _should_resend(
-        self, request: httpx.Request, response: httpx.Response, token: Token
-    ) -> bool:
-        """For an answer whose status is in `retry_statuses`: renew and resend?"""
-        answered = response.request
-        if not self._manager.grant.can_renew or not should_renew_after(
-            response.status_code,
-            self._retry_statuses,
-            signed_url=str(request.url),
-            answered_url=str(answered.url),
-            carried_token=answered.headers.get("Authorization") == token.authorization,
-            already_resent=False,
-            challenge=response.headers.get("WWW-Authenticate"),
-        ):
-            return False
-        if not isinstance(request.stream, httpx.ByteStream):
-            logger.warning(
-                "%s answered %d; not resending: the request body is a stream that cannot be "
-                "replayed (pass bytes to send it again after a renewal)",
-                origin_of(str(request.url)),
-                response.status_code,
-            )
-            return False
-        return True
-
-    def sync_auth_flow(
-        self, request: httpx.Request
-    ) -> Generator[httpx.Request, httpx.Response, None]:
-        addressed = request.url
-        manager = self._manager
-        token = manager.token_for_request()
-        self._sign_httpx(request, addressed, token)
-        self._watch_departure(request, token, is_async=False)
-        response = yield request
-        departure = request.extensions[_DEPARTURE]
-        token = departure.token  # the token that left
-        if self._dpop is not None and self._needs_nonce_httpx(request, response):
-            logger.debug("the API asked for a DPoP nonce; resending once with it")
-            self._sign_httpx(request, addressed, token)
-            self._watch_departure(request, token, is_async=False)
-            response = yield request
-            departure = request.extensions[_DEPARTURE]
-            token = departure.token
-        if response.status_code not in self._retry_statuses:
-            if manager.unproven is not None and _accepted(response, departure):
-                manager.confirm(token)
-            return
-        if self._should_resend(request, response, token):
-            renewed = manager.renew_rejected(token)
-            if renewed is not None:
-                logger.debug("%d from the API; renewed, resending once", response.status_code)
-                self._sign_httpx(request, addressed, renewed)
-                self._watch_departure(request, renewed, is_async=False)
-                rejected_status = response.status_code
-                response = yield request
-                manager.resent(origin_of(str(request.url)), rejected_status)
-                if response.status_code not in self._retry_statuses and _accepted(
-                    response, departure
-                ):
-                    manager.confirm(departure.token)
-
-    def _gate(self) -> Gate:
-        """This object's admission gate on the running event loop."""
-        loop = asyncio.get_running_loop()
-        last = self.__dict__.get("_last_gate")
-        if last is not None and last[0]() is loop:
-            return last[1]  # type: ignore[no-any-return]
-        gates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Gate] = (
-            self.__dict__.setdefault("_gates", weakref.WeakKeyDictionary())
-        )
-        gate = gates.get(loop)
-        if gate is None:
-            gate = gates.setdefault(loop, Gate())
-        self.__dict__["_last_gate"] = (weakref.ref(loop), gate)
-        return gate
-
-    async def async_auth_flow(
-        self, request: httpx.Request
-    ) -> AsyncGenerator[httpx.Request, httpx.Response]:
-        gate = self._gate()
-        if not gate.enter_now():
-            timeouts = request.extensions.get("timeout")
-            await gate.enter(timeouts.get("pool") if isinstance(timeouts, dict) else None)
-        signed: _Departure | None = None
-        try:
-            addressed = request.url
-            manager = self._manager
-            token = await manager.atoken_for_request()
-            self._sign_httpx(request, addressed, token)
-            self._watch_departure(request, token, is_async=True, gate=gate)
-            signed = request.extensions[_DEPARTURE]
-            response = yield request
-            if signed.stage == QUEUED and gate.seen:
-                gate.answered_unseen()
-            departure = request.extensions[_DEPARTURE]
-            token = departure.token  # the token that left
-            if self._dpop is not None and self._needs_nonce_httpx(request, response):
-                logger.debug("the API asked for a DPoP nonce; resending once with it")
-                self._sign_httpx(request, addressed, token)
-                self._watch_departure(request, token, is_async=True, gate=gate)
-                response = yield request
-                departure = request.extensions[_DEPARTURE]
-                token = departure.token
-            if response.status_code not in self._retry_statuses:
-                if manager.unproven is not None and _accepted(response, departure):
-                    manager.confirm(token)
-                return
-            if self._should_resend(request, response, token):
-                renewed = await manager.arenew_rejected(token)
-                if renewed is not None:
-                    logger.debug("%d from the API; renewed, resending once", response.status_code)
-                    self._sign_httpx(request, addressed, renewed)
-                    self._watch_departure(request, renewed, is_async=True, gate=gate)
-                    rejected_status = response.status_code
-                    response = yield request
-                    manager.resent(origin_of(str(request.url)), rejected_status)
-                    if response.status_code not in self._retry_statuses and _accepted(
-                        response, departure
-                    ):
-                        manager.confirm(departure.token)
-        finally:
-            if signed is None:
-                gate.leave(QUEUED)  # it failed before it was signed
-            elif signed.gate is gate:
-                signed.stage = gate.leave(signed.stage)
