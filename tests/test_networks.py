@@ -34,7 +34,7 @@ from renewauth import (
 )
 from renewauth._urls import is_loopback_host
 from renewauth.flows import TokenRequest
-from renewauth.transports.httpx import HttpxSender
+from renewauth.transports.httpx_sender import HttpxSender
 
 from .helpers import send
 from .oidc_fixture import SECRET, Oidc

@@ -1,19 +1,26 @@
-"""What both transports decide about a signed request: pure functions, written once."""
+"""What both transports decide about a signed request, written once: functions of what they
+are given, which send nothing. Two act besides deciding: `needs_dpop_nonce` keeps the nonce
+an API sent in the DPoP key, and `should_resend` warns (in the caller's logger) when only the
+request body stands in the way of a resend."""
 
 from __future__ import annotations
 
+import logging
 import re
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from urllib.parse import urlsplit, urlunsplit
 
 from .._urls import origin_of
+from ..dpop import DpopKey
 
 __all__ = [
     "challenge_error",
     "is_https_upgrade",
     "is_nonce_challenge",
+    "needs_dpop_nonce",
     "routed_url",
     "should_renew_after",
+    "should_resend",
 ]
 
 # One auth-param (RFC 9110 §11.2): a token, "=", then a token or a quoted string. Scanning
@@ -96,3 +103,57 @@ def is_nonce_challenge(status: int, challenge: str | None) -> bool:
     `WWW-Authenticate: DPoP error="use_dpop_nonce"`. The token is fine; only the proof
     must be made again with the nonce the answer carries."""
     return status == 401 and challenge_error(challenge) == "use_dpop_nonce"
+
+
+def should_resend(
+    status: int,
+    retry_statuses: Collection[int],
+    *,
+    can_renew: bool,
+    signed_url: str,
+    answered_url: str,
+    carried_token: bool,
+    already_resent: bool,
+    challenge: str | None,
+    replayable: bool,
+    log: logging.Logger,
+) -> bool:
+    """Whether to renew the token and resend the request after an API answer.
+
+    Yes when the answer means "token rejected" (`should_renew_after`), the grant can renew
+    (`can_renew`) and the request body can be sent again (`replayable`); a body that cannot
+    is the one reason given in a warning on `log`, the transport's logger, since the caller
+    can fix it (pass bytes). The other arguments are `should_renew_after`'s.
+    """
+    if not can_renew or not should_renew_after(
+        status,
+        retry_statuses,
+        signed_url=signed_url,
+        answered_url=answered_url,
+        carried_token=carried_token,
+        already_resent=already_resent,
+        challenge=challenge,
+    ):
+        return False
+    if not replayable:
+        log.warning(
+            "%s answered %d; not resending: the request body is a stream that cannot be "
+            "replayed (pass bytes to send it again after a renewal)",
+            origin_of(signed_url),
+            status,
+        )
+        return False
+    return True
+
+
+def needs_dpop_nonce(
+    dpop: DpopKey | None, url: str, status: int, headers: Mapping[str, str]
+) -> bool:
+    """DPoP: keep the nonce an API's answer (`status`, `headers`) to a request for `url`
+    sent, in `dpop`; True when the answer asks for the proof again with it (the token
+    itself is fine). False without a key or a nonce."""
+    nonce = headers.get("DPoP-Nonce")
+    if dpop is None or not nonce:
+        return False
+    dpop.remember_nonce(url, nonce)
+    return is_nonce_challenge(status, headers.get("WWW-Authenticate"))

@@ -33,7 +33,7 @@ from .._urls import origin_of
 from ..dpop import DpopKey
 from ..manager import TokenManager
 from ..token import Token
-from ._signing import is_https_upgrade, is_nonce_challenge, routed_url, should_renew_after
+from ._signing import is_https_upgrade, needs_dpop_nonce, routed_url, should_resend
 
 __all__ = ["RequestsSigning"]
 
@@ -200,15 +200,6 @@ class RequestsSigning(requests.auth.AuthBase):
         setattr(request, _STATE, signature)
         return signature
 
-    def _needs_nonce_requests(self, response: requests.Response) -> bool:
-        """DPoP: keep the nonce the API sent; True when it asks for the proof again with it."""
-        dpop = self._dpop
-        nonce = response.headers.get("DPoP-Nonce")
-        if dpop is None or not nonce:
-            return False
-        dpop.remember_nonce(response.request.url or "", nonce)
-        return is_nonce_challenge(response.status_code, response.headers.get("WWW-Authenticate"))
-
     def _drop_api_headers_across_origins(
         self, response: requests.Response, *, also: requests.PreparedRequest | None = None
     ) -> None:
@@ -230,7 +221,9 @@ class RequestsSigning(requests.auth.AuthBase):
                         request.headers.pop(name, None)
 
     def _on_response(self, response: requests.Response, **send_options: Any) -> requests.Response:
-        if self._dpop is not None and self._needs_nonce_requests(response):
+        if self._dpop is not None and needs_dpop_nonce(
+            self._dpop, response.request.url or "", response.status_code, response.headers
+        ):
             signature: _Signature | None = getattr(response.request, _STATE, None)
             if signature is not None and not signature.resent and _is_replayable(response.request):
                 logger.debug("the API asked for a DPoP nonce; resending once with it")
@@ -245,25 +238,18 @@ class RequestsSigning(requests.auth.AuthBase):
             return response
         request = response.request
         signature = getattr(request, _STATE, None)
-        if signature is None or not should_renew_after(
+        if signature is None or not should_resend(
             response.status_code,
             self._retry_statuses,
+            can_renew=self._manager.grant.can_renew,
             signed_url=signature.url,
             answered_url=request.url or "",
             carried_token=request.headers.get("Authorization") is signature,
             already_resent=signature.resent,
             challenge=response.headers.get("WWW-Authenticate"),
+            replayable=_is_replayable(request),
+            log=logger,
         ):
-            return response
-        if not self._manager.grant.can_renew:
-            return response
-        if not _is_replayable(request):
-            logger.warning(
-                "%s answered %d; not resending: the request body is a stream that cannot be "
-                "replayed (pass bytes to send it again after a renewal)",
-                origin_of(signature.url),
-                response.status_code,
-            )
             return response
         try:
             token = self._manager.renew_rejected(signature.token)
