@@ -968,10 +968,11 @@ def _journal_internals(auth: Any, note: Any, issued: set[str]) -> None:
     """Journal the token calls and the spare copy of `auth` (renewauth's private parts: the
     manager's sender and spare; instrumentation only, nothing else is changed)."""
     manager = auth._manager
-    if not hasattr(manager, "sender") or getattr(manager, "spare", None) is None:
+    port = getattr(manager, "_port", None)
+    if not hasattr(port, "sender") or getattr(port, "spare", None) is None:
         raise RuntimeError("renewauth's manager changed: update bench_soak._journal_internals")
-    manager.sender = _JournaledSender(manager.sender, note, issued)
-    spare = manager.spare
+    port.sender = _JournaledSender(port.sender, note, issued)
+    spare = port.spare
     get, put = spare.get, spare.put
 
     def spare_get(key: str) -> Any:

@@ -9,8 +9,10 @@ a task running the steps is cancelled.
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -153,3 +155,86 @@ def test_a_cancelled_renewal_lets_go_of_the_store_lock_its_steps_took(
         threading.Thread(target=take, daemon=True).start()
         assert taken.wait(10), "the cancelled renewal kept the store lock"
         assert auth.get_token().access_token  # and a renewal from a thread goes through
+
+
+def test_an_interrupt_between_two_effects_abandons_the_flight_and_lets_go_of_the_lock(
+    clock: ManualClock, tmp_path: object
+) -> None:
+    """A KeyboardInterrupt (a SIGINT lands at any bytecode) raised in the driver itself, just
+    after the store was read, reaches the caller as it is; the steps still let go of the
+    store lock, the flight is abandoned (no failed renewal is reported), and the next
+    renewal goes through."""
+    from renewauth import _effects, events
+
+    with FakeOAuth2Provider(token_lifetime=100.0, clock=clock) as fake:
+        store = FileStore(f"{tmp_path}/tokens")
+        seen: list[object] = []
+        auth = OAuth2Password(
+            fake.token_url,
+            "client-id",
+            "alice",
+            "alice-password",
+            client_secret="client-secret",
+            store=store,
+            clock=clock,
+            on_event=seen.append,
+        )
+        fired: list[bool] = []
+
+        def interrupt_after_the_read(frame: Any, event: str, arg: object) -> Any:
+            if frame.f_code is not _effects.drive.__code__:
+                return None
+
+            def local(frame: Any, event: str, arg: object) -> Any:
+                result = frame.f_locals.get("result")
+                if event == "line" and not fired and isinstance(result, tuple):
+                    fired.append(True)  # the store's (token, generation) is in hand
+                    raise KeyboardInterrupt
+                return local
+
+            return local
+
+        sys.settrace(interrupt_after_the_read)
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                auth.get_token()
+        finally:
+            sys.settrace(None)
+        assert fired == [True]
+        taken = threading.Event()
+
+        def take() -> None:
+            with store.lock(_key(auth)):
+                taken.set()
+
+        threading.Thread(target=take, daemon=True).start()
+        assert taken.wait(10), "the interrupted renewal kept the store lock"
+        assert not any(isinstance(event, events.RenewalFailed) for event in seen)
+        assert auth.get_token().access_token
+        assert fake.token_calls == 1
+
+
+def test_dropping_an_auth_object_frees_its_parts_at_once(
+    fake: FakeOAuth2Provider, clock: ManualClock, tmp_path: object
+) -> None:
+    """The manager's parts reach back to it weakly: no reference cycle keeps a dropped auth
+    object's manager, its cached token or its store's port alive until the garbage collector
+    happens to run."""
+    import gc
+    import weakref
+
+    auth = _password(fake, clock, FileStore(f"{tmp_path}/tokens"))
+    auth.get_token()
+    asyncio.run(auth.ainvalidate())
+    auth.get_token()
+    manager = auth._manager
+    parts = [weakref.ref(part) for part in (manager, manager._renewal, manager._port)]
+    parts.append(weakref.ref(manager._renewal.keeper))
+    enabled = gc.isenabled()
+    gc.disable()  # only reference counts free them now
+    try:
+        del auth, manager
+        assert [part() for part in parts] == [None] * 4
+    finally:
+        if enabled:
+            gc.enable()

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass, field
+from inspect import GEN_SUSPENDED, getgeneratorstate
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
@@ -158,8 +159,9 @@ class Unlock(Effect):
 
 @dataclass(frozen=True, slots=True)
 class Keep(Effect):
-    """Keep a renewed token the store refused, for the writer thread (`_keeper.Keeper`)."""
+    """Give `keeper` a renewed token the store refused, for its writer thread."""
 
+    keeper: Keeping
     token: Token
     generation: int
     release: Callable[[], None] | None
@@ -200,32 +202,46 @@ class Held:
 
 
 def drive(steps: Steps[T], port: Port) -> T:
-    """Run `steps` in this thread: each effect done as it is yielded, its error thrown back."""
+    """Run `steps` in this thread: each effect done as it is yielded, its error thrown back.
+
+    An exception raised here between two effects (a KeyboardInterrupt lands at any bytecode)
+    is thrown into the steps too, so that their `finally` lets go of the locks and the leader
+    abandons its flight, as they would for an error of an effect; it goes on up once the
+    steps have finished with it. (The loop runs inside the `try`, so its back-edge, where
+    signals are taken, is covered.)
+    """
     result: object = None
     error: BaseException | None = None
     while True:
         try:
-            effect = steps.send(result) if error is None else steps.throw(error)
-        except StopIteration as done:
-            return cast(T, done.value)
-        try:
-            result, error = port.run(effect), None
-        except BaseException as exc:  # thrown into the steps: their `finally` lets go
+            while True:
+                try:
+                    effect = steps.send(result) if error is None else steps.throw(error)
+                except StopIteration as done:
+                    return cast(T, done.value)
+                result, error = port.run(effect), None
+        except BaseException as exc:
+            if getgeneratorstate(steps) != GEN_SUSPENDED:
+                raise  # from the steps themselves: they are done with it
             result, error = None, exc
 
 
 async def adrive(steps: Steps[T], port: Port) -> T:
-    """Run `steps` in this task: `drive`, awaited; the event loop is never blocked."""
+    """Run `steps` in this task: `drive`, awaited; the event loop is never blocked. A
+    cancellation is thrown into the steps like any error: they let go of their locks."""
     result: object = None
     error: BaseException | None = None
     while True:
         try:
-            effect = steps.send(result) if error is None else steps.throw(error)
-        except StopIteration as done:
-            return cast(T, done.value)
-        try:
-            result, error = await port.arun(effect), None
-        except BaseException as exc:  # a cancelled task too: the steps let go of locks
+            while True:
+                try:
+                    effect = steps.send(result) if error is None else steps.throw(error)
+                except StopIteration as done:
+                    return cast(T, done.value)
+                result, error = await port.arun(effect), None
+        except BaseException as exc:
+            if getgeneratorstate(steps) != GEN_SUSPENDED:
+                raise
             result, error = None, exc
 
 
@@ -276,49 +292,14 @@ class Port:
         self.async_sleep = async_sleep
         self.fenced = isinstance(store, FencedStore)
         self.pauses: PauseStore | None = store if isinstance(store, PauseStore) else None
-        self.keeper: Keeping | None = None  # set by the renewal that owns the keeper
-        self._sync: dict[type[Effect], Callable[[Any], object]] = {
-            Read: lambda _: self.read(),
-            Write: lambda e: self.write(e.token, e.generation),
-            Put: lambda e: self.store.set(self.key, e.token),
-            ReadSpare: lambda _: self._spare().get(self.key),
-            PutSpare: lambda e: self._spare().put(self.key, e.token),
-            ReadPause: lambda _: self._pauses().get_pause(self.key),
-            WritePause: lambda e: self._pauses().set_pause(self.key, e.pause),
-            DeletePause: lambda _: self._pauses().delete_pause(self.key),
-            LockMachine: lambda _: self._lock_machine(),
-            LockStore: lambda _: self._lock_store(),
-            Unlock: lambda e: e.held and e.held.release(),
-            Keep: lambda e: self._keep(e, None),
-            Send: lambda e: self.sender.send(e.request, timeout=e.timeout),
-            Sleep: lambda e: self.sleep(e.seconds),
-            InThread: lambda e: drive(e.steps, self),
-        }
-        self._async: dict[type[Effect], Callable[[Any], Awaitable[object]]] = {
-            Read: lambda _: self.aread(),
-            Write: lambda e: self.awrite(e.token, e.generation),
-            Put: lambda e: self.store.aset(self.key, e.token),
-            ReadSpare: lambda e: asyncio.to_thread(self._sync[ReadSpare], e),
-            PutSpare: lambda e: asyncio.to_thread(self._sync[PutSpare], e),
-            ReadPause: lambda _: self._pauses().aget_pause(self.key),
-            WritePause: lambda e: self._pauses().aset_pause(self.key, e.pause),
-            DeletePause: lambda _: self._pauses().adelete_pause(self.key),
-            LockMachine: lambda _: asyncio.to_thread(self._lock_machine),
-            LockStore: lambda _: self._alock_store(),
-            Unlock: lambda e: self._aunlock(e.held),
-            Keep: self._akeep,
-            Send: lambda e: self.sender.asend(e.request, timeout=e.timeout),
-            Sleep: lambda e: self.async_sleep(e.seconds),
-            InThread: lambda e: asyncio.to_thread(drive, e.steps, self),
-        }
 
     def run(self, effect: Effect) -> object:
         """Do `effect` in this thread."""
-        return self._sync[type(effect)](effect)
+        return _SYNC[type(effect)](self, effect)
 
     def arun(self, effect: Effect) -> Awaitable[object]:
         """Do `effect` in this task."""
-        return self._async[type(effect)](effect)
+        return _ASYNC[type(effect)](self, effect)
 
     def read(self) -> tuple[Token | None, int]:
         """The store's token and generation (0 for a store without generations)."""
@@ -386,14 +367,53 @@ class Port:
         if held is not None:
             await held.arelease()
 
-    def _keep(self, effect: Keep, loop: asyncio.AbstractEventLoop | None) -> None:
-        keeper = cast(Keeping, self.keeper)
-        keeper.keep(
+    @staticmethod
+    def _keep(effect: Keep, loop: asyncio.AbstractEventLoop | None) -> None:
+        effect.keeper.keep(
             effect.token, effect.generation, effect.release, loop, effect.error, quiet=effect.quiet
         )
 
-    async def _akeep(self, effect: Keep) -> None:
-        self._keep(effect, asyncio.get_running_loop())
+    @staticmethod
+    async def _akeep(effect: Keep) -> None:
+        Port._keep(effect, asyncio.get_running_loop())
+
+
+# How each effect is done, in a thread and in a task: one line each, and where they differ
+# (a lock waited for in a worker thread, a chain's token call in a thread of its own) it shows.
+_SYNC: dict[type[Effect], Callable[[Port, Any], object]] = {
+    Read: lambda port, _: port.read(),
+    Write: lambda port, e: port.write(e.token, e.generation),
+    Put: lambda port, e: port.store.set(port.key, e.token),
+    ReadSpare: lambda port, _: port._spare().get(port.key),
+    PutSpare: lambda port, e: port._spare().put(port.key, e.token),
+    ReadPause: lambda port, _: port._pauses().get_pause(port.key),
+    WritePause: lambda port, e: port._pauses().set_pause(port.key, e.pause),
+    DeletePause: lambda port, _: port._pauses().delete_pause(port.key),
+    LockMachine: lambda port, _: port._lock_machine(),
+    LockStore: lambda port, _: port._lock_store(),
+    Unlock: lambda _, e: e.held and e.held.release(),
+    Keep: lambda _, e: Port._keep(e, None),
+    Send: lambda port, e: port.sender.send(e.request, timeout=e.timeout),
+    Sleep: lambda port, e: port.sleep(e.seconds),
+    InThread: lambda port, e: drive(e.steps, port),
+}
+_ASYNC: dict[type[Effect], Callable[[Port, Any], Awaitable[object]]] = {
+    Read: lambda port, _: port.aread(),
+    Write: lambda port, e: port.awrite(e.token, e.generation),
+    Put: lambda port, e: port.store.aset(port.key, e.token),
+    ReadSpare: lambda port, e: asyncio.to_thread(_SYNC[ReadSpare], port, e),
+    PutSpare: lambda port, e: asyncio.to_thread(_SYNC[PutSpare], port, e),
+    ReadPause: lambda port, _: port._pauses().aget_pause(port.key),
+    WritePause: lambda port, e: port._pauses().aset_pause(port.key, e.pause),
+    DeletePause: lambda port, _: port._pauses().adelete_pause(port.key),
+    LockMachine: lambda port, _: asyncio.to_thread(port._lock_machine),
+    LockStore: lambda port, _: port._alock_store(),
+    Unlock: lambda _, e: Port._aunlock(e.held),
+    Keep: lambda _, e: Port._akeep(e),
+    Send: lambda port, e: port.sender.asend(e.request, timeout=e.timeout),
+    Sleep: lambda port, e: port.async_sleep(e.seconds),
+    InThread: lambda port, e: asyncio.to_thread(drive, e.steps, port),
+}
 
 
 def _exiter(held: contextlib.AbstractContextManager[object]) -> Callable[[], None]:

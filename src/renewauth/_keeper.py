@@ -63,8 +63,8 @@ class Keeper:
         chain: whether the credential is a refresh-token chain (then the store is read
             first, and a token further along the chain wins).
         timeout: seconds a token request takes at most, for writes on another loop.
-        stored: called when the writer is done with a token: the generation written, or
-            `None` when another process wrote meanwhile.
+        stored: gives (weakly held) what to call when the writer is done with a token:
+            with the generation written, or `None` when another process wrote meanwhile.
     """
 
     def __init__(
@@ -74,7 +74,7 @@ class Keeper:
         *,
         chain: bool,
         timeout: float,
-        stored: Callable[[Token, int | None], None],
+        stored: Callable[[], Callable[[Token, int | None], None] | None],
     ) -> None:
         self.port = port
         self.origin = origin
@@ -165,7 +165,9 @@ class Keeper:
                         kept.generation = written  # renewed meanwhile: write the newer one
                     continue
                 self.kept = None
-            self.stored(token, written)
+            stored = self.stored()
+            if stored is not None:  # else its renewal is gone: nobody adopts the token
+                stored(token, written)
             if kept.release is not None:
                 try:
                     kept.release()

@@ -167,11 +167,12 @@ class PauseState:
         """The fingerprint of the refresh token `exc` refused, when it is a chain's."""
         return self.presenting if isinstance(exc, InvalidGrant) else None
 
-    def check(self, presented: str | None, now: float) -> None:
+    def check(self, presented: str | None, clock: Callable[[], float]) -> None:
         """Raise the last "try later" again, without a call, while its pause lasts; a pause
-        about one refused refresh token does not stop a renewal from a newer one."""
+        about one refused refresh token does not stop a renewal from a newer one. The clock
+        is read only while a pause error is held."""
         error = self.error
-        if error is None or now >= self.until:
+        if error is None or clock() >= self.until:
             return
         if self.refresh is not None and self.refresh != presented:
             return

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import math
+import weakref
 from collections.abc import Callable
 from dataclasses import replace
 from typing import cast
@@ -128,9 +129,8 @@ class Renewal:
             origin,
             chain=self.chain is not None,
             timeout=endpoint.timeout,
-            stored=self._stored,
+            stored=weakref.WeakMethod(self._stored),  # no cycle: dropped with the manager
         )
-        port.keeper = self.keeper
 
     # --- the leader -------------------------------------------------------------------
 
@@ -193,7 +193,7 @@ class Renewal:
             except StoreError as exc:
                 release = both(held.release, machine) if self.chain is not None else None
                 handed_over = release is not None
-                yield Keep(token, generation, release, exc)
+                yield Keep(self.keeper, token, generation, release, exc)
                 return self.announce(token), True
             if written is None:
                 latest = yield from self._read_or_nothing()
@@ -241,7 +241,7 @@ class Renewal:
         server has spent `current`'s refresh token."""
         pauses = self.pauses
         presented = self._presented(current)
-        pauses.check(presented, self.clock())  # a pause stops token calls, never a read
+        pauses.check(presented, self.clock)  # a pause stops token calls, never a read
         pauses.presenting, pauses.called = presented, True
         token = yield from self.endpoint.call(self.grant.fetch(current))
         token = self._fetched(token, current)
@@ -341,11 +341,11 @@ class Renewal:
                 error,
                 self.origin,
             )
-        self.pauses.check(None, self.clock())
+        self.pauses.check(None, self.clock)
         self.pauses.called = True
         token = yield from self.endpoint.call(self.grant.fetch(None))
         token = self._fetched(token, self.own())
-        yield Keep(token, self.generation, None, error, quiet=True)
+        yield Keep(self.keeper, token, self.generation, None, error, quiet=True)
         return self.announce(token), True
 
     # --- what is renewed from, and what a fenced-out write adopts -------------------------

@@ -38,6 +38,7 @@ import logging
 import random
 import threading
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import NamedTuple, cast
 
@@ -146,7 +147,7 @@ class TokenManager:
         self._cached: _Cached | None = None
         self._warning = RefreshWarning(self.origin, self.key, on_event)
         self._endpoint = endpoint = TokenEndpoint(
-            grant, retries=retries, timeout=float(timeout), clock=clock, uniform=uniform
+            grant, retries=retries, timeout=timeout, clock=clock, uniform=uniform
         )
         # A chain (a refresh token is the only credential) gets a spare copy on this machine
         # beside any store but memory (`_renewal`).
@@ -154,9 +155,12 @@ class TokenManager:
         self._port = Port(
             store, self.key, spare=spare, sender=sender, sleep=sleep, async_sleep=async_sleep
         )
+        # The renewal reaches back to the cache weakly: dropping the auth object frees the
+        # manager (and its token) at once, as it did before the renewal was a part of its own.
+        me = weakref.ref(self)
         self._renewal = Renewal(
-            grant, self._port, endpoint, self.origin, clock=clock, own=lambda: self.token,
-            adopt=self._adopt,
+            grant, self._port, endpoint, self.origin, clock=clock,
+            own=lambda: _owned(me), adopt=lambda token: _adopted(me, token),
         )  # fmt: skip
         self._leader = Leader(self._renewal, endpoint, on_event=on_event, on_token=on_token)
         # The token the last 401 renewal produced, until an API answer accepts it (see
@@ -186,6 +190,10 @@ class TokenManager:
         """Seconds for each token request."""
         return self._endpoint.timeout
 
+    @timeout.setter
+    def timeout(self, timeout: float) -> None:
+        self._endpoint.timeout = self._renewal.keeper.timeout = timeout
+
     @property
     def on_token(self) -> OnToken | None:
         """Called with every new token after the store has it."""
@@ -200,6 +208,10 @@ class TokenManager:
         """Called with every `renewauth.events` value of this manager."""
         return self._leader.on_event
 
+    @on_event.setter
+    def on_event(self, on_event: events.OnEvent | None) -> None:
+        self._leader.on_event = self._warning.on_event = on_event
+
     @property
     def clock(self) -> Callable[[], float]:
         """The clock this manager reads (seconds since the epoch)."""
@@ -209,15 +221,6 @@ class TokenManager:
     def sender(self) -> TokenSender:
         """The transport that sends this manager's token requests."""
         return self._port.sender
-
-    @sender.setter
-    def sender(self, sender: TokenSender) -> None:
-        self._port.sender = sender
-
-    @property
-    def spare(self) -> Spare | None:
-        """This machine's spare copy of a chain's newest token, or `None`."""
-        return self._port.spare
 
     # --- the paths every request takes --------------------------------------------------
 
@@ -493,3 +496,16 @@ class TokenManager:
             "renewing event loop is blocked by this very call",
             origin=self.origin,
         )
+
+
+def _owned(manager: weakref.ref[TokenManager]) -> Token | None:
+    """The token a manager holds, through a weak reference (`None` once it is gone)."""
+    held = manager()
+    return None if held is None else held.token
+
+
+def _adopted(manager: weakref.ref[TokenManager], token: Token) -> Token:
+    """`token`, adopted by the manager if it is still there (a writer thread may outlive
+    it)."""
+    held = manager()
+    return token if held is None else held._adopt(token)
