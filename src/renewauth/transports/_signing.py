@@ -147,13 +147,15 @@ def should_resend(
 
 
 def needs_dpop_nonce(
-    dpop: DpopKey | None, url: str, status: int, headers: Mapping[str, str]
+    dpop: DpopKey | None, url: object, status: int, headers: Mapping[str, str]
 ) -> bool:
     """DPoP: keep the nonce an API's answer (`status`, `headers`) to a request for `url`
     sent, in `dpop`; True when the answer asks for the proof again with it (the token
-    itself is fine). False without a key or a nonce."""
+    itself is fine). False without a key or a nonce. `url` is the request's URL as its
+    library holds it (an `httpx.URL` or a str): made a str only when a nonce came, since
+    that costs as much as the rest of a cached-token request's DPoP checks."""
     nonce = headers.get("DPoP-Nonce")
     if dpop is None or not nonce:
         return False
-    dpop.remember_nonce(url, nonce)
+    dpop.remember_nonce(str(url), nonce)
     return is_nonce_challenge(status, headers.get("WWW-Authenticate"))

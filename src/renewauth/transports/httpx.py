@@ -241,7 +241,7 @@ class HttpxSigning(httpx.Auth):
             if (
                 self._dpop is not None
                 and needs_dpop_nonce(
-                    self._dpop, str(request.url), response.status_code, response.headers
+                    self._dpop, request.url, response.status_code, response.headers
                 )
                 and isinstance(request.stream, httpx.ByteStream)  # it can be sent again
             ):
