@@ -54,6 +54,12 @@ def every_class_plugs_into_requests_and_httpx() -> None:
 async def async_use(auth: OAuth2ClientCredentials) -> Token:
     async with httpx.AsyncClient(auth=auth) as client:
         await client.get("https://api.example.com/")
+    await auth.ainvalidate()
+    url: str = auth.token_url
+    statuses: frozenset[int] = auth.retry_statuses
+    store: TokenStore = auth.store
+    idle: float | None = auth.refresh_idle_timeout
+    print(url, statuses, store, idle)
     return await auth.aget_token()
 
 
