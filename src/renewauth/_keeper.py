@@ -19,9 +19,9 @@ import logging
 import os
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .errors import ConfigurationError, StoreError
 from .stores._durable import describe_store
@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 __all__ = ["Keeper", "Kept"]
 
 logger = logging.getLogger("renewauth.manager")
+
+_T = TypeVar("_T")
 
 _FLUSH_FIRST, _FLUSH_MAX = 0.02, 1.0  # seconds between tries of writing a kept token
 _WAIT_MARGIN = 10.0  # seconds a write on another thread's loop may take beyond the timeout
@@ -205,23 +207,27 @@ class Keeper:
         return stored.is_same_grant(kept.token)
 
     def _read(self, kept: Kept) -> tuple[Token | None, int]:
-        try:
-            return self.port.read()
-        except ConfigurationError:  # an asyncio-only store: read on its loop
-            loop = kept.loop
-            if loop is None or not loop.is_running():
-                raise
-            future = asyncio.run_coroutine_threadsafe(self.port.aread(), loop)
-            return future.result(timeout=self.timeout + _WAIT_MARGIN)
+        return self._on_any_loop(kept, self.port.read, self.port.aread)
 
     def _write_from_thread(self, kept: Kept, token: Token, generation: int) -> int | None:
+        return self._on_any_loop(
+            kept,
+            lambda: self.port.write(token, generation),
+            lambda: self.port.awrite(token, generation),
+        )
+
+    def _on_any_loop(
+        self, kept: Kept, call: Callable[[], _T], acall: Callable[[], Coroutine[Any, Any, _T]]
+    ) -> _T:
+        """`call()` from the writer thread; for an asyncio-only store (it refuses blocking
+        calls), `acall()` on the loop that kept the token, while that loop runs."""
         try:
-            return self.port.write(token, generation)
-        except ConfigurationError:  # an asyncio-only store: write on its loop
+            return call()
+        except ConfigurationError:
             loop = kept.loop
             if loop is None or not loop.is_running():
                 raise
-            future = asyncio.run_coroutine_threadsafe(self.port.awrite(token, generation), loop)
+            future = asyncio.run_coroutine_threadsafe(acall(), loop)
             return future.result(timeout=self.timeout + _WAIT_MARGIN)
 
     def _generation_quietly(self, kept: Kept) -> int:

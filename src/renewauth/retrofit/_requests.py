@@ -22,6 +22,7 @@ from requests.utils import rewind_body
 
 from .._routing import Route
 from .._urls import origin_of
+from ..transports.requests import is_replayable
 from ._diagnostics import report_success, reporting
 from ._gate import answered, judge, resend_after_rejection
 from ._plan import Action, Seen, is_signature, name_of
@@ -142,13 +143,6 @@ def _send(
     return response
 
 
-def _is_replayable(request: requests.PreparedRequest) -> bool:
-    body = request.body
-    if body is None or isinstance(body, bytes | str):
-        return True
-    return isinstance(getattr(request, "_body_position", None), int)
-
-
 def _replace_rejected_bearer(response: requests.Response, **send_options: Any) -> requests.Response:
     """The response hook of `keep-until-401`: when the API rejects the program's own Bearer
     token, remember it as rejected and resend once with the route's token."""
@@ -160,7 +154,7 @@ def _replace_rejected_bearer(response: requests.Response, **send_options: Any) -
     if authorization is None:
         return response
     origin = origin_of(request.url or "")
-    replayable = _is_replayable(request)
+    replayable = is_replayable(request)
     if not resend_after_rejection(
         route, origin, authorization, response.status_code, replayable=replayable
     ):

@@ -35,7 +35,7 @@ from ..manager import TokenManager
 from ..token import Token
 from ._signing import is_https_upgrade, needs_dpop_nonce, routed_url, should_resend
 
-__all__ = ["RequestsSigning"]
+__all__ = ["RequestsSigning", "is_replayable"]
 
 logger = logging.getLogger(__name__)
 
@@ -146,7 +146,8 @@ def _signature(
     return signature
 
 
-def _is_replayable(request: requests.PreparedRequest) -> bool:
+def is_replayable(request: requests.PreparedRequest) -> bool:
+    """Whether requests can send `request`'s body again (for a resend after a renewal)."""
     body = request.body
     if body is None or isinstance(body, bytes | str):
         return True
@@ -225,7 +226,7 @@ class RequestsSigning(requests.auth.AuthBase):
             self._dpop, response.request.url or "", response.status_code, response.headers
         ):
             signature: _Signature | None = getattr(response.request, _STATE, None)
-            if signature is not None and not signature.resent and _is_replayable(response.request):
+            if signature is not None and not signature.resent and is_replayable(response.request):
                 logger.debug("the API asked for a DPoP nonce; resending once with it")
                 return self._resend(response, signature, signature.token, send_options)
         if response.status_code not in self._retry_statuses:  # the common case, decided first
@@ -247,7 +248,7 @@ class RequestsSigning(requests.auth.AuthBase):
             carried_token=request.headers.get("Authorization") is signature,
             already_resent=signature.resent,
             challenge=response.headers.get("WWW-Authenticate"),
-            replayable=_is_replayable(request),
+            replayable=is_replayable(request),
             log=logger,
         ):
             return response
