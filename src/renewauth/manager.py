@@ -40,7 +40,7 @@ import threading
 import time
 import weakref
 from collections.abc import Awaitable, Callable
-from typing import NamedTuple, cast
+from typing import Literal, NamedTuple, cast
 
 from . import _flight, events
 from ._effects import HttpReply, Port, TokenSender, adrive, drive
@@ -292,33 +292,43 @@ class TokenManager:
         many, and then `None` says "give the 401 back".
         """
         now = self._clock()
-        newer = self._newer_than(rejected)
-        if newer is None:
-            if self._declines_renewal(rejected, now):
-                # No token call; but another process may have stored a newer token.
-                return self._other_valid(self._stored(), rejected, now)
-            return self._renewed_after_rejection(self._renew(rejected, now, rejected=True), now)
-        cached = self._cached
-        if cached is not None and now < cached.renew_at:
-            return cached.token
-        # The newer token is due for renewal too. A request rejected once does not take the
-        # soft window's "keep sending it" rule: a server that revokes the old access token
-        # when it refreshes may already have revoked this one. Wait for (or lead) its renewal.
-        return self._renew(newer, now, rejected=True)
+        step, token = self._after_rejection(rejected, now)
+        if step == "declined":  # no token call; but another process may have stored a newer one
+            return self._other_valid(self._stored(), rejected, now)
+        if step == "current":
+            return token
+        renewed = self._renew(token, now, rejected=True)
+        return self._renewed_after_rejection(renewed, now) if step == "renew" else renewed
 
     async def arenew_rejected(self, rejected: Token) -> Token | None:
         """`renew_rejected` for asyncio."""
         now = self._clock()
+        step, token = self._after_rejection(rejected, now)
+        if step == "declined":
+            return self._other_valid(await self._astored(), rejected, now)
+        if step == "current":
+            return token
+        renewed = await self._arenew(token, now, rejected=True)
+        return self._renewed_after_rejection(renewed, now) if step == "renew" else renewed
+
+    def _after_rejection(
+        self, rejected: Token, now: float
+    ) -> tuple[Literal["declined", "renew", "current", "renew newer"], Token]:
+        """What a 401 for `rejected` leads to (`renew_rejected` and its twin carry it out):
+        the 401 budget declines; `rejected` is renewed; another caller's newer token is
+        current and resent; or that newer token is due too and is renewed. A request
+        rejected once does not take the soft window's "keep sending it" rule: a server
+        that revokes the old access token when it refreshes may already have revoked it."""
         newer = self._newer_than(rejected)
         if newer is None:
-            if self._declines_renewal(rejected, now):
-                return self._other_valid(await self._astored(), rejected, now)
-            token = await self._arenew(rejected, now, rejected=True)
-            return self._renewed_after_rejection(token, now)
+            declined = _declines_renewal(
+                self.unproven, self._rejection_renewed_at, rejected, now, self.origin
+            )
+            return ("declined" if declined else "renew"), rejected
         cached = self._cached
         if cached is not None and now < cached.renew_at:
-            return cached.token
-        return await self._arenew(newer, now, rejected=True)
+            return "current", cached.token
+        return "renew newer", newer
 
     def keepalive(self) -> bool:
         """Renew when the refresh token is past `KEEPALIVE_SHARE` of its life; True if renewed.
@@ -410,26 +420,6 @@ class TokenManager:
             return None
         return self._adopt(stored)
 
-    def _declines_renewal(self, rejected: Token, now: float) -> bool:
-        """Whether a 401 for the current token `rejected` must not renew it.
-
-        So when the token came from a 401 renewal less than `REJECTION_INTERVAL` ago and
-        no API answer has accepted it since: the API rejects fresh tokens too, and renewing
-        on every request would turn each of them into a token call. A token that has worked
-        once (revoked later, say) is renewed at once, however soon.
-        """
-        since = now - self._rejection_renewed_at
-        if not rejected.is_same_grant(self.unproven) or since >= REJECTION_INTERVAL:
-            return False
-        logger.debug(
-            "%s rejected a token renewed %.1f s ago after another rejection; not renewing "
-            "again before %.0f s have passed",
-            self.origin,
-            since,
-            REJECTION_INTERVAL,
-        )
-        return True
-
     def _adopt(self, token: Token) -> Token:
         self._cached = _Cached(token, renew_at(token, self.leeway))
         if token.refresh_token is not None:
@@ -509,3 +499,26 @@ def _adopted(manager: weakref.ref[TokenManager], token: Token) -> Token:
     it)."""
     held = manager()
     return token if held is None else held._adopt(token)
+
+
+def _declines_renewal(
+    unproven: Token | None, renewed_at: float, rejected: Token, now: float, origin: str
+) -> bool:
+    """Whether a 401 for the current token `rejected` must not renew it.
+
+    So when the token came from a 401 renewal (`unproven`, made at `renewed_at`) less than
+    `REJECTION_INTERVAL` ago and no API answer has accepted it since: the API rejects fresh
+    tokens too, and renewing on every request would turn each of them into a token call. A
+    token that has worked once (revoked later, say) is renewed at once, however soon.
+    """
+    since = now - renewed_at
+    if not rejected.is_same_grant(unproven) or since >= REJECTION_INTERVAL:
+        return False
+    logger.debug(
+        "%s rejected a token renewed %.1f s ago after another rejection; not renewing "
+        "again before %.0f s have passed",
+        origin,
+        since,
+        REJECTION_INTERVAL,
+    )
+    return True
