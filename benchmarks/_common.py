@@ -1,9 +1,9 @@
-"""What `bench_core.py` and `bench_stores.py` share: the fake host, canned transports, output.
+"""What the benchmarks share: the fake host, a redis-server, canned transports, output.
 
-It imports neither Authlib nor httpx-auth, so that `bench_stores.py` runs without them. The
-scripts import it as ``_common``: Python puts a script's own folder on ``sys.path``, and spawned
-child processes inherit that path, so they can import it too (`_host_fakes`, the fake host's
-process target, lives here for that reason).
+It imports neither Authlib nor httpx-auth, so that `bench_stores.py` runs without them, and
+redis-py only when it starts a redis-server. The scripts import it as ``_common``: Python puts
+a script's own folder on ``sys.path``, and spawned child processes inherit that path, so they
+can import it too (`_host_fakes`, the fake host's process target, lives here for that reason).
 """
 
 from __future__ import annotations
@@ -13,6 +13,9 @@ import gc
 import os
 import platform
 import re
+import shutil
+import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -21,19 +24,32 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
 from multiprocessing import get_context
 from multiprocessing.connection import Connection
-from typing import Any, Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 import requests
 import requests.adapters
+
+if TYPE_CHECKING:
+    import redis
 
 CLIENT_ID = "client-id"
 CLIENT_SECRET = "client-secret"
 CANNED_URL = "http://api.invalid/items"  # answered in memory by the canned transports
 LONG_LIFETIME_SECONDS = 3600.0  # a token that stays fresh for the whole run
 HANG_LIMIT_SECONDS = 60.0
+
+
+def package_version(name: str) -> str:
+    """The installed version of a distribution, for the header line."""
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "not installed"
 
 
 def describe(exc: BaseException) -> str:
@@ -328,6 +344,91 @@ def hot_path_cell(timings: Timings, baseline: Timings) -> str:
     # the machine did during that repetition; the median of the pairs resists outliers.
     ratios = [mine / base for mine, base in zip(timings.seconds, baseline.seconds, strict=False)]
     return f"{median * 1e6:.1f} µs ({statistics.median(ratios):.2f}×)"
+
+
+# --- redis-server, on a free loopback port ----------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass(frozen=True, slots=True)
+class RedisServer:
+    """A running redis-server: its URL, its version, a client to ask it for statistics, and
+    its process (to pause it with SIGSTOP)."""
+
+    url: str
+    version: str
+    client: redis.Redis
+    process: subprocess.Popen[bytes]
+
+    def commands_processed(self) -> int:
+        """The server's count of commands so far; this call's own INFO is not in it."""
+        stats: dict[str, Any] = self.client.info("stats")
+        return int(stats["total_commands_processed"])
+
+    def command_calls(self) -> Counter[str]:
+        """Calls so far of each command (`set`, `mget`, `eval`, `client|setinfo`, …), from
+        `INFO commandstats`; the `INFO`s asked for statistics are left out."""
+        stats: dict[str, Any] = self.client.info("commandstats")
+        calls: Counter[str] = Counter()
+        for name, values in stats.items():
+            command = name.removeprefix("cmdstat_")
+            if command != "info":
+                calls[command] = int(values["calls"])
+        return calls
+
+
+@contextmanager
+def redis_server(directory: Path) -> Iterator[RedisServer | str]:
+    """A redis-server without persistence, stopped on exit; or why there is none (a cell)."""
+    binary = shutil.which("redis-server")
+    try:
+        import redis
+    except ImportError:
+        binary = None
+    if binary is None:
+        yield "n/a: no redis-server or redis-py"
+        return
+    directory.mkdir(mode=0o700)
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            *(binary, "--port", str(port), "--bind", "127.0.0.1"),
+            *("--save", "", "--appendonly", "no", "--dir", str(directory)),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url)
+    try:
+        yield _ready(client, url, server)
+    finally:
+        client.close()
+        server.send_signal(signal.SIGCONT)  # in case it was left paused
+        server.terminate()
+        try:
+            server.wait(10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+def _ready(client: redis.Redis, url: str, server: subprocess.Popen[bytes]) -> RedisServer | str:
+    import redis
+
+    for _ in range(400):  # bounded: each try answers at once or is refused
+        try:
+            if client.ping():
+                info: dict[str, Any] = client.info("server")
+                return RedisServer(url, str(info["redis_version"]), client, server)
+        except redis.exceptions.ConnectionError:
+            time.sleep(0.025)
+    return "error: redis-server did not start"
 
 
 # --- output --------------------------------------------------------------------------------

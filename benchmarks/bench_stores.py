@@ -22,10 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import shutil
-import socket
 import statistics
-import subprocess
 import tempfile
 import threading
 import time
@@ -38,12 +35,11 @@ from contextlib import (
 )
 from dataclasses import dataclass, field
 from functools import partial
-from importlib.metadata import PackageNotFoundError, version
 from multiprocessing import get_context
 from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Barrier
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
 import requests
@@ -59,6 +55,7 @@ from _common import (
     CannedTransport,
     Counters,
     FakeHost,
+    RedisServer,
     SyncClient,
     Tally,
     Timings,
@@ -69,7 +66,9 @@ from _common import (
     hot_path_cell,
     latency_cell,
     markdown_table,
+    package_version,
     print_part,
+    redis_server,
     rotated,
     time_async,
     time_sync,
@@ -77,9 +76,6 @@ from _common import (
 
 import renewauth
 from renewauth import Token, TokenStore
-
-if TYPE_CHECKING:
-    import redis
 
 USERNAME = "alice"
 PASSWORD = "alice-password"
@@ -133,77 +129,6 @@ class Settings:
 # Many short batches, interleaved, cancel a noisy machine's drift better than a few long ones.
 FULL = Settings(iterations=2_000, repetitions=25, seconds=5.0)
 QUICK = Settings(iterations=500, repetitions=5, seconds=2.0)
-
-
-# --- redis-server, on a free loopback port ----------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@dataclass(frozen=True, slots=True)
-class RedisServer:
-    """A running redis-server: its URL, its version, and a client to ask it for statistics."""
-
-    url: str
-    version: str
-    client: redis.Redis
-
-    def commands_processed(self) -> int:
-        """The server's count of commands so far; this call's own INFO is not in it."""
-        stats: dict[str, Any] = self.client.info("stats")
-        return int(stats["total_commands_processed"])
-
-
-@contextmanager
-def redis_server(directory: Path) -> Iterator[RedisServer | str]:
-    """A redis-server without persistence, stopped on exit; or why there is none (a cell)."""
-    binary = shutil.which("redis-server")
-    try:
-        import redis
-    except ImportError:
-        binary = None
-    if binary is None:
-        yield "n/a: no redis-server or redis-py"
-        return
-    directory.mkdir(mode=0o700)
-    port = _free_port()
-    server = subprocess.Popen(
-        [
-            *(binary, "--port", str(port), "--bind", "127.0.0.1"),
-            *("--save", "", "--appendonly", "no", "--dir", str(directory)),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    client = redis.Redis.from_url(url)
-    try:
-        yield _ready(client, url)
-    finally:
-        client.close()
-        server.terminate()
-        try:
-            server.wait(10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-
-
-def _ready(client: redis.Redis, url: str) -> RedisServer | str:
-    import redis
-
-    for _ in range(400):  # bounded: each try answers at once or is refused
-        try:
-            if client.ping():
-                info: dict[str, Any] = client.info("server")
-                return RedisServer(url, str(info["redis_version"]), client)
-        except redis.exceptions.ConnectionError:
-            time.sleep(0.025)
-    return "error: redis-server did not start"
 
 
 # --- stores and auth objects ---------------------------------------------------------------
@@ -695,23 +620,16 @@ def part_b(host: FakeHost, server: RedisServer | str, directory: Path, settings:
 # --- output --------------------------------------------------------------------------------
 
 
-def _version(package: str) -> str:
-    try:
-        return version(package)
-    except PackageNotFoundError:
-        return "not installed"
-
-
 def _header_line(server: RedisServer | str) -> str:
     server_version = server.version if isinstance(server, RedisServer) else "not running"
     return header_line(
         (
-            f"renewauth {_version('renewauth')}",
-            f"redis-py {_version('redis')}",
+            f"renewauth {package_version('renewauth')}",
+            f"redis-py {package_version('redis')}",
             f"redis-server {server_version}",
-            f"filelock {_version('filelock')}",
-            f"httpx {_version('httpx')}",
-            f"requests {_version('requests')}",
+            f"filelock {package_version('filelock')}",
+            f"httpx {package_version('httpx')}",
+            f"requests {package_version('requests')}",
         )
     )
 
