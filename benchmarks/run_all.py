@@ -1,6 +1,6 @@
 """Run every benchmark, write their tables to benchmarks/RESULTS.md and draw the plots.
 
-    python benchmarks/run_all.py                       # full runs, ~32 minutes (7: the soak)
+    python benchmarks/run_all.py                       # full runs, ~38 minutes (7: the soak)
     python benchmarks/run_all.py --quick               # short runs, noisier
     python benchmarks/run_all.py --plots-only          # draw the plots from RESULTS.md again
     python benchmarks/run_all.py --plots-only --check  # fail if the plots do not show it
@@ -26,6 +26,11 @@ BENCHMARKS = [
     ("Arrival: saturated connection pools, 1 s tokens", "bench_arrival.py"),
     ("Cost per request in instructions (callgrind) and time", "bench_cost.py"),
     ("Stores: many processes sharing a FileStore or RedisStore", "bench_stores.py"),
+    (
+        "Slow token endpoint and stalled Redis: does a request wait for a renewal?",
+        "bench_slow_endpoint.py",
+    ),
+    ("Fleet: processes and managers sharing one credential in Redis", "bench_fleet.py"),
     (
         "Soak: faults of the store, the lease, the network and the token endpoint",
         "bench_soak.py --pass faults",
