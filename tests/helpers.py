@@ -22,6 +22,7 @@ from renewauth import (
     Token,
     TokenAuth,
     TokenStore,
+    _background,
 )
 from renewauth.testing import FakeOAuth2Provider
 
@@ -98,8 +99,16 @@ class ManualClock:
         return self.now
 
     def advance(self, seconds: float) -> None:
+        # A soft-window renewal that a request started runs on in the background and reads
+        # this clock: time moves once it is over, as it would have when it ran inline.
+        settle()
         with self._lock:
             self.now += seconds
+
+
+def settle(timeout: float = 10.0) -> None:
+    """Wait for the background renewals in flight (those a soft window started) to end."""
+    assert _background.wait_idle(timeout), "a background renewal did not end"
 
 
 @dataclass(frozen=True)

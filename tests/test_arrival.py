@@ -28,7 +28,7 @@ from renewauth.manager import REJECTION_INTERVAL
 from renewauth.testing import FakeOAuth2Provider
 from renewauth.transports._signing import challenge_error
 
-from .helpers import ManualClock, send
+from .helpers import ManualClock, send, settle
 
 CLIENT_ID = "client-id"
 CLIENT_SECRET = "client-secret"
@@ -115,6 +115,7 @@ def test_request_that_queued_into_the_soft_window_leaves_at_once_with_its_valid_
     assert fake.token_calls == 1
     assert auth.token is first
     assert send(kind, auth, fake.api_url).status == 200  # signed in the soft window: renews
+    settle()  # in the background
     assert fake.token_calls == 2
 
 

@@ -88,6 +88,11 @@ class Flight:
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(_wake_gradually, loop, futures)
 
+    def led_by(self, thread: threading.Thread) -> None:
+        """The renewal goes on in `thread` (in the background): a waiter takes the flight over
+        only once that thread has died, whatever becomes of the caller that began it."""
+        self._leader_thread, self.leader_loop = thread, None
+
     def abandon_if_leader_gone(self) -> bool:
         """End the flight as abandoned if its leader can no longer finish it: its event loop
         is closed or stopped (its task will never run again), or its thread has died.

@@ -4,7 +4,8 @@ When the store refuses the write of a renewed token (down, full, read-only), the
 kept here and a thread writes it as soon as the store takes writes again. For a chain (a
 refresh token that works once) the store's lock, and this machine's, stay held until then:
 other processes wait rather than present the refresh token the server has just spent. At
-interpreter exit a kept token is written once more, else left in the spare copy, else an ERROR
+interpreter exit (once the renewals in flight have ended, `_background`) a kept token is
+written once more, else left in the spare copy, else an ERROR
 says the chain breaks. A forked child forgets it: the parent's writer writes it.
 
 This module decides nothing about renewals; it only keeps, writes and lets go.
@@ -23,6 +24,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from . import _background
 from .errors import ConfigurationError, StoreError
 from .stores._durable import describe_store
 from .token import Token
@@ -295,6 +297,8 @@ _KEEPERS: weakref.WeakSet[Keeper] = weakref.WeakSet()
 
 @atexit.register
 def _flush_kept_at_exit() -> None:
+    # The renewals still in flight first: one may hand a token the store refuses to a keeper.
+    _background.finish_at_exit()
     for keeper in list(_KEEPERS):
         keeper.flush_at_exit()
 

@@ -4,9 +4,11 @@ The rules (DESIGN.md, "When a token is renewed"):
 
 - **Fresh** (before `renew_at`): return the cached token. No lock, no store read: this is
   the hot path, one attribute read, one clock call and one comparison.
-- **Soft window** (past `renew_at`, not expired): one caller renews; every other caller
-  keeps the still-valid token and never waits. A failed renewal is logged and tried again
-  after `min(30 s, half the time left)`; it is never raised.
+- **Soft window** (past `renew_at`, not expired): the token is still valid, so no caller
+  waits: the first caller to notice starts one renewal in the background (`_background`: a
+  thread, which stays the flight's leader) and sends the valid token at once, like every
+  other caller. A failed renewal is logged and tried again after `min(30 s, half the time
+  left)`; it is never raised.
 - **Hard** (expired, or no token): callers wait for the one renewal in flight and share its
   token or its error.
 - **Rejected** (the API answered 401): renew only if the rejected token is still the current
@@ -42,7 +44,7 @@ import weakref
 from collections.abc import Awaitable, Callable
 from typing import Literal, NamedTuple, cast
 
-from . import _flight, events
+from . import _background, _flight, events
 from ._effects import HttpReply, Port, TokenSender, adrive, drive
 from ._endpoint import TokenEndpoint
 from ._leading import Leader
@@ -439,7 +441,12 @@ class TokenManager:
         while True:
             flight, is_leader = _flight.begin(self._flight_key)
             if is_leader:
-                return drive(self._leader.leading(flight, stale, soft=soft), self._port)
+                steps = self._leader.leading(flight, stale, soft=soft)
+                if soft:  # `stale` is valid: it goes now, the renewal runs in the background
+                    return _background.lead(
+                        steps, self._port, flight, origin=self.origin, stale=stale
+                    )
+                return drive(steps, self._port)
             if soft:
                 return cast(Token, stale)  # still valid: never wait in the soft window
             self._wait(flight)
@@ -455,11 +462,15 @@ class TokenManager:
         while True:
             flight, is_leader = _flight.begin(self._flight_key, leader_loop=loop)
             if is_leader:
+                steps = self._leader.leading(flight, stale, soft=soft)
+                if soft:
+                    return _background.lead(
+                        steps, self._port, flight, origin=self.origin, stale=stale, loop=loop
+                    )
                 # The renewal runs as a task of its own and the caller awaits it shielded: a
                 # caller cancelled mid-renewal (a timeout around its request) must not cancel
                 # a refresh the server has already answered, or the rotated refresh token in
                 # that answer would be lost with it.
-                steps = self._leader.leading(flight, stale, soft=soft)
                 return await asyncio.shield(loop.create_task(adrive(steps, self._port)))
             if soft:
                 return cast(Token, stale)
