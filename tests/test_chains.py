@@ -39,7 +39,7 @@ from renewauth import (
 from renewauth.stores import default_store
 from renewauth.testing import FakeKeycloak, FakeOAuth2Provider
 
-from .helpers import FullDiskStore, ManualClock, job_chain
+from .helpers import FullDiskStore, ManualClock, job_chain, settle
 from .redis_server import RedisServer
 
 START = 1_800_000_000.0
@@ -381,7 +381,8 @@ def test_a_refused_refresh_token_continues_from_a_newer_one_in_the_store(
         clock.advance(LIFETIME + 1)
         newest = first.get_token()  # machine A rotates the chain
         monkeypatch.setenv("RENEWAUTH_STATE_DIR", str(tmp_path / "machine-b"))
-        forgetful.forget = 1  # machine B reads a store that has not caught up
+        # Machine B reads a store that has not caught up, before the lock and under it.
+        forgetful.forget = 2
         assert _getter(second, mode)() == newest  # refused, read again, continued from A's
         assert held.refresh_token != newest.refresh_token
         assert fake.stale_refresh_tokens == 1  # the one refusal
@@ -401,7 +402,7 @@ def test_a_refusal_of_an_older_refresh_token_never_pauses_the_newer_one(
         clock.advance(LIFETIME + 1)
         newest = first.get_token()
         monkeypatch.setenv("RENEWAUTH_STATE_DIR", str(tmp_path / "machine-b"))
-        forgetful.forget = 2  # B never sees A's token while it renews
+        forgetful.forget = 3  # B never sees A's token while it renews (three reads)
         with pytest.raises(InvalidGrant) as refused:
             second.get_token()
         message = str(refused.value)
@@ -823,7 +824,7 @@ def test_a_stale_read_under_the_lock_never_discards_the_renewed_token(tmp_path: 
         store = _Forgetful(tmp_path / "tokens")
         auth = _chain(fake, store, clock)
         first = auth.get_token()
-        store.forget = 1
+        store.forget = 2  # the read before the lock, and the one under it
         renewed = auth._manager.renew_rejected(first)  # the API answered 401
         assert renewed is not None
         assert renewed.refresh_token != first.refresh_token
@@ -853,6 +854,8 @@ def test_client_credentials_adopt_a_fresh_token_in_the_store_whatever_its_sequen
         fresh = Token(access_token="fresh", expires_at=clock.now + LIFETIME, issued_at=clock.now)
         FileStore(tmp_path / "tokens").set(auth._manager.key, fresh)
         calls = fake.token_calls
+        auth.get_token()  # the valid token at once; the renewal reads the store meanwhile
+        settle()
         assert auth.get_token() == fresh
         assert fake.token_calls == calls
 

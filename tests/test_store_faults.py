@@ -47,7 +47,7 @@ def _refresh_auth(
 
 
 class _Entering(FileStore):
-    """A FileStore that says when a renewal starts to wait for its lock."""
+    """A FileStore that says when a renewal asks for its lock."""
 
     def __init__(self, path: Path) -> None:
         super().__init__(path)
@@ -56,6 +56,10 @@ class _Entering(FileStore):
     def lock(self, key: str):  # type: ignore[no-untyped-def]
         self.entering.set()
         return super().lock(key)
+
+    def try_lock(self, key: str):  # type: ignore[no-untyped-def]
+        self.entering.set()
+        return super().try_lock(key)
 
 
 # --- defect 1: a failed write never loses a rotated refresh token ---------------------------
@@ -141,7 +145,7 @@ def test_rotated_token_survives_redis_stopped_during_the_refresh(
 
 
 class _EnteringRedis(RedisStore):
-    """A RedisStore that says when a renewal starts to wait for its lock."""
+    """A RedisStore that says when a renewal asks for its lock."""
 
     def __init__(self, url: str, **options: Any) -> None:
         super().__init__(url, **options)
@@ -150,6 +154,10 @@ class _EnteringRedis(RedisStore):
     def lock(self, key: str):  # type: ignore[no-untyped-def]
         self.entering.set()
         return super().lock(key)
+
+    def try_lock(self, key: str):  # type: ignore[no-untyped-def]
+        self.entering.set()
+        return super().try_lock(key)
 
 
 class _SetOnRecord(logging.Handler):

@@ -471,6 +471,13 @@ def _count_waiters(store: TokenStore, line_up: _LineUp) -> None:
         return lock(key)
 
     store.lock = counted_lock  # type: ignore[method-assign]
+    try_lock = store.try_lock  # type: ignore[attr-defined]
+
+    def counted_try(key: str) -> Any:  # a leader tries once, then waits for the write
+        line_up.bump(line_up.lock_asks)
+        return try_lock(key)
+
+    store.try_lock = counted_try  # type: ignore[attr-defined]
 
 
 def _worker(

@@ -23,7 +23,14 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 from .errors import ConfigurationError, StoreError
 from .flows import TokenRequest
-from .stores import FencedStore, Pause, PauseStore, TokenStore
+from .stores import (
+    FencedStore,
+    LockProbingStore,
+    Pause,
+    PauseStore,
+    TokenStore,
+    WriteNoticeStore,
+)
 from .token import Token
 
 if TYPE_CHECKING:
@@ -47,7 +54,9 @@ __all__ = [
     "Sleep",
     "Steps",
     "TokenSender",
+    "TryLock",
     "Unlock",
+    "WaitRenewed",
     "Write",
     "WritePause",
     "adrive",
@@ -55,6 +64,8 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+_NOTICE_WAIT = 1.0  # seconds a wait for another process's renewal blocks in a store that tells
 
 Steps = Generator["Effect", Any, T]
 """A generator of effects that returns a `T`: what `drive` and `adrive` run."""
@@ -148,6 +159,23 @@ class LockMachine(Effect):
 @dataclass(frozen=True, slots=True)
 class LockStore(Effect):
     """Take the store's lock of the credential: a `Held`; raises `StoreError`."""
+
+
+@dataclass(frozen=True, slots=True)
+class TryLock(Effect):
+    """Take the store's lock of the credential if it is free: a `Held`, or `None` while
+    another process holds it (a store that cannot tell waits for it: always a `Held`);
+    raises `StoreError`."""
+
+
+@dataclass(frozen=True, slots=True)
+class WaitRenewed(Effect):
+    """Wait for another process's renewal of the token stored at `generation`: the token it
+    wrote, when the store tells (woken by the write, see `WriteNoticeStore`), else `None`
+    after `seconds`; raises `StoreError`."""
+
+    generation: int
+    seconds: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,6 +320,11 @@ class Port:
         self.async_sleep = async_sleep
         self.fenced = isinstance(store, FencedStore)
         self.pauses: PauseStore | None = store if isinstance(store, PauseStore) else None
+        # A store built on a `redis.asyncio` client serves asyncio code only: no thread can
+        # use it, so its background renewals are tasks (`manager`).
+        self.threads = not getattr(store, "asyncio_only", False)
+        self.probes = isinstance(store, LockProbingStore)
+        self.notices = store if isinstance(store, WriteNoticeStore) else None
 
     def run(self, effect: Effect) -> object:
         """Do `effect` in this thread."""
@@ -362,6 +395,44 @@ class Port:
             )
         return Held(_exiter(held), lambda: asyncio.to_thread(held.__exit__, None, None, None))
 
+    def _try_lock_store(self) -> Held | None:
+        if not self.probes:
+            return self._lock_store()
+        tried = cast(LockProbingStore, self.store).try_lock(self.key)
+        if not tried.__enter__():
+            tried.__exit__(None, None, None)
+            return None
+        release = _exiter(tried)
+        return Held(release, lambda: asyncio.to_thread(release))
+
+    async def _atry_lock_store(self) -> Held | None:
+        """`_try_lock_store` for a task: in a worker thread, as `_alock_store`, unless the
+        store serves asyncio only."""
+        if self.threads:
+            return await asyncio.to_thread(self._try_lock_store)
+        if not self.probes:
+            return await self._alock_store()
+        tried = cast(LockProbingStore, self.store).atry_lock(self.key)
+        if not await tried.__aenter__():
+            await tried.__aexit__(None, None, None)
+            return None
+        return Held(
+            _releaser(tried, asyncio.get_running_loop()),
+            lambda: tried.__aexit__(None, None, None),
+        )
+
+    def _wait_renewed(self, effect: WaitRenewed) -> Token | None:
+        if self.notices is None:
+            self.sleep(effect.seconds)
+            return None
+        return self.notices.written_after(self.key, effect.generation, _NOTICE_WAIT)
+
+    async def _await_renewed(self, effect: WaitRenewed) -> Token | None:
+        if self.notices is None:
+            await self.async_sleep(effect.seconds)
+            return None
+        return await self.notices.awritten_after(self.key, effect.generation, _NOTICE_WAIT)
+
     @staticmethod
     async def _aunlock(held: Held | None) -> None:
         if held is not None:
@@ -391,6 +462,8 @@ _SYNC: dict[type[Effect], Callable[[Port, Any], object]] = {
     DeletePause: lambda port, _: port._pauses().delete_pause(port.key),
     LockMachine: lambda port, _: port._lock_machine(),
     LockStore: lambda port, _: port._lock_store(),
+    TryLock: lambda port, _: port._try_lock_store(),
+    WaitRenewed: lambda port, e: port._wait_renewed(e),
     Unlock: lambda _, e: e.held and e.held.release(),
     Keep: lambda _, e: Port._keep(e, None),
     Send: lambda port, e: port.sender.send(e.request, timeout=e.timeout),
@@ -408,6 +481,8 @@ _ASYNC: dict[type[Effect], Callable[[Port, Any], Awaitable[object]]] = {
     DeletePause: lambda port, _: port._pauses().adelete_pause(port.key),
     LockMachine: lambda port, _: asyncio.to_thread(port._lock_machine),
     LockStore: lambda port, _: port._alock_store(),
+    TryLock: lambda port, _: port._atry_lock_store(),
+    WaitRenewed: lambda port, e: port._await_renewed(e),
     Unlock: lambda _, e: Port._aunlock(e.held),
     Keep: lambda _, e: Port._akeep(e),
     Send: lambda port, e: port.sender.asend(e.request, timeout=e.timeout),

@@ -36,7 +36,6 @@ from ._effects import (
     Held,
     InThread,
     Keep,
-    LockMachine,
     LockStore,
     Port,
     Put,
@@ -50,6 +49,7 @@ from ._effects import (
 )
 from ._endpoint import TokenEndpoint
 from ._keeper import Keeper, Kept
+from ._locking import StoreDown, taking_locks
 from ._pauses import PauseState, fingerprint
 from ._timing import continued, further_along, is_spent, keepalive_due, needs_renewal
 from .errors import InvalidGrant, StoreError, TokenRequestError
@@ -61,14 +61,6 @@ from .token import Token
 __all__ = ["Renewal", "StoreDown", "in_memory"]
 
 logger = logging.getLogger("renewauth.manager")
-
-
-class StoreDown(Exception):
-    """The store failed before any token call was made: nothing can have been lost yet."""
-
-    def __init__(self, error: StoreError) -> None:
-        super().__init__(str(error))
-        self.error = error
 
 
 def in_memory(store: object) -> bool:
@@ -145,12 +137,11 @@ class Renewal:
             return (yield from self._renew_locally(down.error))
 
     def _under_lock(self, stale: Token | None) -> Steps[tuple[Token, bool]]:
-        machine = cast(Held, (yield LockMachine())) if self.machine_lock else None
-        try:
-            held = cast(Held, (yield LockStore()))
-        except StoreError as exc:
-            yield Unlock(machine)
-            raise StoreDown(exc) from None
+        machine, held = yield from taking_locks(
+            stale, self._renewed_elsewhere, self.port, machine=self.machine_lock
+        )
+        if isinstance(held, Token):  # another process renewed: nothing more to lock for
+            return held, False
         handed_over = False
         try:
             try:
@@ -205,6 +196,18 @@ class Renewal:
                 yield Unlock(machine)
         return self.announce(token), True
 
+    def _renewed_elsewhere(
+        self, stale: Token | None, stored: Token | None, generation: int, spare: Token | None
+    ) -> Token | None:
+        """`stored`, adopted, if a renewal under the lock would adopt it too (`_locking`)."""
+        if stored is None or self.current(stored, generation, spare) is not stored:
+            return None
+        if needs_renewal(stored, stale, self.clock()):
+            return None
+        logger.debug("token for %s renewed by another process; taken from the store", self.origin)
+        self.generation = generation
+        return self.adopt(stored)
+
     def _fetch_chain(
         self, current: Token | None, stale: Token | None, generation: int
     ) -> Steps[tuple[Token, bool, int]]:
@@ -227,10 +230,9 @@ class Renewal:
         return (yield from self._fetching(newer)), True, generation
 
     def _fetching(self, current: Token | None) -> Steps[Token]:
-        """`_fetch`; a chain's in a thread of its own from a task: a task can be cancelled
-        (`asyncio.run` cancels what is left when its coroutine returns) after the server
-        rotated the refresh token, and the new one would be lost with it. A thread runs on
-        to the spare write, and `asyncio.run` waits for it."""
+        """`_fetch`; a chain's in a thread of its own from a task: a task cancelled after the
+        server rotated the refresh token (`asyncio.run` cancels what is left) would lose the
+        new one, a thread runs on to the spare write (and `asyncio.run` waits for it)."""
         if self.chain is not None:
             return cast(Token, (yield InThread(self._fetch(current))))
         return (yield from self._fetch(current))
@@ -273,11 +275,9 @@ class Renewal:
         return self.adopt(token)
 
     def _write_again(self, token: Token, generation: int) -> Steps[int | None]:
-        """After a fenced write was refused: write again if the store went back (emptied, a
-        Redis restarted without persistence, a deleted file) rather than moved on; `None`
-        when another process really wrote after this one's lock ran out. For a chain, a
-        store that holds a token behind `token` on the chain went back too, whatever its
-        generation says (a restarted Redis counts generations from 0 again)."""
+        """After a fenced write was refused: write again if the store went back (emptied,
+        restarted without persistence; for a chain, holding a token behind `token` whatever
+        its generation says); `None` when another process wrote after our lock ran out."""
         latest, latest_generation = yield Read()
         if (
             latest is not None
@@ -314,12 +314,9 @@ class Renewal:
         return best
 
     def _renew_kept(self, kept: Kept, stale: Token | None) -> Steps[tuple[Token, bool]]:
-        """Renew from the kept token, which only this process holds (the store is behind).
-
-        The writer holds the store's lock (and this machine's) meanwhile, for a chain. Should
-        the server refuse the kept refresh token all the same (a store that lost that lock
-        let another process continue from the spare copy), a newer token of the chain in the
-        store or the spare copy is continued from."""
+        """Renew from the kept token, which only this process holds (the store is behind; for
+        a chain the writer holds the locks meanwhile). If the server refuses it all the same
+        (a store that lost that lock), a newer token of the chain is continued from."""
         try:
             if not needs_renewal(kept.token, stale, self.clock()):
                 return self.adopt(kept.token), False
@@ -412,10 +409,9 @@ class Renewal:
         self.warned_local = False
 
     def invalidating(self) -> Steps[None]:
-        """Expire the access token now, keeping its refresh token for the next renewal (the
-        caller holds the flight): in the kept token when the store is behind, else in the
-        store, under its lock, so that a token a concurrent renewal just wrote is not put
-        back."""
+        """Expire the access token now, keeping its refresh token (the caller holds the
+        flight): in the kept token when the store is behind, else in the store, under its
+        lock, so that a token a concurrent renewal just wrote is not put back."""
         kept = self.keeper.current()
         if kept is not None:
             # The store is behind and its lock is the writer's: expire the kept token,

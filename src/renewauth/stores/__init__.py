@@ -24,11 +24,13 @@ from .redis import RedisStore
 __all__ = [
     "FencedStore",
     "FileStore",
+    "LockProbingStore",
     "MemoryStore",
     "Pause",
     "PauseStore",
     "RedisStore",
     "TokenStore",
+    "WriteNoticeStore",
     "credential_key",
     "default_store",
 ]
@@ -103,6 +105,44 @@ class FencedStore(Protocol):
 
     async def aset_if_generation(self, key: str, token: Token, generation: int) -> int | None:
         """`set_if_generation` without blocking the event loop."""
+        ...
+
+
+@runtime_checkable
+class LockProbingStore(Protocol):
+    """The optional part of a shared store that lets a renewal take its lock only if it is free.
+
+    A process that finds the lock taken does not queue behind it: another process is renewing,
+    so it waits for that renewal's token and reads it (with `WriteNoticeStore`, woken by the
+    write; else after a growing pause), taking the lock only if the token is still stale.
+    `FileStore` and `RedisStore` have it; a store without it is locked with `lock(key)`.
+    """
+
+    def try_lock(self, key: str) -> AbstractContextManager[bool]:
+        """A context manager that tries `lock(key)` once, without waiting: it gives whether
+        the lock is held, and lets go of it (if held) when it exits."""
+        ...
+
+    def atry_lock(self, key: str) -> AbstractAsyncContextManager[bool]:
+        """`try_lock` for asyncio."""
+        ...
+
+
+@runtime_checkable
+class WriteNoticeStore(Protocol):
+    """The optional part of a fenced store that tells a waiting process when a renewal wrote.
+
+    `RedisStore` has it: the fenced write also leaves the token where a blocking read of
+    every waiter returns it at once, so no waiter polls.
+    """
+
+    def written_after(self, key: str, generation: int, timeout: float) -> Token | None:
+        """The token written over `generation`, waiting for it up to about `timeout` seconds
+        (the store may wait less); `None` if none was."""
+        ...
+
+    async def awritten_after(self, key: str, generation: int, timeout: float) -> Token | None:
+        """`written_after` without blocking the event loop."""
         ...
 
 

@@ -53,7 +53,7 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
-Command = tuple[str | int, ...]
+Command = tuple[str | int | float, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +144,11 @@ class Hold:
                     f"{_LOCK_WAIT:.0f} s; it may be stuck"
                 )
             yield Wait(_POLL)
+
+    def trying(self) -> Steps[bool]:
+        """Take the lock if it is free now: whether it was taken (never waits)."""
+        take = Call(("SET", self.lock_key, self.owner, "NX", "PX", self.lease_ms))
+        return bool((yield from asking(take, "take the renewal lock", self.where, self.errors)))
 
     def keeping(self) -> Steps[None]:
         """Keep the lease alive while the renewal runs: every third of its life, and again

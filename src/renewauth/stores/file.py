@@ -220,18 +220,51 @@ class FileStore:
         finally:
             lock.release()
 
-    def _acquire(self, lock: filelock.BaseFileLock) -> None:
+    def try_lock(self, key: str) -> AbstractContextManager[bool]:
+        """Take the renewal lock of `key` only if it is free: the context gives whether it
+        did, and lets go of it on exit."""
+        return self._tried(key)
+
+    @contextlib.contextmanager
+    def _tried(self, key: str) -> Iterator[bool]:
+        lock = self._lock_for(key)
+        if not self._acquire(lock, blocking=False):
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            lock.release()
+
+    def atry_lock(self, key: str) -> AbstractAsyncContextManager[bool]:
+        """`try_lock` for asyncio (the lock file is made in a worker thread)."""
+        return self._atried(key)
+
+    @contextlib.asynccontextmanager
+    async def _atried(self, key: str) -> AsyncIterator[bool]:
+        lock = self._lock_for(key)
+        held = await asyncio.to_thread(self._acquire, lock, blocking=False)
+        try:
+            yield held
+        finally:
+            if held:
+                lock.release()
+
+    def _acquire(self, lock: filelock.BaseFileLock, *, blocking: bool = True) -> bool:
         """Take `lock`; a lock file that cannot be made (a read-only or full file system)
         is a `StoreError` naming it, like every other failure of this store."""
         try:
-            lock.acquire(timeout=_LOCK_TIMEOUT)
+            lock.acquire(timeout=_LOCK_TIMEOUT, blocking=blocking)
         except self._filelock.Timeout:
+            if not blocking:
+                return False
             raise self._stuck() from None
         except OSError as exc:
             raise StoreError(
                 f"the token store cannot take its lock {lock.lock_file}: {exc.strerror}; "
                 f"check that {self.path} is writable"
             ) from None
+        return True
 
     def _stuck(self) -> StoreError:
         return StoreError(

@@ -3,6 +3,10 @@
 Each credential key has one value (`{prefix}token:{key}`, the token as JSON), one generation
 counter (`{prefix}generation:{key}`), one lock (`{prefix}lock:{key}`) and, while token calls
 are paused, one pause (`{prefix}pause:{key}`, which Redis expires soon after the pause ends).
+Each fenced write also leaves its token, for a minute, in the notice list of the generation
+it replaces (`{prefix}renewed:{key}:{generation}`): processes waiting for that renewal block
+on it (`written_after`, a `BLMOVE` of the list onto itself), so one write wakes them all and
+none polls. `try_lock` takes the lock only if it is free (one `SET NX`). Needs Redis 6.2+.
 The lock is a lease
 with an owner token, taken with `SET NX PX` and released only by its owner (an atomic
 compare-and-delete). A watchdog extends the lease while the renewal runs and keeps trying
@@ -57,13 +61,20 @@ logger = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
 # Write the token only if the generation is still the one read under the lock; return the
-# new generation, or -1 when another writer has moved it on.
+# new generation, or -1 when another writer has moved it on. The token is also left, for a
+# minute, in the notice list of the generation it replaces (KEYS[3]), where every process
+# waiting for this renewal blocks (`written_after`): one write wakes them all, none polls.
 _SET_IF_GENERATION = """
 local current = tonumber(redis.call('GET', KEYS[2]) or '0')
 if current ~= tonumber(ARGV[2]) then return -1 end
 redis.call('SET', KEYS[1], ARGV[1])
-return redis.call('INCR', KEYS[2])
+local written = redis.call('INCR', KEYS[2])
+redis.call('DEL', KEYS[3])
+redis.call('RPUSH', KEYS[3], ARGV[1])
+redis.call('PEXPIRE', KEYS[3], ARGV[3])
+return written
 """
+_NOTICE_LIFE_MS = 60_000  # how long a renewal's notice list outlives its write
 
 
 def _safe_url(url: str) -> str:
@@ -124,9 +135,6 @@ class RedisStore:
     ) -> None:
         try:
             import redis
-            import redis.asyncio
-            from redis.backoff import NoBackoff
-            from redis.retry import Retry
         except ImportError:
             raise ConfigurationError(
                 "RedisStore needs the redis client: pip install 'renewauth[redis]'"
@@ -144,41 +152,17 @@ class RedisStore:
                 or not value > 0
             ):
                 raise ConfigurationError(f"{name}= must be a number of seconds > 0, such as 2")
-        self._url: str | None = None
-        if isinstance(url_or_client, str):
-            self._where = _safe_url(url_or_client)
-            _check_url(url_or_client, self._where)
-            try:
-                self._client: redis.Redis = redis.Redis.from_url(
-                    url_or_client,
-                    socket_timeout=float(socket_timeout),
-                    socket_connect_timeout=float(connect_timeout),
-                    retry=Retry(NoBackoff(), 1),
-                )
-            except (ValueError, TypeError):
-                raise ConfigurationError(
-                    f"RedisStore needs a URL such as 'redis://localhost:6379/0', got "
-                    f"{self._where!r} (percent-encode special characters in a password)"
-                ) from None
-            self._url = url_or_client
-        elif isinstance(url_or_client, redis.Redis | redis.asyncio.Redis):
-            options = url_or_client.connection_pool.connection_kwargs
-            self._where = f"redis://{options.get('host', '?')}:{options.get('port', '?')}"
-            if isinstance(url_or_client, redis.Redis):
-                self._client = url_or_client
-            else:
-                self._async_client = url_or_client
-        else:
-            raise ConfigurationError(
-                "RedisStore takes a redis:// URL or a redis.Redis client, got "
-                f"{type(url_or_client).__name__}"
-            )
+        client, async_client, self._where = _connect(
+            url_or_client, float(socket_timeout), float(connect_timeout)
+        )
+        if client is not None:
+            self._client = client
+        self._async_client = async_client
+        self._url = url_or_client if isinstance(url_or_client, str) else None
         self.prefix = prefix
         self.lease = float(lease)
         self.socket_timeout = float(socket_timeout)
         self.connect_timeout = float(connect_timeout)
-
-    _async_client: redis.asyncio.Redis | None = None
 
     def __reduce__(self) -> tuple[Any, ...]:
         """Pickled by its configuration (a URL), so another process shares the same Redis."""
@@ -209,6 +193,12 @@ class RedisStore:
     def __repr__(self) -> str:
         return f"<RedisStore {self._where} prefix={self.prefix!r}>"
 
+    @property
+    def asyncio_only(self) -> bool:
+        """Whether this store serves asyncio code only (it was given a `redis.asyncio`
+        client): then no thread can use it."""
+        return "_client" not in self.__dict__
+
     def _keys(self, key: str) -> tuple[str, str, str]:
         return (
             f"{self.prefix}token:{key}",
@@ -218,6 +208,9 @@ class RedisStore:
 
     def _pause_key(self, key: str) -> str:
         return f"{self.prefix}pause:{key}"
+
+    def _notice_key(self, key: str, generation: int) -> str:
+        return f"{self.prefix}renewed:{key}:{generation}"
 
     # --- the operations, each written once as the steps it runs -------------------------------
 
@@ -254,11 +247,21 @@ class RedisStore:
     def _writing_if(self, key: str, token: Token, generation: int) -> Steps[int | None]:
         token_key, generation_key, _ = self._keys(key)
         payload = json.dumps(token.to_dict())
-        write = Call(
-            ("EVAL", _SET_IF_GENERATION, 2, token_key, generation_key, payload, generation)
-        )
+        notices = self._notice_key(key, generation)
+        keys = (token_key, generation_key, notices)
+        write = Call(("EVAL", _SET_IF_GENERATION, 3, *keys, payload, generation, _NOTICE_LIFE_MS))
         number = int((yield from self._asking("store a token", write)))
         return None if number < 0 else number
+
+    def _waiting_written(self, key: str, generation: int, timeout: float) -> Steps[Token | None]:
+        # A blocking read that leaves the token in the list (moved onto itself), so the write
+        # wakes every waiter, and one that comes after it returns at once. It waits less than
+        # a command may take (`socket_timeout`), so that a silent Redis is still told apart.
+        notices = self._notice_key(key, generation)
+        seconds = round(max(min(timeout, self.socket_timeout / 2), 0.01), 3)
+        wait = Call(("BLMOVE", notices, notices, "RIGHT", "LEFT", seconds))
+        raw = yield from self._asking("wait for another process's renewal", wait)
+        return None if raw is None else self._parse(key, raw)
 
     def _deleting(self, key: str) -> Steps[None]:
         yield from self._asking("delete a token", Call(("DEL", self._keys(key)[0])))
@@ -339,6 +342,11 @@ class RedisStore:
     def delete_pause(self, key: str) -> None:
         self._run(self._deleting_pause(key))
 
+    def written_after(self, key: str, generation: int, timeout: float) -> Token | None:
+        """The token a renewal wrote over `generation`, waiting for that write up to `timeout`
+        seconds (at most half of `socket_timeout`); `None` if there was none meanwhile."""
+        return self._run(self._waiting_written(key, generation, timeout))
+
     def lock(self, key: str) -> AbstractContextManager[object]:
         return self._locked(key)
 
@@ -346,6 +354,26 @@ class RedisStore:
     def _locked(self, key: str) -> Iterator[None]:
         hold = self._hold(key)
         self._run(hold.taking())
+        with self._kept(hold):
+            yield
+
+    def try_lock(self, key: str) -> AbstractContextManager[bool]:
+        """Take the renewal lock of `key` only if it is free: the context gives whether it
+        did (one `SET NX`), and lets go of it on exit."""
+        return self._tried(key)
+
+    @contextlib.contextmanager
+    def _tried(self, key: str) -> Iterator[bool]:
+        hold = self._hold(key)
+        if not self._run(hold.trying()):
+            yield False
+            return
+        with self._kept(hold):
+            yield True
+
+    @contextlib.contextmanager
+    def _kept(self, hold: Hold) -> Iterator[None]:
+        """Keep the lease of `hold` (taken) alive until the context exits, then release it."""
         stop = threading.Event()
         watchdog = threading.Thread(
             target=self._run,
@@ -414,10 +442,35 @@ class RedisStore:
     async def adelete_pause(self, key: str) -> None:
         await self._arun(self._deleting_pause(key))
 
+    async def awritten_after(self, key: str, generation: int, timeout: float) -> Token | None:
+        """`written_after` without blocking the event loop."""
+        return await self._arun(self._waiting_written(key, generation, timeout))
+
     def alock(self, key: str) -> AbstractAsyncContextManager[object]:
         if self._async_client is None:
             return self._alocked_in_thread(key)
         return self._alocked(key)
+
+    def atry_lock(self, key: str) -> AbstractAsyncContextManager[bool]:
+        """`try_lock` for asyncio."""
+        return self._atried(key)
+
+    @contextlib.asynccontextmanager
+    async def _atried(self, key: str) -> AsyncIterator[bool]:
+        if self._async_client is None:
+            tried = self._tried(key)
+            held = await asyncio.to_thread(tried.__enter__)
+            try:
+                yield held
+            finally:
+                await asyncio.to_thread(tried.__exit__, None, None, None)
+            return
+        hold = self._hold(key)
+        if not await self._arun(hold.trying()):
+            yield False
+            return
+        async with self._akept(hold):
+            yield True
 
     @contextlib.asynccontextmanager
     async def _alocked_in_thread(self, key: str) -> AsyncIterator[None]:
@@ -432,6 +485,12 @@ class RedisStore:
     async def _alocked(self, key: str) -> AsyncIterator[None]:
         hold = self._hold(key)
         await self._arun(hold.taking())
+        async with self._akept(hold):
+            yield
+
+    @contextlib.asynccontextmanager
+    async def _akept(self, hold: Hold) -> AsyncIterator[None]:
+        """`_kept` for asyncio: the watchdog is a task of this loop."""
         watchdog = asyncio.get_running_loop().create_task(self._arun(hold.keeping()))
         try:
             yield
@@ -440,6 +499,46 @@ class RedisStore:
             with contextlib.suppress(asyncio.CancelledError):
                 await watchdog
             await self._arun(hold.releasing())
+
+
+def _connect(
+    url_or_client: str | redis.Redis | redis.asyncio.Redis,
+    socket_timeout: float,
+    connect_timeout: float,
+) -> tuple[redis.Redis | None, redis.asyncio.Redis | None, str]:
+    """The blocking client (or `None`), the asyncio client (or `None`) and where Redis is
+    (for messages: never with a password), from a URL or a client."""
+    import redis
+    import redis.asyncio
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    if isinstance(url_or_client, str):
+        where = _safe_url(url_or_client)
+        _check_url(url_or_client, where)
+        try:
+            client = redis.Redis.from_url(
+                url_or_client,
+                socket_timeout=socket_timeout,
+                socket_connect_timeout=connect_timeout,
+                retry=Retry(NoBackoff(), 1),
+            )
+        except (ValueError, TypeError):
+            raise ConfigurationError(
+                f"RedisStore needs a URL such as 'redis://localhost:6379/0', got {where!r} "
+                "(percent-encode special characters in a password)"
+            ) from None
+        return client, None, where
+    if isinstance(url_or_client, redis.Redis | redis.asyncio.Redis):
+        options = url_or_client.connection_pool.connection_kwargs
+        where = f"redis://{options.get('host', '?')}:{options.get('port', '?')}"
+        if isinstance(url_or_client, redis.Redis):
+            return url_or_client, None, where
+        return None, url_or_client, where
+    raise ConfigurationError(
+        "RedisStore takes a redis:// URL or a redis.Redis client, got "
+        f"{type(url_or_client).__name__}"
+    )
 
 
 def _pause_from(raw: Any) -> Pause | None:

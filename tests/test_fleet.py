@@ -1,0 +1,171 @@
+"""A fleet shares one credential cheaply: the store is read before its lock is taken, and a
+process that finds another renewing waits for that renewal's write instead of polling the
+lock (issue 20).
+
+Each auth object below has its own store object, as a process of a fleet would: renewals are
+single-flighted per store object in a process, so two of them meet only at the store, like
+two processes. "Another process renewing" is played by the test holding the store's lock.
+Against a real `redis-server` (its `INFO commandstats` counts what renewauth sent) and a
+`FileStore` in a temporary directory.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import redis
+
+from renewauth import FileStore, OAuth2ClientCredentials, RedisStore, Token
+from renewauth.testing import FakeOAuth2Provider
+
+from .helpers import ManualClock
+from .redis_server import RedisServer
+
+LIFETIME = 100.0
+CLIENT_ID, CLIENT_SECRET = "client-id", "client-secret"
+
+
+def _auth(fake: FakeOAuth2Provider, store: object, clock: ManualClock) -> OAuth2ClientCredentials:
+    return OAuth2ClientCredentials(
+        fake.token_url,
+        CLIENT_ID,
+        CLIENT_SECRET,
+        store=store,
+        clock=clock,  # type: ignore[arg-type]
+    )
+
+
+def _started(call: Callable[[], object]) -> tuple[threading.Thread, list[object]]:
+    outcome: list[object] = []
+
+    def run() -> None:
+        try:
+            outcome.append(call())
+        except BaseException as exc:  # the test reads it
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, outcome
+
+
+def _renewed_elsewhere(token: Token, clock: ManualClock) -> Token:
+    """What another process's renewal of `token` would have written: a new access token."""
+    return replace(
+        token, access_token=token.access_token + "-renewed", expires_at=clock() + LIFETIME
+    )
+
+
+def _calls(client: redis.Redis) -> dict[str, int]:
+    """Commands Redis ran since the last reset, by name (a script's inner calls included)."""
+    stats = client.info("commandstats")
+    calls = {name.removeprefix("cmdstat_"): int(value["calls"]) for name, value in stats.items()}
+    return {name: n for name, n in calls.items() if not name.startswith(("info", "config"))}
+
+
+def _wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def test_a_token_another_process_renewed_is_read_without_taking_the_lock(
+    forgetful_redis: RedisServer, clock: ManualClock
+) -> None:
+    with FakeOAuth2Provider(token_lifetime=LIFETIME, clock=clock) as fake:
+        renewing = _auth(fake, RedisStore(forgetful_redis.url), clock)
+        reading = _auth(fake, RedisStore(forgetful_redis.url), clock)
+        first = reading.get_token()
+        clock.advance(LIFETIME)  # spent, in both processes
+        renewed = renewing.get_token()
+        client = redis.Redis.from_url(forgetful_redis.url)
+        client.config_resetstat()
+        assert reading.get_token() == renewed != first
+        assert _calls(client) == {"mget": 1}  # one read: no lock taken, nothing else asked
+        assert fake.token_calls == 2
+
+
+def test_a_waiter_is_woken_by_the_renewal_it_waits_for_and_never_polls_the_lock(
+    forgetful_redis: RedisServer, clock: ManualClock
+) -> None:
+    with FakeOAuth2Provider(token_lifetime=LIFETIME, clock=clock) as fake:
+        store = RedisStore(forgetful_redis.url)
+        waiting = _auth(fake, store, clock)
+        first = waiting.get_token()
+        clock.advance(LIFETIME)  # spent: this process must wait for a token
+        other = RedisStore(forgetful_redis.url)  # "another process", renewing
+        client = redis.Redis.from_url(forgetful_redis.url)
+        key = waiting._manager.key
+        with other.try_lock(key) as held:
+            assert held
+            _, generation = other.get_with_generation(key)
+            client.config_resetstat()
+            waiter, outcome = _started(waiting.get_token)
+            # It blocks in Redis, waiting for the write (not asking for the lock again and again).
+            assert _wait_until(lambda: int(client.info("clients")["blocked_clients"]) == 1)
+            renewed = _renewed_elsewhere(first, clock)
+            assert other.set_if_generation(key, renewed, generation) is not None
+            waiter.join(30)
+            assert outcome == [renewed]  # woken by the write, while the lock is still held
+            calls = _calls(client)
+        assert calls["eval"] == 1  # the other process's write, which also ran one SET
+        # One round per second a wait lasts at most: a read, one try of the lock, one wait.
+        assert calls["set"] - 1 == calls["blmove"] == calls["mget"] <= 3
+        assert fake.token_calls == 1  # only the first token: it renewed nothing itself
+
+
+@pytest.mark.parametrize("mode", ["soft", "spent"])
+def test_a_file_store_waiter_adopts_the_other_renewal_while_the_lock_is_held(
+    tmp_path: Path, clock: ManualClock, mode: str
+) -> None:
+    """Nobody queues behind the lock only to read what its holder wrote: a process that
+    finds the lock taken waits for the write (pauses that double) and reads it."""
+    with FakeOAuth2Provider(token_lifetime=LIFETIME, clock=clock) as fake:
+        waiting = _auth(fake, FileStore(tmp_path), clock)
+        first = waiting.get_token()
+        clock.now += 80.0 if mode == "soft" else LIFETIME  # `advance` waits for renewals
+        other = FileStore(tmp_path)
+        key = waiting._manager.key
+        with other.try_lock(key) as held:
+            assert held
+            _, generation = other.get_with_generation(key)
+            waiter, outcome = _started(waiting._manager.token_for_request)
+            if mode == "soft":
+                waiter.join(30)
+                assert outcome == [first]  # valid: sent at once, renewed in the background
+            renewed = _renewed_elsewhere(first, clock)
+            assert other.set_if_generation(key, renewed, generation) is not None
+            waiter.join(30)
+            # The new token is taken while the lock is still held by its writer.
+            assert _wait_until(lambda: waiting.get_token() == renewed)
+        assert fake.token_calls == 1
+
+
+def test_a_waiter_takes_the_lock_when_its_holder_wrote_nothing(
+    forgetful_redis: RedisServer, clock: ManualClock
+) -> None:
+    """A holder that fails (or dies) writes nothing: the waiter, woken by nothing, tries the
+    lock again once it is free and renews itself."""
+    with FakeOAuth2Provider(token_lifetime=LIFETIME, clock=clock) as fake:
+        waiting = _auth(fake, RedisStore(forgetful_redis.url), clock)
+        first = waiting.get_token()
+        clock.advance(LIFETIME)
+        other = RedisStore(forgetful_redis.url)
+        client = redis.Redis.from_url(forgetful_redis.url)
+        with other.try_lock(waiting._manager.key) as held:
+            assert held
+            waiter, outcome = _started(waiting.get_token)
+            assert _wait_until(lambda: int(client.info("clients")["blocked_clients"]) == 1)
+        waiter.join(30)
+        (renewed,) = outcome
+        assert isinstance(renewed, Token)
+        assert renewed.access_token != first.access_token
+        assert fake.token_calls == 2
