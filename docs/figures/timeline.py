@@ -177,7 +177,7 @@ def _notes(axes: Axes, data: dict[str, object], y: dict[str, int]) -> None:
     note(
         soft_caller_at - 0.5,
         "caller C",
-        "soft window: C renews,\nA and B keep sending",
+        "soft window: C starts the renewal\nin the background; all keep sending",
         dy=-0.95,
         ha="right",
     )
@@ -199,7 +199,7 @@ def _legend(axes: Axes) -> None:
 
     legend = [
         Patch(color=FRESH, label="fresh: cached, no lock, no I/O"),
-        Patch(color=SOFT, label="soft window: one caller renews"),
+        Patch(color=SOFT, label="soft window: renewed in the background"),
         Patch(color=HARD, label="hard: callers wait for the one renewal"),
         Patch(color=CALL_COLOUR, label="token call"),
         Patch(color=FRESH, alpha=0.25, label="pale: replaced, no longer sent"),
