@@ -108,10 +108,11 @@ def test_a_spent_token_waits_for_the_background_renewal_which_nobody_takes_over(
 _EXITING_RUN = """
     import asyncio, sys, time
     from renewauth import FileStore, OAuth2RefreshToken
-    # This process's clock is 80 s ahead: the stored token is in its soft window.
+    # This process's clock is 90 s ahead: the stored token (another process renewed it) is
+    # in its soft window, past the half this process leaves to the one that renewed it.
     auth = OAuth2RefreshToken(sys.argv[1], "client-id", sys.argv[2],
                               client_secret="client-secret", store=FileStore(sys.argv[3]),
-                              clock=lambda: time.time() + 80)
+                              clock=lambda: time.time() + 90)
     auth.get_token()  # read from the store
     if sys.argv[4] == "sync":
         auth.get_token()  # sent at once, renewed in the background

@@ -23,7 +23,7 @@ import redis
 from renewauth import FileStore, OAuth2ClientCredentials, RedisStore, Token
 from renewauth.testing import FakeOAuth2Provider
 
-from .helpers import ManualClock
+from .helpers import ManualClock, settle
 from .redis_server import RedisServer
 
 LIFETIME = 100.0
@@ -168,4 +168,31 @@ def test_a_waiter_takes_the_lock_when_its_holder_wrote_nothing(
         (renewed,) = outcome
         assert isinstance(renewed, Token)
         assert renewed.access_token != first.access_token
+        assert fake.token_calls == 2
+
+
+def test_the_process_that_renewed_a_token_renews_it_first_and_the_others_read_it(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    """Each process's soft window opens at `renew_at` for a token it fetched, and halfway into
+    that window for one another process renewed: the renewer renews first, the others then
+    find its token in the store (one read each) instead of all trying the lock at once."""
+    with FakeOAuth2Provider(token_lifetime=LIFETIME, clock=clock) as fake:
+        renewer = _auth(fake, FileStore(tmp_path), clock)
+        reader = _auth(fake, FileStore(tmp_path), clock)
+        first = renewer.get_token()  # fetched by the renewer
+        assert reader.get_token() == first  # read from the store by the other
+        clock.advance(75.0)  # past renew_at (70 s), not yet halfway to 99.5 s
+        assert reader.get_token() == first
+        settle()
+        assert fake.token_calls == 1  # the reader leaves the first move to the renewer
+        assert renewer.get_token() == first  # valid: sent, and renewed in the background
+        settle()
+        renewed = renewer.get_token()
+        assert renewed.access_token != first.access_token
+        assert fake.token_calls == 2
+        clock.advance(10.0)  # 85 s: past the reader's halfway point (84.75 s)
+        reader.get_token()
+        settle()
+        assert reader.get_token() == renewed  # read, not renewed again
         assert fake.token_calls == 2

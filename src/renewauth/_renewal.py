@@ -111,6 +111,7 @@ class Renewal:
         self.soft_retry_at = -math.inf
         self.warned_local = False
         self.warned_memory = False
+        self.fetched: Token | None = None  # the last token this process's own call fetched
         # A chain (a refresh token is the only credential) cannot be made again: it gets a
         # spare copy on this machine beside any store but memory, this machine's lock beside
         # a store that is not itself a local file, and pauses about one refresh token only.
@@ -441,7 +442,7 @@ class Renewal:
     def _fetched(self, token: Token, base: Token | None) -> Token:
         """A token the endpoint just gave, renewing `base`: placed on its chain, and the
         one warning a rotated refresh token kept only in memory gets."""
-        token = continued(token, base)
+        token = self.fetched = continued(token, base)
         if not self.warned_memory and _rotated_in_memory(self.chain, self.port.store, token, base):
             self.warned_memory = True
             logger.warning(

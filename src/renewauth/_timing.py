@@ -64,10 +64,20 @@ def is_spent(token: Token, now: float) -> bool:
     return now >= spent_at(token)
 
 
-def renew_at(token: Token, leeway: float) -> float:
+def renew_at(token: Token, leeway: float, *, renewed_elsewhere: bool = False) -> float:
     """When the soft window of `token` opens: `leeway` before expiry, and never after it is
-    spent."""
-    return min(token.renew_at(leeway), spent_at(token))
+    spent.
+
+    For a process that did not renew `token` itself (another process of a shared store did,
+    `renewed_elsewhere`), halfway into that window: the process that renewed it renews it
+    first, and the others then find its successor in the store for one read each, instead of
+    all trying the lock at once. Should it fail (or be gone), they renew with half the soft
+    window left.
+    """
+    opens = min(token.renew_at(leeway), spent_at(token))
+    if renewed_elsewhere and math.isfinite(opens):
+        return opens + (spent_at(token) - opens) / 2
+    return opens
 
 
 def _refresh_life(

@@ -165,6 +165,7 @@ class TokenManager:
             own=lambda: _owned(me), adopt=lambda token: _adopted(me, token),
         )  # fmt: skip
         self._leader = Leader(self._renewal, endpoint, on_event=on_event, on_token=on_token)
+        self._shared = not in_memory(store)  # other processes may renew this credential
         # The token the last 401 renewal produced, until an API answer accepts it (see
         # `confirm`), and when that renewal was made: a bound on renewals after 401s.
         self.unproven: Token | None = None
@@ -423,7 +424,8 @@ class TokenManager:
         return self._adopt(stored)
 
     def _adopt(self, token: Token) -> Token:
-        self._cached = _Cached(token, renew_at(token, self.leeway))
+        elsewhere = self._shared and token is not self._renewal.fetched
+        self._cached = _Cached(token, renew_at(token, self.leeway, renewed_elsewhere=elsewhere))
         if token.refresh_token is not None:
             self._warning.check(token, self.refresh_idle_timeout, self._clock())
         return token
@@ -491,12 +493,16 @@ class TokenManager:
         return (self.timeout + MAX_RETRY_AFTER) * (self.retries + 1) + _WAIT_MARGIN
 
     def _stuck(self) -> TokenEndpointUnavailable:
-        return TokenEndpointUnavailable(
-            f"the renewal of the token for {self.origin} in flight did not finish within "
-            f"{self._wait_bound:.0f} s; the token endpoint may hang (lower timeout=), or the "
-            "renewing event loop is blocked by this very call",
-            origin=self.origin,
-        )
+        return _stuck(self.origin, self._wait_bound)
+
+
+def _stuck(origin: str, bound: float) -> TokenEndpointUnavailable:
+    return TokenEndpointUnavailable(
+        f"the renewal of the token for {origin} in flight did not finish within {bound:.0f} s; "
+        "the token endpoint may hang (lower timeout=), or the renewing event loop is blocked "
+        "by this very call",
+        origin=origin,
+    )
 
 
 def _owned(manager: weakref.ref[TokenManager]) -> Token | None:
