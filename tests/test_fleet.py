@@ -23,7 +23,7 @@ import redis
 from renewauth import FileStore, OAuth2ClientCredentials, RedisStore, Token
 from renewauth.testing import FakeOAuth2Provider
 
-from .helpers import ManualClock, settle
+from .helpers import ManualClock, job_chain, settle
 from .redis_server import RedisServer
 
 LIFETIME = 100.0
@@ -196,3 +196,29 @@ def test_the_process_that_renewed_a_token_renews_it_first_and_the_others_read_it
         settle()
         assert reader.get_token() == renewed  # read, not renewed again
         assert fake.token_calls == 2
+
+
+def test_a_chain_token_read_without_the_lock_goes_to_this_machines_spare_copy(
+    forgetful_redis: RedisServer, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A chain's token another machine renewed, adopted from the store without the lock, is
+    kept in this machine's spare copy as one adopted under the lock is: a Redis that restarts
+    empty then leaves this machine's next process the newest refresh token, not a spent one."""
+    machine_a, machine_b = forgetful_redis.directory / "a", forgetful_redis.directory / "b"
+    with FakeOAuth2Provider(token_lifetime=LIFETIME, clock=clock) as fake:
+        monkeypatch.setenv("RENEWAUTH_STATE_DIR", str(machine_a))
+        renewing = job_chain(fake, RedisStore(forgetful_redis.url), clock)
+        renewing.get_token()
+        monkeypatch.setenv("RENEWAUTH_STATE_DIR", str(machine_b))
+        reading = job_chain(fake, RedisStore(forgetful_redis.url), clock)
+        reading.get_token()  # read from the store
+        clock.advance(LIFETIME)
+        monkeypatch.setenv("RENEWAUTH_STATE_DIR", str(machine_a))
+        newest = renewing.get_token()  # machine A rotates the chain
+        monkeypatch.setenv("RENEWAUTH_STATE_DIR", str(machine_b))
+        assert reading.get_token() == newest  # read from the store by machine B
+        forgetful_redis.restart()  # empty now
+        clock.advance(LIFETIME)  # and machine A's process is gone
+        later = job_chain(fake, RedisStore(forgetful_redis.url), clock)  # B's next process
+        later.get_token()
+        assert fake.stale_refresh_tokens == 0

@@ -26,6 +26,7 @@ from ._effects import (
     Held,
     LockMachine,
     Port,
+    PutSpare,
     Read,
     ReadSpare,
     Steps,
@@ -86,15 +87,25 @@ def locked_or_renewed(
         kept_here = (yield ReadSpare()) if spare else None
         found = renewed_elsewhere(stale, stored, generation, kept_here)
         if found is not None:
-            return found
+            return (yield from _spared(found, kept_here, spare=spare))
         held = yield TryLock()
         if held is not None:
             return cast(Held, held)
         written = yield WaitRenewed(generation, next(pauses))
         if written is not None:
-            found = renewed_elsewhere(stale, written, generation + 1, None)
+            found = renewed_elsewhere(stale, written, generation + 1, kept_here)
             if found is not None:
-                return found
+                return (yield from _spared(found, kept_here, spare=spare))
+
+
+def _spared(found: Token, kept_here: Token | None, *, spare: bool) -> Steps[Token]:
+    """`found`, put in this machine's spare copy first when it is further along the chain
+    than the copy (as a leader under the lock does, `Renewal._taken`): the spare must hold
+    the newest token this machine has seen, or a store that restarts empty leaves this
+    machine's next process a spent refresh token."""
+    if spare and (kept_here is None or found.sequence > kept_here.sequence):
+        yield PutSpare(found)
+    return found
 
 
 def _pauses_between_tries() -> Iterator[float]:
