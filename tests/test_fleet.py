@@ -222,3 +222,31 @@ def test_a_chain_token_read_without_the_lock_goes_to_this_machines_spare_copy(
         later = job_chain(fake, RedisStore(forgetful_redis.url), clock)  # B's next process
         later.get_token()
         assert fake.stale_refresh_tokens == 0
+
+
+def test_a_waiter_whose_client_has_a_short_socket_timeout_waits_within_it(
+    forgetful_redis: RedisServer, clock: ManualClock
+) -> None:
+    """A `RedisStore` given a client runs on that client's socket timeout: a wait for another
+    process's write blocks for less than it, instead of timing out as if Redis were down and
+    renewing beside the lock's holder (every waiter of the fleet one token call)."""
+    with FakeOAuth2Provider(token_lifetime=LIFETIME, clock=clock) as fake:
+        client = redis.Redis.from_url(forgetful_redis.url, socket_timeout=0.25)
+        waiting = _auth(fake, RedisStore(client), clock)
+        first = waiting.get_token()
+        clock.advance(LIFETIME)  # spent: this process must wait for a token
+        other = RedisStore(forgetful_redis.url)  # "another process", renewing
+        stats = redis.Redis.from_url(forgetful_redis.url)
+        key = waiting._manager.key
+        with other.try_lock(key) as held:
+            assert held
+            _, generation = other.get_with_generation(key)
+            stats.config_resetstat()
+            waiter, outcome = _started(waiting.get_token)
+            # A second round's read means the first wait ended as a wait, not as an error.
+            assert _wait_until(lambda: not waiter.is_alive() or _calls(stats).get("mget", 0) >= 2)
+            assert fake.token_calls == 1  # nothing renewed beside the holder
+            renewed = _renewed_elsewhere(first, clock)
+            assert other.set_if_generation(key, renewed, generation) is not None
+            waiter.join(30)
+            assert outcome == [renewed]

@@ -159,6 +159,11 @@ class RedisStore:
             self._client = client
         self._async_client = async_client
         self._url = url_or_client if isinstance(url_or_client, str) else None
+        # What one command may take on this store's connections (a blocking wait stays under
+        # it): the URL's `socket_timeout`, or the given client's own (`None`: no limit).
+        self._command_timeout: float | None = (
+            float(socket_timeout) if self._url is not None else _socket_timeout_of(url_or_client)
+        )
         self.prefix = prefix
         self.lease = float(lease)
         self.socket_timeout = float(socket_timeout)
@@ -256,9 +261,11 @@ class RedisStore:
     def _waiting_written(self, key: str, generation: int, timeout: float) -> Steps[Token | None]:
         # A blocking read that leaves the token in the list (moved onto itself), so the write
         # wakes every waiter, and one that comes after it returns at once. It waits less than
-        # a command may take (`socket_timeout`), so that a silent Redis is still told apart.
+        # a command may take (`socket_timeout`, or a given client's own), so that a silent
+        # Redis is still told apart and a wait never times out as if Redis were down.
         notices = self._notice_key(key, generation)
-        seconds = round(max(min(timeout, self.socket_timeout / 2), 0.01), 3)
+        limit = self._command_timeout
+        seconds = round(max(timeout if limit is None else min(timeout, limit / 2), 0.01), 3)
         wait = Call(("BLMOVE", notices, notices, "RIGHT", "LEFT", seconds))
         raw = yield from self._asking("wait for another process's renewal", wait)
         return None if raw is None else self._parse(key, raw)
@@ -344,7 +351,7 @@ class RedisStore:
 
     def written_after(self, key: str, generation: int, timeout: float) -> Token | None:
         """The token a renewal wrote over `generation`, waiting for that write up to `timeout`
-        seconds (at most half of `socket_timeout`); `None` if there was none meanwhile."""
+        seconds (at most half of the socket timeout); `None` if there was none meanwhile."""
         return self._run(self._waiting_written(key, generation, timeout))
 
     def lock(self, key: str) -> AbstractContextManager[object]:
@@ -539,6 +546,13 @@ def _connect(
         "RedisStore takes a redis:// URL or a redis.Redis client, got "
         f"{type(url_or_client).__name__}"
     )
+
+
+def _socket_timeout_of(client: object) -> float | None:
+    """The socket timeout a given client's commands run under (`None`: none)."""
+    options = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {})
+    value = options.get("socket_timeout")
+    return float(value) if isinstance(value, int | float) and value > 0 else None
 
 
 def _pause_from(raw: Any) -> Pause | None:
