@@ -20,7 +20,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from renewauth import FileStore, OAuth2ClientCredentials, RedisStore, Token
+from renewauth import FileStore, OAuth2ClientCredentials, RedisStore, StoreError, Token
+from renewauth._effects import Read, TryLock, WaitRenewed
+from renewauth._locking import locked_or_renewed
 from renewauth.testing import FakeOAuth2Provider
 
 from .helpers import ManualClock, job_chain, settle
@@ -250,3 +252,25 @@ def test_a_waiter_whose_client_has_a_short_socket_timeout_waits_within_it(
             assert other.set_if_generation(key, renewed, generation) is not None
             waiter.join(30)
             assert outcome == [renewed]
+
+
+def test_a_waiter_gives_up_after_300_s_of_a_holder_that_writes_nothing() -> None:
+    """Nobody waits forever for a lock's holder that never writes (stuck, or a lock that
+    leaked with its lease kept alive): as when the lock was queued for, 300 s of waiting end
+    in a `StoreError`, which the renewal takes for a store that is down."""
+    now = [0.0]
+    stale = Token(access_token="stale", expires_at=1.0)
+    steps = locked_or_renewed(stale, lambda *_: None, spare=False, monotonic=lambda: now[0])
+    answers: dict[type, object] = {Read: (stale, 4), TryLock: None, WaitRenewed: None}
+    effect = next(steps)
+    waits = 0
+    while not isinstance(effect, WaitRenewed) or now[0] < 400:
+        if isinstance(effect, WaitRenewed):
+            now[0] += 1.0  # one wait, woken by nothing: the lock is held by another process
+            waits += 1
+        try:
+            effect = steps.send(answers[type(effect)])
+        except StoreError as exc:
+            assert "300 s" in str(exc)
+            break
+    assert waits == 300

@@ -19,6 +19,7 @@ A chain beside a store that is not a local file also takes this machine's lock f
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from typing import cast
 
@@ -40,6 +41,7 @@ from .token import Token
 __all__ = ["StoreDown", "locked_or_renewed", "taking_locks"]
 
 _FIRST_PAUSE, _LONGEST_PAUSE = 0.02, 1.0  # seconds between a waiter's looks at the store
+_LOCK_WAIT = 300.0  # seconds a waiter waits for a holder's write before giving up, as stores do
 
 RenewedElsewhere = Callable[[Token | None, Token | None, int, Token | None], Token | None]
 """`(stale, stored, generation, spare)`: `stored` (at `generation`), adopted, when another
@@ -78,10 +80,20 @@ def taking_locks(
 
 
 def locked_or_renewed(
-    stale: Token | None, renewed_elsewhere: RenewedElsewhere, *, spare: bool
+    stale: Token | None,
+    renewed_elsewhere: RenewedElsewhere,
+    *,
+    spare: bool,
+    monotonic: Callable[[], float] = time.monotonic,
 ) -> Steps[Held | Token]:
-    """The store's lock, or the token another process renewed, adopted (see above)."""
+    """The store's lock, or the token another process renewed, adopted (see above).
+
+    Raises:
+        StoreError: the lock was held `_LOCK_WAIT` seconds with nothing written meanwhile (as
+            a store's own `lock` gives up): its holder may be stuck.
+    """
     pauses = _pauses_between_tries()
+    deadline = monotonic() + _LOCK_WAIT
     while True:
         stored, generation = yield Read()
         kept_here = (yield ReadSpare()) if spare else None
@@ -96,6 +108,11 @@ def locked_or_renewed(
             found = renewed_elsewhere(stale, written, generation + 1, kept_here)
             if found is not None:
                 return (yield from _spared(found, kept_here, spare=spare))
+        if monotonic() >= deadline:
+            raise StoreError(
+                f"another process has held the token store's renewal lock for "
+                f"{_LOCK_WAIT:.0f} s without writing a token; it may be stuck"
+            )
 
 
 def _spared(found: Token, kept_here: Token | None, *, spare: bool) -> Steps[Token]:
