@@ -274,3 +274,47 @@ def test_a_waiter_gives_up_after_300_s_of_a_holder_that_writes_nothing() -> None
             assert "300 s" in str(exc)
             break
     assert waits == 300
+
+
+class _GatedClock(ManualClock):
+    """A `ManualClock` that holds the thread named `late` at its first reading until released:
+    a caller that has read the manager's cache and not yet acted on it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reached, self.release = threading.Event(), threading.Event()
+
+    def __call__(self) -> float:
+        if threading.current_thread().name == "late" and not self.reached.is_set():
+            self.reached.set()
+            assert self.release.wait(30)
+        return super().__call__()
+
+
+def test_the_renewer_keeps_its_own_window_when_a_late_caller_reads_its_token_back(
+    tmp_path: Path,
+) -> None:
+    """A caller that read the cache just before this process's renewal ended renews from the
+    token it saw, and so reads this process's new token back from the store: that copy is
+    still a token this process fetched, whose soft window opens at `renew_at`, not halfway
+    (else the renewer goes last, and the whole fleet contends for the lock at once)."""
+    clock = _GatedClock()
+    with FakeOAuth2Provider(token_lifetime=LIFETIME, clock=clock) as fake:
+        renewer = _auth(fake, FileStore(tmp_path), clock)
+        first = renewer.get_token()
+        clock.advance(75.0)  # past renew_at (70 s)
+        late = threading.Thread(target=renewer.get_token, name="late")
+        late.start()  # it reads the cache (the first token), then the clock: held there
+        assert clock.reached.wait(30)
+        assert renewer.get_token() == first  # sent, and renewed in the background
+        settle()
+        renewed = renewer.get_token()
+        assert renewed != first
+        clock.release.set()  # the late caller renews from the first token: it reads `renewed`
+        late.join(30)
+        settle()
+        assert fake.token_calls == 2
+        clock.advance(75.0)  # 150 s: past renewed's renew_at (145 s), before halfway (159.75 s)
+        renewer.get_token()
+        settle()
+        assert fake.token_calls == 3  # the renewer renewed first, as it fetched that token

@@ -424,7 +424,9 @@ class TokenManager:
         return self._adopt(stored)
 
     def _adopt(self, token: Token) -> Token:
-        elsewhere = self._shared and token is not self._renewal.fetched
+        # By value, not identity: a copy of this process's own token read back from the
+        # store (a caller that asked with the token before it) is still its own.
+        elsewhere = self._shared and not token.is_same_grant(self._renewal.fetched)
         self._cached = _Cached(token, renew_at(token, self.leeway, renewed_elsewhere=elsewhere))
         if token.refresh_token is not None:
             self._warning.check(token, self.refresh_idle_timeout, self._clock())
