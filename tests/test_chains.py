@@ -312,6 +312,35 @@ def test_redis_restarted_without_persistence_mid_renewal_keeps_the_chain(
         assert fake.stale_refresh_tokens == 0
 
 
+def test_after_redis_restarts_empty_another_machines_newer_token_is_taken_not_ours(
+    forgetful_redis: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redis restarted without persistence counts generations from 0 again, so a token
+    written since is at a generation below the one this process last saw; for a chain the
+    store's token is still weighed by its place on the chain, like ours and the spare's:
+    this machine continues from the other machine's newer token instead of presenting its
+    own spent refresh token (which a server with reuse detection answers by revoking the
+    whole chain)."""
+    clock = ManualClock(START)
+    machine_a, machine_b = forgetful_redis.directory / "a", forgetful_redis.directory / "b"
+    with FakeOAuth2Provider(token_lifetime=LIFETIME, clock=clock) as fake:
+        a = _chain(fake, RedisStore(forgetful_redis.url), clock)
+        b = _chain(fake, RedisStore(forgetful_redis.url), clock)
+
+        def on(machine: Path, auth: OAuth2RefreshToken) -> Token:
+            monkeypatch.setenv("RENEWAUTH_STATE_DIR", str(machine))
+            return auth.get_token()
+
+        for _ in range(3):  # a few renewals: both have seen generation 3 or more
+            on(machine_a, a)
+            assert on(machine_b, b) == a.get_token()
+            clock.advance(LIFETIME + 1)
+        forgetful_redis.restart()  # empty
+        newest = on(machine_a, a)  # machine A renews first: written at generation 1
+        assert on(machine_b, b) == newest
+        assert fake.stale_refresh_tokens == 0
+
+
 def test_a_token_file_deleted_mid_renewal_is_written_again(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -351,8 +351,8 @@ class Renewal:
     def current(
         self, stored: Token | None, generation: int, spare: Token | None = None
     ) -> Token | None:
-        """What to renew from: the store's token, unless the store lost what we wrote or a
-        token further along the chain is held here (ours) or in the spare copy."""
+        """What to renew from: the store's token, unless the store lost what we wrote; for a
+        chain, the furthest along of the three (the store's too, whatever its generation)."""
         own = self.own()
         best = stored
         if stored is None or (
@@ -363,7 +363,7 @@ class Renewal:
             best = stored if own is None else own
         if self.chain is None:
             return best  # a grant that loses nothing trusts the store, as before
-        for other in (own, spare):
+        for other in (stored, own, spare):  # a Redis restarted empty: written since?
             if other is not None and (best is None or other.sequence > best.sequence):
                 best = other
         return best
