@@ -25,13 +25,16 @@ class RedisServer:
     """One `redis-server` process; `persistent` keeps its keys (an fsynced append-only file)
     across `restart()`, as a production Redis does."""
 
-    def __init__(self, directory: Path, *, persistent: bool = True) -> None:
+    def __init__(
+        self, directory: Path, *, persistent: bool = True, options: tuple[str, ...] = ()
+    ) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise FileNotFoundError("redis-server is not installed")
         self.binary = binary
         self.directory = directory
         self.persistent = persistent
+        self.options = options  # more arguments of redis-server, such as a renamed command
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self._process: subprocess.Popen[bytes] | None = None
@@ -50,6 +53,7 @@ class RedisServer:
             *(persistence if self.persistent else ["--appendonly", "no"]),
             "--dir",
             str(self.directory),
+            *self.options,
         ]
         self._process = subprocess.Popen(
             arguments, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL

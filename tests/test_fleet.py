@@ -318,3 +318,31 @@ def test_the_renewer_keeps_its_own_window_when_a_late_caller_reads_its_token_bac
         renewer.get_token()
         settle()
         assert fake.token_calls == 3  # the renewer renewed first, as it fetched that token
+
+
+def test_a_redis_without_blmove_still_lets_a_waiter_take_the_other_renewal(
+    tmp_path: Path, clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A Redis older than 6.2 (BLMOVE unknown: here renamed away) cannot wake a waiter: the
+    waiter says so once and looks at the store again after a pause, and still renews
+    nothing itself."""
+    directory = tmp_path / "redis"
+    directory.mkdir()
+    old = RedisServer(directory, persistent=False, options=("--rename-command", "BLMOVE", ""))
+    with old, FakeOAuth2Provider(token_lifetime=LIFETIME, clock=clock) as fake:
+        waiting = _auth(fake, RedisStore(old.url), clock)
+        first = waiting.get_token()
+        clock.advance(LIFETIME)
+        other = RedisStore(old.url)
+        key = waiting._manager.key
+        with other.try_lock(key) as held:
+            assert held
+            _, generation = other.get_with_generation(key)
+            waiter, outcome = _started(waiting.get_token)
+            assert _wait_until(lambda: "has no BLMOVE" in caplog.text)
+            renewed = _renewed_elsewhere(first, clock)
+            assert other.set_if_generation(key, renewed, generation) is not None
+            waiter.join(30)
+            assert outcome == [renewed]  # read after a pause, while the lock is still held
+        assert caplog.text.count("has no BLMOVE") == 1
+        assert fake.token_calls == 1

@@ -56,40 +56,36 @@ def lead(
     store that serves asyncio only gets a task of the caller's `loop` instead. With no new
     thread to be had (the interpreter is exiting), a thread renews where it is."""
     if loop is None or port.threads:
+        thread = threading.Thread(
+            target=_run, args=(lambda: drive(steps, port), origin), name="renewauth-renewal",
+            daemon=True,
+        )  # fmt: skip
+        with _LOCK:
+            _THREADS[thread] = origin
         try:
-            thread = run_in_thread(lambda: drive(steps, port), origin)
-        except RuntimeError:
-            if loop is None:
-                return drive(steps, port)
+            thread.start()
+        except BaseException as exc:
+            if thread.is_alive():  # interrupted once it ran: it leads, and is waited for
+                flight.led_by(thread)
+                raise
+            with _LOCK:
+                _THREADS.pop(thread, None)
+            if isinstance(exc, RuntimeError) and loop is None:
+                return drive(steps, port)  # no new thread at exit: renew here
+            if not isinstance(exc, RuntimeError):
+                flight.finish(abandoned=True)  # never started: a waiter renews
+                raise
         else:
             flight.led_by(thread)
             return cast(Token, stale)
-    run_in_task(adrive(steps, port), loop)
+    run_in_task(adrive(steps, port), cast(asyncio.AbstractEventLoop, loop))
     return cast(Token, stale)
 
 
-def run_in_thread(renew: Callable[[], object], origin: str) -> threading.Thread:
-    """Start `renew` (a soft-window renewal of the token for `origin`) in a thread of its own.
-
-    Its failure was recorded by the renewal itself (logged, retried later, told to any
-    waiter); what still reaches here is logged once, never with its message (a token
-    endpoint's answer may quote what it was sent).
-    """
-    thread = threading.Thread(
-        target=_run, args=(renew, origin), name="renewauth-renewal", daemon=True
-    )
-    with _LOCK:
-        _THREADS[thread] = origin
-    try:
-        thread.start()
-    except BaseException:
-        with _LOCK:
-            _THREADS.pop(thread, None)
-        raise
-    return thread
-
-
 def _run(renew: Callable[[], object], origin: str) -> None:
+    """A renewal's thread. Its failure was recorded by the renewal itself (logged, retried
+    later, told to any waiter); what still reaches here is logged once, never with its
+    message (a token endpoint's answer may quote what it was sent)."""
     try:
         renew()
     except Exception as exc:

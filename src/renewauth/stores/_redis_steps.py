@@ -30,6 +30,7 @@ __all__ = [
     "Transaction",
     "Wait",
     "asking",
+    "failure",
     "resume",
 ]
 
@@ -103,11 +104,16 @@ def asking(step: Step, what: str, where: str, errors: tuple[type[Exception], ...
     try:
         return (yield step)
     except errors as exc:
-        raise StoreError(
-            f"the token store, Redis at {where}, could not {what} "
-            f"({type(exc).__name__}); check that it runs and is reachable (this is not the "
-            "token endpoint)"
-        ) from None
+        raise failure(what, where, exc) from None
+
+
+def failure(what: str, where: str, exc: Exception) -> StoreError:
+    """The `StoreError` for Redis (at `where`) failing with `exc` to do `what`: it names the
+    store, not the token endpoint, and holds nothing of `exc` but its type."""
+    return StoreError(
+        f"the token store, Redis at {where}, could not {what} ({type(exc).__name__}); check "
+        "that it runs and is reachable (this is not the token endpoint)"
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

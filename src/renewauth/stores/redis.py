@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import math
 import threading
@@ -48,7 +47,8 @@ from urllib.parse import urlsplit
 from ..errors import ConfigurationError
 from ..token import Token
 from ._pause import Pause
-from ._redis_steps import Call, Done, Hold, Step, Steps, Transaction, Wait, asking, resume
+from ._redis_ops import RedisOps
+from ._redis_steps import Call, Done, Hold, Step, Steps, Wait, resume
 
 if TYPE_CHECKING:
     import redis
@@ -59,22 +59,6 @@ __all__ = ["RedisStore"]
 logger = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
-
-# Write the token only if the generation is still the one read under the lock; return the
-# new generation, or -1 when another writer has moved it on. The token is also left, for a
-# minute, in the notice list of the generation it replaces (KEYS[3]), where every process
-# waiting for this renewal blocks (`written_after`): one write wakes them all, none polls.
-_SET_IF_GENERATION = """
-local current = tonumber(redis.call('GET', KEYS[2]) or '0')
-if current ~= tonumber(ARGV[2]) then return -1 end
-redis.call('SET', KEYS[1], ARGV[1])
-local written = redis.call('INCR', KEYS[2])
-redis.call('DEL', KEYS[3])
-redis.call('RPUSH', KEYS[3], ARGV[1])
-redis.call('PEXPIRE', KEYS[3], ARGV[3])
-return written
-"""
-_NOTICE_LIFE_MS = 60_000  # how long a renewal's notice list outlives its write
 
 
 def _safe_url(url: str) -> str:
@@ -159,15 +143,21 @@ class RedisStore:
             self._client = client
         self._async_client = async_client
         self._url = url_or_client if isinstance(url_or_client, str) else None
-        # What one command may take on this store's connections (a blocking wait stays under
-        # it): the URL's `socket_timeout`, or the given client's own (`None`: no limit).
-        self._command_timeout: float | None = (
-            float(socket_timeout) if self._url is not None else _socket_timeout_of(url_or_client)
-        )
         self.prefix = prefix
         self.lease = float(lease)
         self.socket_timeout = float(socket_timeout)
         self.connect_timeout = float(connect_timeout)
+        # What one command may take on this store's connections (a blocking wait stays under
+        # it): the URL's `socket_timeout`, or the given client's own (`None`: no limit).
+        self._ops = RedisOps(
+            prefix,
+            self.lease,
+            where=self._where,
+            errors=self._errors,
+            command_timeout=(
+                self.socket_timeout if self._url is not None else _socket_timeout_of(url_or_client)
+            ),
+        )
 
     def __reduce__(self) -> tuple[Any, ...]:
         """Pickled by its configuration (a URL), so another process shares the same Redis."""
@@ -204,92 +194,6 @@ class RedisStore:
         client): then no thread can use it."""
         return "_client" not in self.__dict__
 
-    def _keys(self, key: str) -> tuple[str, str, str]:
-        return (
-            f"{self.prefix}token:{key}",
-            f"{self.prefix}generation:{key}",
-            f"{self.prefix}lock:{key}",
-        )
-
-    def _pause_key(self, key: str) -> str:
-        return f"{self.prefix}pause:{key}"
-
-    def _notice_key(self, key: str, generation: int) -> str:
-        return f"{self.prefix}renewed:{key}:{generation}"
-
-    # --- the operations, each written once as the steps it runs -------------------------------
-
-    def _asking(self, what: str, step: Step) -> Steps[Any]:
-        return (yield from asking(step, what, self._where, self._errors))
-
-    def _reading(self, key: str) -> Steps[tuple[Token | None, int]]:
-        token_key, generation_key, _ = self._keys(key)
-        raw, generation = yield from self._asking(
-            "read a token", Call(("MGET", token_key, generation_key))
-        )
-        try:
-            number = int(generation or 0)
-        except ValueError:
-            number = 0
-        return (None if raw is None else self._parse(key, raw)), number
-
-    def _parse(self, key: str, raw: bytes | str) -> Token | None:
-        try:
-            data = json.loads(raw)
-            if isinstance(data, dict):
-                return Token.from_dict(data)
-        except (ValueError, TypeError, RecursionError):
-            pass
-        logger.warning("token %s in %s is corrupt; treating it as empty", key[:8], self._where)
-        return None
-
-    def _writing(self, key: str, token: Token) -> Steps[None]:
-        token_key, generation_key, _ = self._keys(key)
-        payload = json.dumps(token.to_dict())
-        write = Transaction((("SET", token_key, payload), ("INCR", generation_key)))
-        yield from self._asking("store a token", write)
-
-    def _writing_if(self, key: str, token: Token, generation: int) -> Steps[int | None]:
-        token_key, generation_key, _ = self._keys(key)
-        payload = json.dumps(token.to_dict())
-        notices = self._notice_key(key, generation)
-        keys = (token_key, generation_key, notices)
-        write = Call(("EVAL", _SET_IF_GENERATION, 3, *keys, payload, generation, _NOTICE_LIFE_MS))
-        number = int((yield from self._asking("store a token", write)))
-        return None if number < 0 else number
-
-    def _waiting_written(self, key: str, generation: int, timeout: float) -> Steps[Token | None]:
-        # A blocking read that leaves the token in the list (moved onto itself), so the write
-        # wakes every waiter, and one that comes after it returns at once. It waits less than
-        # a command may take (`socket_timeout`, or a given client's own), so that a silent
-        # Redis is still told apart and a wait never times out as if Redis were down.
-        notices = self._notice_key(key, generation)
-        limit = self._command_timeout
-        seconds = round(max(timeout if limit is None else min(timeout, limit / 2), 0.01), 3)
-        wait = Call(("BLMOVE", notices, notices, "RIGHT", "LEFT", seconds))
-        raw = yield from self._asking("wait for another process's renewal", wait)
-        return None if raw is None else self._parse(key, raw)
-
-    def _deleting(self, key: str) -> Steps[None]:
-        yield from self._asking("delete a token", Call(("DEL", self._keys(key)[0])))
-
-    def _reading_pause(self, key: str) -> Steps[Pause | None]:
-        raw = yield from self._asking("read a pause", Call(("GET", self._pause_key(key))))
-        return _pause_from(raw)
-
-    def _writing_pause(self, key: str, pause: Pause) -> Steps[None]:
-        payload = json.dumps(pause.to_dict())
-        write = Call(("SET", self._pause_key(key), payload, "PX", _expiry(pause)))
-        yield from self._asking("store a pause", write)
-
-    def _deleting_pause(self, key: str) -> Steps[None]:
-        yield from self._asking("delete a pause", Call(("DEL", self._pause_key(key))))
-
-    def _hold(self, key: str) -> Hold:
-        return Hold(
-            lock_key=self._keys(key)[2], lease=self.lease, where=self._where, errors=self._errors
-        )
-
     # --- sync -------------------------------------------------------------------------------
 
     def _run(self, steps: Steps[_T], stop: threading.Event | None = None) -> _T:
@@ -323,10 +227,10 @@ class RedisStore:
 
     def get_with_generation(self, key: str) -> tuple[Token | None, int]:
         """The stored token (or `None`) and the generation it was written at (0: never)."""
-        return self._run(self._reading(key))
+        return self._run(self._ops.reading(key))
 
     def set(self, key: str, token: Token) -> None:
-        self._run(self._writing(key, token))
+        self._run(self._ops.writing(key, token))
 
     def set_if_generation(self, key: str, token: Token, generation: int) -> int | None:
         """Write `token` only if the stored generation is still `generation`.
@@ -334,32 +238,32 @@ class RedisStore:
         Returns:
             The new generation, or `None` when another writer moved it on (nothing written).
         """
-        return self._run(self._writing_if(key, token, generation))
+        return self._run(self._ops.writing_if(key, token, generation))
 
     def delete(self, key: str) -> None:
-        self._run(self._deleting(key))
+        self._run(self._ops.deleting(key))
 
     def get_pause(self, key: str) -> Pause | None:
         """The pause recorded for `key`, or `None`."""
-        return self._run(self._reading_pause(key))
+        return self._run(self._ops.reading_pause(key))
 
     def set_pause(self, key: str, pause: Pause) -> None:
-        self._run(self._writing_pause(key, pause))
+        self._run(self._ops.writing_pause(key, pause))
 
     def delete_pause(self, key: str) -> None:
-        self._run(self._deleting_pause(key))
+        self._run(self._ops.deleting_pause(key))
 
     def written_after(self, key: str, generation: int, timeout: float) -> Token | None:
         """The token a renewal wrote over `generation`, waiting for that write up to `timeout`
         seconds (at most half of the socket timeout); `None` if there was none meanwhile."""
-        return self._run(self._waiting_written(key, generation, timeout))
+        return self._run(self._ops.waiting_written(key, generation, timeout))
 
     def lock(self, key: str) -> AbstractContextManager[object]:
         return self._locked(key)
 
     @contextlib.contextmanager
     def _locked(self, key: str) -> Iterator[None]:
-        hold = self._hold(key)
+        hold = self._ops.hold(key)
         self._run(hold.taking())
         with self._kept(hold):
             yield
@@ -371,7 +275,7 @@ class RedisStore:
 
     @contextlib.contextmanager
     def _tried(self, key: str) -> Iterator[bool]:
-        hold = self._hold(key)
+        hold = self._ops.hold(key)
         if not self._run(hold.trying()):
             yield False
             return
@@ -388,12 +292,16 @@ class RedisStore:
             name="renewauth-redis-lease",
             daemon=True,
         )
-        watchdog.start()
+        try:
+            watchdog.start()
+        except RuntimeError:  # no new thread at interpreter exit (3.12): the lease must do
+            pass
         try:
             yield
         finally:
             stop.set()
-            watchdog.join()
+            if watchdog.ident is not None:  # it started
+                watchdog.join()
             self._run(hold.releasing())
 
     # --- async ----------------------------------------------------------------------------
@@ -428,30 +336,30 @@ class RedisStore:
 
     async def aget_with_generation(self, key: str) -> tuple[Token | None, int]:
         """`get_with_generation` without blocking the event loop."""
-        return await self._arun(self._reading(key))
+        return await self._arun(self._ops.reading(key))
 
     async def aset(self, key: str, token: Token) -> None:
-        await self._arun(self._writing(key, token))
+        await self._arun(self._ops.writing(key, token))
 
     async def aset_if_generation(self, key: str, token: Token, generation: int) -> int | None:
         """`set_if_generation` without blocking the event loop."""
-        return await self._arun(self._writing_if(key, token, generation))
+        return await self._arun(self._ops.writing_if(key, token, generation))
 
     async def adelete(self, key: str) -> None:
-        await self._arun(self._deleting(key))
+        await self._arun(self._ops.deleting(key))
 
     async def aget_pause(self, key: str) -> Pause | None:
-        return await self._arun(self._reading_pause(key))
+        return await self._arun(self._ops.reading_pause(key))
 
     async def aset_pause(self, key: str, pause: Pause) -> None:
-        await self._arun(self._writing_pause(key, pause))
+        await self._arun(self._ops.writing_pause(key, pause))
 
     async def adelete_pause(self, key: str) -> None:
-        await self._arun(self._deleting_pause(key))
+        await self._arun(self._ops.deleting_pause(key))
 
     async def awritten_after(self, key: str, generation: int, timeout: float) -> Token | None:
         """`written_after` without blocking the event loop."""
-        return await self._arun(self._waiting_written(key, generation, timeout))
+        return await self._arun(self._ops.waiting_written(key, generation, timeout))
 
     def alock(self, key: str) -> AbstractAsyncContextManager[object]:
         if self._async_client is None:
@@ -472,7 +380,7 @@ class RedisStore:
             finally:
                 await asyncio.to_thread(tried.__exit__, None, None, None)
             return
-        hold = self._hold(key)
+        hold = self._ops.hold(key)
         if not await self._arun(hold.trying()):
             yield False
             return
@@ -490,7 +398,7 @@ class RedisStore:
 
     @contextlib.asynccontextmanager
     async def _alocked(self, key: str) -> AsyncIterator[None]:
-        hold = self._hold(key)
+        hold = self._ops.hold(key)
         await self._arun(hold.taking())
         async with self._akept(hold):
             yield
@@ -553,23 +461,6 @@ def _socket_timeout_of(client: object) -> float | None:
     options = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {})
     value = options.get("socket_timeout")
     return float(value) if isinstance(value, int | float) and value > 0 else None
-
-
-def _pause_from(raw: Any) -> Pause | None:
-    if raw is None:
-        return None
-    try:
-        return Pause.from_dict(json.loads(raw))
-    except (ValueError, TypeError, RecursionError):
-        return None  # a corrupt record pauses nothing
-
-
-def _expiry(pause: Pause) -> int:
-    """Milliseconds Redis keeps a pause: until a minute after it ends by this machine's clock
-    (at least a minute, at most a day). The managers judge `until` with their own clock; the
-    expiry only clears records that no success deleted."""
-    left = min(max(pause.until - time.time(), 0.0), 86_400.0)
-    return int((left + 60.0) * 1000)
 
 
 def _rebuild(url: str, options: dict[str, Any]) -> RedisStore:
