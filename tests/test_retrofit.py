@@ -6,8 +6,6 @@ import asyncio
 import contextlib
 import importlib
 import pathlib
-import shutil
-import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -482,17 +480,6 @@ def test_a_callable_given_to_an_httpx_client_runs_once_and_adds_nothing(
 
 
 # --- httpx forks -------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def httpx2(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """A renamed copy of httpx, as shopware-api-client imports it: its own classes, none of
-    them httpx's. Yields the directory to put on the path."""
-    shutil.copytree(pathlib.Path(httpx.__file__).parent, tmp_path / "httpx2")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    yield str(tmp_path)
-    for name in [name for name in sys.modules if name == "httpx2" or name.startswith("httpx2.")]:
-        del sys.modules[name]
 
 
 @pytest.mark.parametrize("imported", ["before", "after"])
