@@ -3,21 +3,28 @@
 The gate's decisions are tested on their own (`Gate`, one event loop, no network); the
 shapes against the loopback fake with 200 real tasks, the pool's queue read by a trace hook
 of the caller's own (which must still be called), and with transports that never call the
-hook (a mock), where nothing may wait.
+hook (a mock), where nothing may wait. Two clients share one auth object (given as `auth=`,
+or through `renewauth.patch()`): a request waits only for its own client's pool.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
+import importlib
+import pickle
+import sys
+import weakref
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 import httpx
 import pytest
 
+import renewauth
 from renewauth import MemoryStore, OAuth2ClientCredentials, TokenEndpointUnavailable
 from renewauth.testing import FakeOAuth2Provider
-from renewauth.transports._admission import DONE, QUEUED, SENT, Gate
+from renewauth.transports._admission import DONE, QUEUED, SENT, Gate, client_pool, pool_gate
 
 CLIENT_ID, CLIENT_SECRET = "client-id", "client-secret"
 TASKS, CONNECTIONS = 200, 10
@@ -299,3 +306,203 @@ def test_requests_whose_trace_is_replaced_open_the_gate_for_good(
     assert statuses == [200] * TASKS * 5
     assert gate.blind
     assert (gate.queued, gate.sent, len(gate._waiters)) == (0, 0, 0)
+
+
+# --- a gate per pool -------------------------------------------------------------------------
+
+
+def test_a_pool_gate_counts_in_its_loop_gate_and_holds_only_its_own_requests() -> None:
+    async def main() -> list[tuple[int, int, int]]:
+        loop_gate = Gate()
+        pools: weakref.WeakKeyDictionary[object, Gate] = weakref.WeakKeyDictionary()
+        first, second = httpx.AsyncHTTPTransport(), httpx.AsyncHTTPTransport()
+        saturated = pool_gate(pools, first, loop_gate)
+        await saturated.enter(None)
+        stage = saturated.depart(QUEUED)  # the first pool's one connection is taken
+        await saturated.enter(None)  # and one request queues behind it
+        held = asyncio.create_task(saturated.enter(None))
+        await asyncio.sleep(0)
+        idle = pool_gate(pools, second, loop_gate)
+        await idle.enter(None)  # the other pool's request: in at once
+        counts = [(gate.queued, gate.sent, gate.waiting) for gate in (loop_gate, saturated, idle)]
+        assert pool_gate(pools, first, loop_gate) is saturated
+        saturated.leave(stage)  # the first pool's request is answered,
+        saturated.depart(QUEUED)  # the queued one takes the connection: the one held enters
+        await held
+        return [*counts, (loop_gate.queued, loop_gate.sent, loop_gate.waiting)]
+
+    assert asyncio.run(main()) == [(2, 1, 1), (1, 1, 1), (1, 0, 0), (2, 1, 0)]
+
+
+def test_a_pool_that_cannot_be_found_gets_a_gate_that_never_holds() -> None:
+    async def main() -> tuple[bool, int]:
+        loop_gate = Gate()
+        pools: weakref.WeakKeyDictionary[object, Gate] = weakref.WeakKeyDictionary()
+        for unknown in (None, 42):  # no client found; a transport that takes no weak reference
+            gate = pool_gate(pools, unknown, loop_gate)
+            for _ in range(3):
+                await gate.enter(None)
+                gate.depart(QUEUED)
+            assert gate.seen is False
+        return loop_gate.seen, loop_gate.queued + loop_gate.sent
+
+    assert asyncio.run(main()) == (True, 6)  # the loop gate still counts them
+
+
+def test_a_pool_gate_keeps_neither_its_transport_nor_its_loop_alive() -> None:
+    """Gates are kept weakly by transport, and reach no loop: dropping a client frees its
+    transport at once (by reference count, so through no cycle) and takes its gate along."""
+    pools: weakref.WeakKeyDictionary[object, Gate] = weakref.WeakKeyDictionary()
+    transport = httpx.AsyncHTTPTransport()
+    loop = asyncio.new_event_loop()
+    try:
+        gate = loop.run_until_complete(_entered(pools, transport))
+    finally:
+        loop.close()
+    gone, loop_gone = weakref.ref(transport), weakref.ref(loop)
+    del transport, loop
+    assert gone() is None
+    assert loop_gone() is None
+    assert len(pools) == 0
+    assert gate.parent is not None  # the loop gate lives on with the requests that hold it
+
+
+async def _entered(pools: weakref.WeakKeyDictionary[object, Gate], transport: object) -> Gate:
+    gate = pool_gate(pools, transport, Gate())
+    await gate.enter(None)
+    gate.leave(QUEUED)
+    return gate
+
+
+def _flow() -> object | None:
+    """Stands for an auth flow: its caller (`sys._getframe(1)`) drives it."""
+    return client_pool(sys._getframe(1), "https://api.example/")
+
+
+def _wrapper(levels: int) -> object | None:
+    return _flow() if levels == 1 else _wrapper(levels - 1)
+
+
+class _Client:
+    """Stands for an `httpx.AsyncClient`: what `client_pool` reads of it."""
+
+    def __init__(self, transport_for_url: Any) -> None:
+        self._transport_for_url = transport_for_url
+
+    def _send_handling_auth(self, wrappers: int) -> object | None:
+        return _wrapper(wrappers) if wrappers else _flow()
+
+
+@pytest.mark.parametrize(("wrappers", "found"), [(0, True), (1, True), (2, True), (3, False)])
+def test_the_pool_is_found_through_up_to_two_wrappers_of_the_flow(
+    wrappers: int, found: bool
+) -> None:
+    """httpx drives the flow itself; renewauth's retrofit wraps it once (a fork's `Auth`, a
+    resend after the program's own token was rejected), an auth of the program's once more."""
+    client = _Client(lambda url: f"the pool for {url}")
+    expected = "the pool for https://api.example/" if found else None
+    assert client._send_handling_auth(wrappers) == expected
+
+
+def test_a_client_whose_internals_differ_has_no_pool() -> None:
+    def fails(url: object) -> object:
+        raise TypeError("another signature")
+
+    assert _Client(fails)._send_handling_auth(0) is None
+    assert _Client("not callable")._send_handling_auth(0) is None
+    assert _flow() is None  # driven by a test function: no client at all
+
+
+A_REQUESTS = 8  # on a client with one connection: one holds it, seven queue
+
+
+@pytest.mark.parametrize("wiring", ["auth=", "patch()", "patch() with a fork"])
+def test_a_request_never_waits_at_the_gate_for_another_clients_saturated_pool(
+    wiring: str, live_fake: FakeOAuth2Provider, request: pytest.FixtureRequest
+) -> None:
+    """Client A (one connection, eight requests held) and client B share one auth object:
+    B's request is signed and answered while all of A's are still held. Nothing times out
+    on the way (`pool=None`): a request held at the gate for A's pool would wait for ever,
+    and the test's bound would fail it."""
+    auth = _auth(live_fake)
+    url = live_fake.api_url
+    module: Any = httpx
+    options: dict[str, Any] = {"auth": auth}
+    if wiring != "auth=":
+        if wiring == "patch() with a fork":
+            request.getfixturevalue("httpx2")
+            module = importlib.import_module("httpx2")
+        renewauth.patch({url: auth})
+        options = {}
+    try:
+        assert module.get(url, **options).status_code == 200  # the token, on no event loop
+        loop_counts, status, still_held, statuses = asyncio.run(
+            _beside_a_saturated_client(module, options, auth, url)
+        )
+    finally:
+        renewauth.unpatch()
+    assert loop_counts == (A_REQUESTS - 1, 1)  # the loop's gate has no room: A saturates it
+    assert status == 200
+    assert still_held == A_REQUESTS  # B was answered while every request of A was held
+    assert statuses == [200] * A_REQUESTS
+    gc.collect()
+    assert len(auth.__dict__["_pool_gates"]) == 0  # the clients are gone, their gates too
+    copied = pickle.loads(pickle.dumps(auth))  # noqa: S301 - our own bytes
+    assert not {"_gates", "_last_gate", "_pool_gates"} & set(vars(copied))  # left behind
+
+
+async def _beside_a_saturated_client(
+    module: Any, options: dict[str, Any], auth: OAuth2ClientCredentials, url: str
+) -> tuple[tuple[int, int], int, int, list[int]]:
+    held, release = asyncio.Event(), asyncio.Event()
+
+    async def hold(event: str, info: Mapping[str, Any]) -> None:
+        if event == "http11.send_request_headers.started":  # A's request has the connection
+            held.set()
+            await release.wait()
+
+    timeout = module.Timeout(30, pool=None)
+    one_connection = module.Limits(max_connections=1)
+    async with (
+        module.AsyncClient(limits=one_connection, timeout=timeout, **options) as client_a,
+        module.AsyncClient(timeout=timeout, **options) as client_b,
+    ):
+        sent_by_a = [
+            asyncio.create_task(client_a.get(url, extensions={"trace": hold}))
+            for _ in range(A_REQUESTS)
+        ]
+        await held.wait()  # A's first request holds A's only connection
+        loop_gate = auth._gate()
+        loop_counts = (loop_gate.queued, loop_gate.sent)
+        async with asyncio.timeout(20):  # a bound on the test, not a timing
+            answered = await client_b.get(url)
+        still_held = sum(not task.done() for task in sent_by_a)
+        b_gate = auth.__dict__["_pool_gates"].get(client_b._transport)
+        assert b_gate is not None
+        assert b_gate.parent is loop_gate
+        release.set()
+        statuses = [response.status_code for response in await asyncio.gather(*sent_by_a)]
+        assert (loop_gate.queued, loop_gate.sent, loop_gate.waiting) == (0, 0, 0)
+        return loop_counts, answered.status_code, still_held, statuses
+
+
+def test_a_flow_driven_by_no_client_never_waits_at_a_saturated_loop_gate(
+    live_fake: FakeOAuth2Provider,
+) -> None:
+    """A flow whose pool cannot be found (driven here by hand, as by an unknown wrapper)
+    queues in whatever pool it goes to, as without renewauth: it never waits for another's."""
+    auth = _auth(live_fake)
+
+    async def main() -> tuple[str | None, tuple[int, int]]:
+        loop_gate = auth._gate()
+        loop_gate.seen, loop_gate.queued, loop_gate.sent = True, 5, 1  # no room on this loop
+        flow = auth.async_auth_flow(httpx.Request("GET", live_fake.api_url))
+        async with asyncio.timeout(20):  # a bound on the test, not a timing
+            signed = await flow.__anext__()
+        await flow.aclose()
+        return signed.headers.get("Authorization"), (loop_gate.queued, loop_gate.sent)
+
+    authorization, counts = asyncio.run(main())
+    assert authorization is not None
+    assert authorization.startswith("Bearer ")
+    assert counts == (5, 1)  # counted while it ran, and gone when it ended

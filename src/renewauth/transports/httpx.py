@@ -18,9 +18,10 @@ fresh, replaced in the headers about to be written: the token leaves when the re
 The same hook sees every hop of a redirect and takes renewauth's headers off a hop to another
 origin. A transport that is not httpcore's never calls the hook; the token signed stays.
 
-With `httpx.AsyncClient`, the same hook tells how many requests wait in the pool; when the
-pool is saturated, a request waits before it is signed instead (see `_admission`), where
-waiting is cheap and the token it gets is fresher.
+With `httpx.AsyncClient`, the same hook tells how many requests wait in each pool; when the
+pool a request goes to is saturated, the request waits before it is signed instead (see
+`_admission`), where waiting is cheap and the token it gets is fresher. It never waits there
+for another client's pool.
 
 Token requests are not sent here: `httpx_sender.py` sends them (its names are imported here
 too, where the auth objects have always found them).
@@ -30,8 +31,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import weakref
 from collections.abc import AsyncGenerator, Awaitable, Callable, Collection, Generator, Mapping
+from types import FrameType
 from typing import Any, ClassVar
 
 import httpcore
@@ -41,7 +44,7 @@ from .._urls import origin_of
 from ..dpop import DpopKey
 from ..manager import TokenManager
 from ..token import Token
-from ._admission import QUEUED, Gate
+from ._admission import QUEUED, Gate, client_pool, pool_gate
 from ._signing import is_https_upgrade, needs_dpop_nonce, routed_url, should_resend
 from .httpx_sender import CertOption, HttpxSender, TokenClients, VerifyOption
 
@@ -151,9 +154,10 @@ class HttpxSigning(httpx.Auth):
     _api_headers: Mapping[str, str]
     _home_origin: str | None
     _dpop: DpopKey | None = None
-    # What `_gate` keeps on the auth object for this process's event loops: a pickled or
-    # copied auth object leaves it behind (`TokenAuth.__reduce__`) and makes its own.
-    _TRANSIENT: ClassVar[frozenset[str]] = frozenset({"_gates", "_last_gate"})
+    # The admission gates `_gate` and `_pool_gate` keep on the auth object for this
+    # process's event loops and pools: a pickled or copied auth object leaves them behind
+    # (`TokenAuth.__reduce__`) and makes its own.
+    _TRANSIENT: ClassVar[frozenset[str]] = frozenset({"_gates", "_last_gate", "_pool_gates"})
 
     # --- the two drivers: the only code that waits, for a token or for the pool ------------
 
@@ -174,7 +178,10 @@ class HttpxSigning(httpx.Auth):
         self, request: httpx.Request
     ) -> AsyncGenerator[httpx.Request, httpx.Response]:
         gate = self._gate()
-        if not gate.enter_now():  # the pool is saturated: wait here, before the signing
+        if not gate.enter_now():
+            # Requests queue on this loop: this one waits, before the signing, only if its
+            # own pool is saturated.
+            gate = self._pool_gate(gate, sys._getframe(1), request.url)
             await gate.enter(_pool_timeout(request))
         reply = _Reply()
         flow = self._httpx_flow(request, gate, reply)
@@ -192,7 +199,7 @@ class HttpxSigning(httpx.Auth):
             flow.close()  # ended early (an error, a cancellation): it leaves the gate now
 
     def _gate(self) -> Gate:
-        """This object's admission gate on the running event loop."""
+        """This object's admission gate on the running event loop (its loop gate)."""
         loop = asyncio.get_running_loop()
         last = self.__dict__.get("_last_gate")
         if last is not None and last[0]() is loop:
@@ -205,6 +212,14 @@ class HttpxSigning(httpx.Auth):
             gate = gates.setdefault(loop, Gate())
         self.__dict__["_last_gate"] = (weakref.ref(loop), gate)
         return gate
+
+    def _pool_gate(self, loop_gate: Gate, driver: FrameType | None, url: httpx.URL) -> Gate:
+        """The admission gate, under `loop_gate`, of the pool that the client running this
+        flow (from its frame `driver` up) sends `url` through (see `_admission`)."""
+        gates: weakref.WeakKeyDictionary[object, Gate] = self.__dict__.setdefault(
+            "_pool_gates", weakref.WeakKeyDictionary()
+        )
+        return pool_gate(gates, client_pool(driver, url), loop_gate)
 
     # --- the flow: every decision about one request, written once -------------------------
 
