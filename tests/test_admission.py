@@ -334,6 +334,28 @@ def test_a_pool_gate_counts_in_its_loop_gate_and_holds_only_its_own_requests() -
     assert asyncio.run(main()) == [(2, 1, 1), (1, 1, 1), (1, 0, 0), (2, 1, 0)]
 
 
+def test_a_pool_gate_without_departures_of_its_own_opens_alone_when_answered_unseen() -> None:
+    """A pool gate starts as its loop gate is (departures seen); a transport that never calls
+    the hook (a mock) beside one that does is held until its first answer, then opened, and
+    the loop gate keeps holding for the other pools."""
+
+    async def main() -> tuple[bool, bool, bool, bool]:
+        loop_gate = Gate()
+        await loop_gate.enter(None)
+        loop_gate.depart(QUEUED)  # another pool's request: the loop has seen the hook
+        pools: weakref.WeakKeyDictionary[object, Gate] = weakref.WeakKeyDictionary()
+        gate = pool_gate(pools, httpx.MockTransport(lambda request: httpx.Response(200)), loop_gate)
+        await gate.enter(None)
+        held = asyncio.create_task(gate.enter(None))
+        await asyncio.sleep(0)
+        was_held = not held.done()
+        gate.answered_unseen()  # the mock answered the first: no departure was ever seen
+        await held
+        return was_held, gate.blind, loop_gate.blind, loop_gate.seen
+
+    assert asyncio.run(main()) == (True, True, False, True)
+
+
 def test_a_pool_that_cannot_be_found_gets_a_gate_that_never_holds() -> None:
     async def main() -> tuple[bool, int]:
         loop_gate = Gate()

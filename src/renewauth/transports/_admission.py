@@ -30,8 +30,9 @@ waits for another client's pool.
 
 A request never waits longer than its pool timeout here (it then queues in the pool as it
 would without renewauth, where that timeout applies), and a transport that never calls the
-hook (a mock, ASGI) never waits at all. All the gates of a loop are used on that loop only,
-so no lock is needed.
+hook (a mock, ASGI) never waits at all, unless another pool's departures were seen on its
+loop: then until its first request is answered. All the gates of a loop are used on that
+loop only, so no lock is needed.
 """
 
 from __future__ import annotations
@@ -50,14 +51,22 @@ QUEUED, SENT, DONE = 0, 1, 2
 class Gate:
     """Counts of one auth object's requests on one event loop, and those waiting to enter:
     all of them (a loop gate), or those of one pool (a pool gate, whose `parent` is the loop
-    gate, which counts them too). `blind=True`: a gate that never holds a request."""
+    gate, which counts them too). `blind=True`: a gate that never holds a request.
 
-    __slots__ = ("_waiters", "blind", "parent", "queued", "seen", "sent", "waiting")
+    A pool gate starts as its loop gate is: once departures were seen on the loop, the first
+    requests of a pool found saturated are held at once, rather than all let in until one of
+    them leaves (a second flood of the pool's queue: about a quarter of the requests/s of 2 s
+    runs with 200 tasks)."""
+
+    __slots__ = ("_waiters", "blind", "hooked", "parent", "queued", "seen", "sent", "waiting")
 
     def __init__(self, parent: Gate | None = None, *, blind: bool = False) -> None:
         self.queued = 0  # signed, headers not written yet: waiting in the pool
         self.sent = 0  # headers written, the answer not back to the auth flow yet
-        self.seen = False  # a departure was seen: the transport calls the hook
+        # A departure was seen (for a pool gate, also one of its loop's before it existed):
+        # the transport calls the hook.
+        self.seen: bool = parent is not None and parent.seen and not blind
+        self.hooked = False  # a departure of this gate's own requests was seen
         self.blind = blind  # a request was answered unseen: the counts cannot be trusted
         self.waiting = 0  # requests waiting to enter here or, for a loop gate, at its pools
         self.parent = parent
@@ -104,6 +113,7 @@ class Gate:
     def depart(self, stage: int) -> int:
         """A request's headers are written now; returns its new stage."""
         self.seen = not self.blind
+        self.hooked = True
         parent = self.parent
         if parent is not None:
             parent.seen = not parent.blind
@@ -129,12 +139,14 @@ class Gate:
         """A request came back answered without its departure seen: something replaced its
         `trace` (a request hook, instrumentation), so the counts no longer tell the pool's
         queue. This gate and its loop gate open for good, as if the transport had no hook:
-        a request that finds no one waiting on the loop enters at once."""
-        for gate in (self, self.parent):
-            if gate is not None:
-                gate.blind = True
-                gate.seen = False
-                gate._wake()
+        a request that finds no one waiting on the loop enters at once. A pool gate that
+        never saw a departure of its own (its transport has no hook: a mock, ASGI) opens
+        alone."""
+        opened = (self,) if self.parent is None or not self.hooked else (self, self.parent)
+        for gate in opened:
+            gate.blind = True
+            gate.seen = False
+            gate._wake()
 
     def leave(self, stage: int) -> int:
         """A request's auth flow ended (answered, failed or cancelled)."""
