@@ -16,17 +16,17 @@ request must never wait behind requests queued for another client's pool. The au
 handed only the request, and finding the pool costs more than the rest of the gate (the
 caller's frame, about 10,000 instructions on CPython 3.11), so it is found only when it
 matters. Each event loop has a *loop gate* that counts every request of the auth object on
-that loop; a request that finds room there (and nobody waiting) enters at once, as before.
-Only a request that the loop gate would hold asks for its pool: `client_pool` looks a few
-frames up for the client's `_send_handling_auth` (httpx's, or a fork's of that name;
-renewauth's retrofit wrappers sit in between) and asks that client's `_transport_for_url`,
-the transport it is about to send the request through. The request then waits, if at all,
-at that pool's gate, which counts the requests of that pool that came this way (the loop
-gate counts them too) and applies the same rule to them alone. Pool gates are kept weakly by
-their transport, so a dropped client takes its gate along. When no client is found (the
-flow driven by something else) or its transport cannot be keyed, the request gets a gate of
-its own that never holds it: it queues in the pool as it would without renewauth, and never
-waits for another client's pool.
+that loop; a request that finds room there (and nobody waiting) enters at once, and that
+check is all the gate costs a request on the hot path. Only a request that the loop gate
+would hold asks for its pool: `client_pool` looks a few frames up for the client's
+`_send_handling_auth` (httpx's, or a fork's of that name; renewauth's retrofit wrappers sit
+in between) and asks that client's `_transport_for_url`, the transport it is about to send
+the request through. The request then waits, if at all, at that pool's gate, which counts
+the requests of that pool that came this way (the loop gate counts them too) and applies the
+same rule to them alone. Pool gates are kept weakly by their transport, so a dropped client
+takes its gate along. When no client is found (the flow driven by something else) or its
+transport cannot be keyed, the request gets a gate of its own that never holds it: it queues
+in the pool as it would without renewauth, and never waits for another client's pool.
 
 A request never waits longer than its pool timeout here (it then queues in the pool as it
 would without renewauth, where that timeout applies), and a transport that never calls the

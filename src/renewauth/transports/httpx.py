@@ -216,9 +216,9 @@ class HttpxSigning(httpx.Auth):
     def _pool_gate(self, loop_gate: Gate, driver: FrameType | None, url: httpx.URL) -> Gate:
         """The admission gate, under `loop_gate`, of the pool that the client running this
         flow (from its frame `driver` up) sends `url` through (see `_admission`)."""
-        gates: weakref.WeakKeyDictionary[object, Gate] = self.__dict__.setdefault(
-            "_pool_gates", weakref.WeakKeyDictionary()
-        )
+        gates: weakref.WeakKeyDictionary[object, Gate] | None = self.__dict__.get("_pool_gates")
+        if gates is None:
+            gates = self.__dict__.setdefault("_pool_gates", weakref.WeakKeyDictionary())
         return pool_gate(gates, client_pool(driver, url), loop_gate)
 
     # --- the flow: every decision about one request, written once -------------------------
