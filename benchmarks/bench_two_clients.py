@@ -1,6 +1,6 @@
 """Two clients share one auth object, one of them saturated: does the idle one wait for it?
 
-Run ``python benchmarks/bench_two_clients.py`` (about 1 minute; ``--quick``: fewer requests).
+Run ``python benchmarks/bench_two_clients.py`` (about 40 s; ``--quick``: fewer requests).
 Client A (`httpx.AsyncClient`, one connection) keeps 8 requests in flight, each holding its
 connection for 0.2 s (a slow API: a `trace` hook of the caller's own waits when the headers
 go), so 7 always queue. Client B, on the same event loop and otherwise idle, sends requests
