@@ -292,10 +292,8 @@ class RedisStore:
             name="renewauth-redis-lease",
             daemon=True,
         )
-        try:
+        with contextlib.suppress(RuntimeError):  # no new thread at exit (3.12): the lease will do
             watchdog.start()
-        except RuntimeError:  # no new thread at interpreter exit (3.12): the lease must do
-            pass
         try:
             yield
         finally:
