@@ -106,6 +106,21 @@ class ManualClock:
             self.now += seconds
 
 
+def started(call: Callable[[], object]) -> tuple[threading.Thread, list[object]]:
+    """`call` running in a thread of its own; the list gets its result or its exception."""
+    outcome: list[object] = []
+
+    def run() -> None:
+        try:
+            outcome.append(call())
+        except BaseException as exc:  # the test reads it
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, outcome
+
+
 def settle(timeout: float = 10.0) -> None:
     """Wait for the background renewals in flight (those a soft window started) to end."""
     assert _background.wait_idle(timeout), "a background renewal did not end"

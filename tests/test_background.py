@@ -11,9 +11,7 @@ import os
 import subprocess
 import sys
 import textwrap
-import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -28,7 +26,7 @@ from renewauth import (
 )
 from renewauth.testing import FakeOAuth2Provider
 
-from .helpers import FlightWatch, ManualClock, send, settle
+from .helpers import FlightWatch, ManualClock, send, settle, started
 
 LIFETIME = 100.0  # renewed from 70 s (leeway 30 s); spent at 99.5 s
 CLIENT_ID, CLIENT_SECRET = "client-id", "client-secret"
@@ -40,20 +38,6 @@ def _auth(fake: FakeOAuth2Provider, clock: ManualClock) -> OAuth2ClientCredentia
     )
 
 
-def _started(call: Callable[[], object]) -> tuple[threading.Thread, list[object]]:
-    outcome: list[object] = []
-
-    def run() -> None:
-        try:
-            outcome.append(call())
-        except BaseException as exc:  # the test reads it
-            outcome.append(exc)
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    return thread, outcome
-
-
 def test_a_request_in_the_soft_window_goes_at_once_while_its_renewal_is_held(
     kind: str, clock: ManualClock
 ) -> None:
@@ -62,7 +46,7 @@ def test_a_request_in_the_soft_window_goes_at_once_while_its_renewal_is_held(
         first = auth.get_token()
         clock.advance(75.0)  # in the soft window: valid for 25 s more
         with fake.hold_token_requests():
-            request, outcome = _started(lambda: send(kind, auth, fake.api_url))
+            request, outcome = started(lambda: send(kind, auth, fake.api_url))
             request.join(30)
             # The request was answered while the renewal it started is still held.
             assert not request.is_alive()
@@ -86,14 +70,14 @@ def test_a_spent_token_waits_for_the_background_renewal_which_nobody_takes_over(
         first = auth.get_token()
         clock.advance(75.0)
         with fake.hold_token_requests():
-            starter, started = _started(auth.get_token)
+            starter, returned = started(auth.get_token)
             starter.join(30)
-            assert started == [first]  # sent at once; that thread has ended
+            assert returned == [first]  # sent at once; that thread has ended
             assert fake.wait_for_held_token_requests(1)
             clock.now += 30.0  # spent now (not `advance`: the renewal is held on purpose)
             flight = _flight._REGISTRY[auth._manager._flight_key]
             assert not flight.abandon_if_leader_gone()  # its leader is the renewal's thread
-            waiters = [_started(auth.get_token) for _ in range(8)]
+            waiters = [started(auth.get_token) for _ in range(8)]
             assert flights.wait_for_joined(8)
         for waiter, _ in waiters:
             waiter.join(30)

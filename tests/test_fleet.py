@@ -25,7 +25,7 @@ from renewauth._effects import Read, TryLock, WaitRenewed
 from renewauth._locking import locked_or_renewed
 from renewauth.testing import FakeOAuth2Provider
 
-from .helpers import ManualClock, job_chain, settle
+from .helpers import ManualClock, job_chain, settle, started
 from .redis_server import RedisServer
 
 LIFETIME = 100.0
@@ -40,20 +40,6 @@ def _auth(fake: FakeOAuth2Provider, store: object, clock: ManualClock) -> OAuth2
         store=store,
         clock=clock,  # type: ignore[arg-type]
     )
-
-
-def _started(call: Callable[[], object]) -> tuple[threading.Thread, list[object]]:
-    outcome: list[object] = []
-
-    def run() -> None:
-        try:
-            outcome.append(call())
-        except BaseException as exc:  # the test reads it
-            outcome.append(exc)
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    return thread, outcome
 
 
 def _renewed_elsewhere(token: Token, clock: ManualClock) -> Token:
@@ -110,7 +96,7 @@ def test_a_waiter_is_woken_by_the_renewal_it_waits_for_and_never_polls_the_lock(
             assert held
             _, generation = other.get_with_generation(key)
             client.config_resetstat()
-            waiter, outcome = _started(waiting.get_token)
+            waiter, outcome = started(waiting.get_token)
             # It blocks in Redis, waiting for the write (not asking for the lock again and again).
             assert _wait_until(lambda: int(client.info("clients")["blocked_clients"]) == 1)
             renewed = _renewed_elsewhere(first, clock)
@@ -139,7 +125,7 @@ def test_a_file_store_waiter_adopts_the_other_renewal_while_the_lock_is_held(
         with other.try_lock(key) as held:
             assert held
             _, generation = other.get_with_generation(key)
-            waiter, outcome = _started(waiting._manager.token_for_request)
+            waiter, outcome = started(waiting._manager.token_for_request)
             if mode == "soft":
                 waiter.join(30)
                 assert outcome == [first]  # valid: sent at once, renewed in the background
@@ -164,7 +150,7 @@ def test_a_waiter_takes_the_lock_when_its_holder_wrote_nothing(
         client = redis.Redis.from_url(forgetful_redis.url)
         with other.try_lock(waiting._manager.key) as held:
             assert held
-            waiter, outcome = _started(waiting.get_token)
+            waiter, outcome = started(waiting.get_token)
             assert _wait_until(lambda: int(client.info("clients")["blocked_clients"]) == 1)
         waiter.join(30)
         (renewed,) = outcome
@@ -244,7 +230,7 @@ def test_a_waiter_whose_client_has_a_short_socket_timeout_waits_within_it(
             assert held
             _, generation = other.get_with_generation(key)
             stats.config_resetstat()
-            waiter, outcome = _started(waiting.get_token)
+            waiter, outcome = started(waiting.get_token)
             # A second round's read means the first wait ended as a wait, not as an error.
             assert _wait_until(lambda: not waiter.is_alive() or _calls(stats).get("mget", 0) >= 2)
             assert fake.token_calls == 1  # nothing renewed beside the holder
@@ -338,7 +324,7 @@ def test_a_redis_without_blmove_still_lets_a_waiter_take_the_other_renewal(
         with other.try_lock(key) as held:
             assert held
             _, generation = other.get_with_generation(key)
-            waiter, outcome = _started(waiting.get_token)
+            waiter, outcome = started(waiting.get_token)
             assert _wait_until(lambda: "has no BLMOVE" in caplog.text)
             renewed = _renewed_elsewhere(first, clock)
             assert other.set_if_generation(key, renewed, generation) is not None
