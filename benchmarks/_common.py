@@ -1,7 +1,8 @@
 """What the benchmarks share: the fake host, a redis-server, canned transports, output.
 
-It imports neither Authlib nor httpx-auth, so that `bench_stores.py` runs without them, and
-redis-py only when it starts a redis-server. The scripts import it as ``_common``: Python puts
+It imports neither Authlib nor httpx-auth, so that `bench_stores.py` runs without them (and a
+callgrind worker starts without paying for them), and redis-py only when it starts a
+redis-server. The scripts import it as ``_common``: Python puts
 a script's own folder on ``sys.path``, and spawned child processes inherit that path, so they
 can import it too (`_host_fakes`, the fake host's process target, lives here for that reason).
 """
@@ -21,7 +22,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
@@ -34,6 +35,8 @@ import httpx
 import requests
 import requests.adapters
 
+import renewauth
+
 if TYPE_CHECKING:
     import redis
 
@@ -42,6 +45,14 @@ CLIENT_SECRET = "client-secret"
 CANNED_URL = "http://api.invalid/items"  # answered in memory by the canned transports
 LONG_LIFETIME_SECONDS = 3600.0  # a token that stays fresh for the whole run
 HANG_LIMIT_SECONDS = 60.0
+STATIC = "static"  # the baseline column: a fixed header, nothing to renew
+# Authlib fetches no first token by itself (a request without one raises MissingTokenError);
+# it starts from an expired token, so that its own renewal path fetches the first one.
+EXPIRED_AUTHLIB_TOKEN: Mapping[str, object] = {
+    "access_token": "expired",
+    "token_type": "Bearer",
+    "expires_at": 1,
+}
 
 
 def package_version(name: str) -> str:
@@ -55,6 +66,41 @@ def package_version(name: str) -> str:
 def describe(exc: BaseException) -> str:
     """A cell for a run that raised."""
     return f"error: {type(exc).__name__}"
+
+
+# --- what a contender is built from ------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Setup:
+    """What a contender needs to build its client for one run."""
+
+    token_url: str
+    leeway: float
+    static_token: str = "unused"
+    authlib_token: Mapping[str, object] = field(default_factory=lambda: EXPIRED_AUTHLIB_TOKEN)
+    canned: bool = False  # answer API requests in memory (no socket)
+
+
+def renewauth_credentials(setup: Setup) -> renewauth.OAuth2ClientCredentials:
+    """renewauth's contender, the same object for every HTTP client."""
+    return renewauth.OAuth2ClientCredentials(
+        setup.token_url,
+        CLIENT_ID,
+        CLIENT_SECRET,
+        leeway=setup.leeway,
+        store=renewauth.MemoryStore(),
+    )
+
+
+def authlib_options(setup: Setup) -> dict[str, Any]:
+    """The keyword arguments of Authlib's OAuth2 clients (requests, httpx2) for `setup`."""
+    return {
+        "token_endpoint": setup.token_url,
+        "grant_type": "client_credentials",
+        "token": dict(setup.authlib_token),
+        "leeway": setup.leeway,
+    }
 
 
 # --- the fake token server, in a child process -------------------------------------------------
@@ -248,11 +294,15 @@ class Tally:
         self.latencies.extend(other.latencies)
 
     def record(self, response: Any, started: float) -> None:
+        self.record_status(response.status_code, started)
+
+    def record_status(self, status: int, started: float) -> None:
+        """An answer with `status` to a request sent at `started` (aiohttp has no status_code)."""
         self.latencies.append(time.monotonic() - started)
-        if response.status_code == 200:
+        if status == 200:
             self.ok += 1
         else:
-            self.failures[f"HTTP {response.status_code}"] += 1
+            self.failures[f"HTTP {status}"] += 1
 
     def record_error(self, exc: Exception, started: float) -> None:
         self.latencies.append(time.monotonic() - started)
@@ -488,5 +538,69 @@ def callgrind_instructions(script: str, arguments: Sequence[str], what: str) -> 
     found = _COLLECTED.search(done.stderr)
     if done.returncode != 0 or found is None:
         python_lines = [line for line in done.stderr.splitlines() if not line.startswith("==")]
+        raise RuntimeError(f"{what}: {(python_lines or ['failed'])[-1]}")
+    return int(found.group(1))
+
+
+@contextmanager
+def counted() -> Iterator[None]:
+    """In a worker run by `callgrind_counted`: the block whose instructions are counted.
+
+    It tells the parent on stdout that it is ready, waits for a line on stdin while the parent
+    turns callgrind's instrumentation on, and does the same after the block to have it turned
+    off. The worker must print nothing else on stdout.
+    """
+    print("ready", flush=True)
+    sys.stdin.readline()
+    yield
+    print("done", flush=True)
+    sys.stdin.readline()
+
+
+def callgrind_counted(script: str, arguments: Sequence[str], what: str) -> int:
+    """Instructions that `python script arguments…` runs inside its `counted()` block.
+
+    Valgrind starts it without instrumentation (`--instr-atstart=no`: start-up and imports
+    run several times faster than under `callgrind_instructions`), and `callgrind_control`
+    turns instrumentation on when the worker is ready and off when it is done, so start-up,
+    warm-up and exit are not counted. The hash seed is fixed. `what` names the run in the
+    error raised when it fails: its last Python line.
+    """
+    command = [
+        *("valgrind", "--tool=callgrind", "--instr-atstart=no"),
+        *("--callgrind-out-file=/dev/null", sys.executable, script, *arguments),
+    ]
+    environment = {**os.environ, "PYTHONHASHSEED": "0"}
+    worker = subprocess.Popen(
+        command,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=environment,
+    )
+    stdin, stdout = worker.stdin, worker.stdout
+    assert stdin is not None  # both piped above
+    assert stdout is not None
+    switched = True
+    for said, switch in (("ready", "on"), ("done", "off")):
+        if stdout.readline().strip() != said:
+            switched = False
+            break
+        control = ["callgrind_control", "--instr=" + switch, str(worker.pid)]
+        done = subprocess.run(control, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            switched = False
+            break
+        stdin.write("go\n")
+        stdin.flush()
+    try:
+        _, errors = worker.communicate(timeout=HANG_LIMIT_SECONDS * 5)
+    except subprocess.TimeoutExpired:
+        worker.kill()
+        _, errors = worker.communicate()
+    found = _COLLECTED.search(errors)
+    if not switched or worker.returncode != 0 or found is None:
+        python_lines = [line for line in errors.splitlines() if not line.startswith("==")]
         raise RuntimeError(f"{what}: {(python_lines or ['failed'])[-1]}")
     return int(found.group(1))

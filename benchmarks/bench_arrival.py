@@ -36,8 +36,10 @@ import requests.adapters
 from _common import (
     CLIENT_ID,
     CLIENT_SECRET,
+    EXPIRED_AUTHLIB_TOKEN,
     HANG_LIMIT_SECONDS,
     LONG_LIFETIME_SECONDS,
+    STATIC,
     Counters,
     FakeHost,
     RemoteFake,
@@ -49,7 +51,7 @@ from _common import (
 )
 from authlib.integrations.httpx_client import AsyncOAuth2Client, OAuth2Client
 from authlib.integrations.requests_client import OAuth2Session
-from bench_core import EXPIRED_AUTHLIB_TOKEN, STATIC, StaticHttpxAuth, StaticRequestsAuth
+from bench_core import StaticHttpxAuth, StaticRequestsAuth
 
 import renewauth
 from renewauth.providers import Keycloak, VanMarcke

@@ -21,7 +21,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Generator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib.metadata import version
 from typing import Any, Generic, TypeVar
 
@@ -35,15 +35,18 @@ from _common import (
     CLIENT_SECRET,
     HANG_LIMIT_SECONDS,
     LONG_LIFETIME_SECONDS,
+    STATIC,
     AsyncCannedTransport,
     CannedAdapter,
     CannedTransport,
     Counters,
     FakeHost,
     RemoteFake,
+    Setup,
     SyncClient,
     Tally,
     Timings,
+    authlib_options,
     check_signed,
     describe,
     failures_cell,
@@ -52,12 +55,11 @@ from _common import (
     latency_cell,
     markdown_table,
     print_part,
+    renewauth_credentials,
     rotated,
     time_async,
     time_sync,
 )
-
-import renewauth
 
 with warnings.catch_warnings():  # Authlib 1.9 warns at import that it prefers "httpx2"
     import authlib.deprecate  # type: ignore[import-untyped]  # noqa: F401 - sets an "always" filter
@@ -72,20 +74,12 @@ with warnings.catch_warnings():  # Authlib 1.9 warns at import that it prefers "
     )
 
 LIBRARIES = ("renewauth", "Authlib", "httpx-auth")
-STATIC = "static"  # the baseline column: a fixed header, nothing to renew
 THREADS = 32
 TASKS = 200
 TOKEN_DELAY_SECONDS = 0.02
 SHORT_LIFETIME_SECONDS = 1.0
 SHORT_LEEWAY_SECONDS = 0.1
 TICK_SECONDS = 0.005
-# Authlib fetches no first token by itself (a request without one raises MissingTokenError);
-# it starts from an expired token, so that its own renewal path fetches the first one.
-EXPIRED_AUTHLIB_TOKEN: Mapping[str, object] = {
-    "access_token": "expired",
-    "token_type": "Bearer",
-    "expires_at": 1,
-}
 # Printed under the tables: library behaviours, read in their sources, that the numbers reflect.
 CAVEATS = (
     "Authlib fetches no first token by itself (a request without one raises "
@@ -155,17 +149,6 @@ class StaticHttpxAuth(httpx.Auth):
 # --- the contenders --------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Setup:
-    """What a contender needs to build its client for one run."""
-
-    token_url: str
-    leeway: float
-    static_token: str = "unused"
-    authlib_token: Mapping[str, object] = field(default_factory=lambda: EXPIRED_AUTHLIB_TOKEN)
-    canned: bool = False  # answer API requests in memory (part a)
-
-
 ClientT = TypeVar("ClientT")
 
 
@@ -177,29 +160,10 @@ class Contender(Generic[ClientT]):
     build: Callable[[Setup], ClientT]
 
 
-def _renewauth(setup: Setup) -> renewauth.OAuth2ClientCredentials:
-    return renewauth.OAuth2ClientCredentials(
-        setup.token_url,
-        CLIENT_ID,
-        CLIENT_SECRET,
-        leeway=setup.leeway,
-        store=renewauth.MemoryStore(),
-    )
-
-
 def _httpx_auth(setup: Setup) -> httpx_auth.OAuth2ClientCredentials:
     return httpx_auth.OAuth2ClientCredentials(
         setup.token_url, CLIENT_ID, CLIENT_SECRET, early_expiry=setup.leeway
     )
-
-
-def _authlib_options(setup: Setup) -> dict[str, Any]:
-    return {
-        "token_endpoint": setup.token_url,
-        "grant_type": "client_credentials",
-        "token": dict(setup.authlib_token),
-        "leeway": setup.leeway,
-    }
 
 
 def _pooled(session: requests.Session, setup: Setup) -> requests.Session:
@@ -221,12 +185,12 @@ def _requests_static(setup: Setup) -> requests.Session:
 
 def _requests_renewauth(setup: Setup) -> requests.Session:
     session = requests.Session()
-    session.auth = _renewauth(setup)
+    session.auth = renewauth_credentials(setup)
     return _pooled(session, setup)
 
 
 def _requests_authlib(setup: Setup) -> requests.Session:
-    session = OAuth2Session(CLIENT_ID, CLIENT_SECRET, **_authlib_options(setup))
+    session = OAuth2Session(CLIENT_ID, CLIENT_SECRET, **authlib_options(setup))
     return _pooled(session, setup)
 
 
@@ -253,11 +217,11 @@ def _httpx_static(setup: Setup) -> httpx.Client:
 
 
 def _httpx_renewauth(setup: Setup) -> httpx.Client:
-    return httpx.Client(auth=_renewauth(setup), **_httpx_options(setup))
+    return httpx.Client(auth=renewauth_credentials(setup), **_httpx_options(setup))
 
 
 def _httpx_authlib(setup: Setup) -> httpx.Client:
-    options = _authlib_options(setup) | _httpx_options(setup)
+    options = authlib_options(setup) | _httpx_options(setup)
     return OAuth2Client(CLIENT_ID, CLIENT_SECRET, **options)  # type: ignore[no-any-return]
 
 
@@ -270,11 +234,11 @@ def _async_static(setup: Setup) -> httpx.AsyncClient:
 
 
 def _async_renewauth(setup: Setup) -> httpx.AsyncClient:
-    return httpx.AsyncClient(auth=_renewauth(setup), **_async_options(setup))
+    return httpx.AsyncClient(auth=renewauth_credentials(setup), **_async_options(setup))
 
 
 def _async_authlib(setup: Setup) -> httpx.AsyncClient:
-    options = _authlib_options(setup) | _async_options(setup)
+    options = authlib_options(setup) | _async_options(setup)
     return AsyncOAuth2Client(CLIENT_ID, CLIENT_SECRET, **options)  # type: ignore[no-any-return]
 
 
