@@ -48,7 +48,7 @@ from .oauth2 import (
 from .stores import MemoryStore, TokenStore, default_store
 from .token import Token
 from .transports.aiohttp import AiohttpSigning
-from .transports.httpx import CertOption, HttpxSigning, VerifyOption
+from .transports.httpx import CertOption, HttpxSigning, VerifyOption, adopt_imported_forks
 from .transports.requests import RequestsSigning
 
 if TYPE_CHECKING:  # the optional libraries, for the types of `__call__` only
@@ -152,6 +152,7 @@ class TokenAuth(RequestsSigning, HttpxSigning, AiohttpSigning):
         dpop: bool = False,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        adopt_imported_forks()
         statuses = check_options(leeway, retry_statuses, timeout, retries)
         idle_timeout = check_idle_timeout(refresh_idle_timeout)
         issuer = self._discover_from
