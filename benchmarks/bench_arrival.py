@@ -51,7 +51,7 @@ from _common import (
 )
 from authlib.integrations.httpx_client import AsyncOAuth2Client, OAuth2Client
 from authlib.integrations.requests_client import OAuth2Session
-from bench_core import StaticHttpxAuth, StaticRequestsAuth
+from bench_core import AUTHLIB_ON_HTTPX, AUTHLIB_ON_HTTPX2, StaticHttpxAuth, StaticRequestsAuth
 
 import renewauth
 from renewauth.providers import Keycloak, VanMarcke
@@ -223,6 +223,8 @@ ASYNC: dict[str, Build] = {
         **_httpx_options(ASYNC_CONNECTIONS),
     ),
 }
+if not AUTHLIB_ON_HTTPX:
+    del HTTPX["Authlib"], ASYNC["Authlib"]
 LIBRARIES = ("renewauth", "Authlib", "httpx-auth", "requests-oauth2client", STATIC)
 NOTES = (
     "Default leeways: renewauth 30 s (a 1 s token renews at half its life), Authlib 60 s (a "
@@ -521,7 +523,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     print()
     print(provider_table(seconds, repeat))
     print()
-    for note in NOTES:
+    for note in (
+        NOTES if AUTHLIB_ON_HTTPX else (*NOTES, f"No Authlib on httpx: {AUTHLIB_ON_HTTPX2}")
+    ):
         print(f"- {note}")
 
 

@@ -73,6 +73,14 @@ with warnings.catch_warnings():  # Authlib 1.9 warns at import that it prefers "
         OAuth2Session,
     )
 
+# Authlib 1.9 builds `authlib.integrations.httpx_client` on httpx2 whenever httpx2 is installed
+# (bench_clients.py measures it there): its clients are httpx's only where httpx2 is not.
+AUTHLIB_ON_HTTPX = issubclass(OAuth2Client, httpx.Client)
+AUTHLIB_ON_HTTPX2 = (
+    "Authlib 1.9 builds its httpx clients on httpx2 when httpx2 is installed, as here: "
+    "bench_clients.py measures them on httpx2."
+)
+
 LIBRARIES = ("renewauth", "Authlib", "httpx-auth")
 THREADS = 32
 TASKS = 200
@@ -104,6 +112,8 @@ NOT_AVAILABLE = {
     ("requests", "httpx-auth"): (
         "httpx-auth is an `httpx.Auth` only; requests has its own sibling package, requests-auth."
     ),
+    ("httpx", "Authlib"): AUTHLIB_ON_HTTPX2,
+    ("httpx async", "Authlib"): AUTHLIB_ON_HTTPX2,
 }
 
 
@@ -254,13 +264,13 @@ REQUESTS_CONTENDERS: Sequence[Contender[requests.Session]] = (
 HTTPX_CONTENDERS: Sequence[Contender[httpx.Client]] = (
     Contender(STATIC, _httpx_static),
     Contender("renewauth", _httpx_renewauth),
-    Contender("Authlib", _httpx_authlib),
+    *([Contender("Authlib", _httpx_authlib)] if AUTHLIB_ON_HTTPX else []),
     Contender("httpx-auth", _httpx_httpx_auth),
 )
 ASYNC_CONTENDERS: Sequence[Contender[httpx.AsyncClient]] = (
     Contender(STATIC, _async_static),
     Contender("renewauth", _async_renewauth),
-    Contender("Authlib", _async_authlib),
+    *([Contender("Authlib", _async_authlib)] if AUTHLIB_ON_HTTPX else []),
     Contender("httpx-auth", _async_httpx_auth),
 )
 SYNC_CLIENTS: Mapping[str, Sequence[Contender[Any]]] = {

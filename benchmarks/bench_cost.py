@@ -41,6 +41,8 @@ from _common import (
 )
 from bench_core import (
     ASYNC_CONTENDERS,
+    AUTHLIB_ON_HTTPX,
+    AUTHLIB_ON_HTTPX2,
     HTTPX_CONTENDERS,
     REQUESTS_CONTENDERS,
     STATIC,
@@ -249,6 +251,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(markdown_table(["client", *libraries], timed))
     print()
     print("n/a: httpx-auth is an httpx.Auth only; requests-oauth2client a requests AuthBase only.")
+    if not AUTHLIB_ON_HTTPX:
+        print()
+        print(f"n/a for Authlib on httpx: {AUTHLIB_ON_HTTPX2}")
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ BENCHMARKS = [
     ("Core: cost per request, single flight, event loop", "bench_core.py"),
     ("Arrival: saturated connection pools, 1 s tokens", "bench_arrival.py"),
     ("Two clients, one auth object: the idle one beside a saturated one", "bench_two_clients.py"),
+    ("httpx2 and aiohttp: renewauth beside their peers and a static header", "bench_clients.py"),
     ("Cost per request in instructions (callgrind) and time", "bench_cost.py"),
     ("Stores: many processes sharing a FileStore or RedisStore", "bench_stores.py"),
     (
