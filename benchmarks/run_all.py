@@ -1,7 +1,8 @@
 """Run every benchmark, write their tables to benchmarks/RESULTS.md and draw the plots.
 
-    python benchmarks/run_all.py                       # full runs, ~38 minutes (7: the soak)
+    python benchmarks/run_all.py                       # full runs, ~43 minutes (7: the soak)
     python benchmarks/run_all.py --quick               # short runs, noisier
+    python benchmarks/run_all.py --only bench_clients.py  # one benchmark's section again
     python benchmarks/run_all.py --plots-only          # draw the plots from RESULTS.md again
     python benchmarks/run_all.py --plots-only --check  # fail if the plots do not show it
 
@@ -72,13 +73,22 @@ def main() -> int:
     parser.add_argument(
         "--check", action="store_true", help="with --plots-only: check the plots, draw nothing"
     )
+    parser.add_argument(
+        "--only",
+        action="append",
+        metavar="SCRIPT",
+        choices=[script for _, script in BENCHMARKS],
+        help="run this benchmark alone (repeatable) and replace its section in RESULTS.md",
+    )
     arguments = parser.parse_args()
     if arguments.plots_only:
         return _plots(check=arguments.check)
     if arguments.check:
         parser.error("--check goes with --plots-only")
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    sections = [
+    if arguments.only:
+        return _only(arguments.only, quick=arguments.quick, now=now)
+    header = [
         "# Benchmark results",
         "",
         f"Written by `python benchmarks/run_all.py{' --quick' if arguments.quick else ''}` on "
@@ -90,25 +100,56 @@ def main() -> int:
         "- Figures from a shared machine: read ratios and counts, not absolute times.",
         "",
     ]
-    status = 0
+    status, sections = 0, []
     for title, script in BENCHMARKS:
-        print(f"running {script} …", flush=True)
-        name, *options = script.split()
-        command = [sys.executable, str(HERE / name), *options]
-        command += ["--quick"] if arguments.quick else []
-        result = subprocess.run(command, capture_output=True, text=True, check=False)
-        sections += [f"## {title}", "", f"`{script}`", ""]
-        if result.returncode != 0:
-            status = 1
-            sections += ["```", result.stderr.strip()[-2000:], "```", ""]
-            continue
-        body = ("\n" + result.stdout.strip()).replace("\n## ", "\n### ").lstrip("\n")
-        sections += [body, ""]
-    (HERE / "RESULTS.md").write_text("\n".join(sections))
+        ok, section = _section(title, script, quick=arguments.quick)
+        status |= 0 if ok else 1
+        sections.append(section)
+    return _write(header, sections, status)
+
+
+def _section(title: str, script: str, *, quick: bool) -> tuple[bool, str]:
+    """Run one benchmark in a process of its own: whether it succeeded, and its section."""
+    print(f"running {script} …", flush=True)
+    name, *options = script.split()
+    command = [sys.executable, str(HERE / name), *options]
+    command += ["--quick"] if quick else []
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    lines = [f"## {title}", "", f"`{script}`", ""]
+    if result.returncode != 0:
+        return False, "\n".join([*lines, "```", result.stderr.strip()[-2000:], "```", ""])
+    body = ("\n" + result.stdout.strip()).replace("\n## ", "\n### ").lstrip("\n")
+    return True, "\n".join([*lines, body, ""])
+
+
+def _write(header: list[str], sections: list[str], status: int) -> int:
+    (HERE / "RESULTS.md").write_text("\n".join([*header, *sections]))
     print(f"wrote {HERE / 'RESULTS.md'}")
     if status == 0:
         status = _plots(check=False)
     return status
+
+
+def _only(scripts: list[str], *, quick: bool, now: str) -> int:
+    """Run `scripts` alone and put their sections in RESULTS.md in place of the old ones (or
+    where BENCHMARKS puts them), the others kept as they were; the header says so."""
+    text = (HERE / "RESULTS.md").read_text()
+    head, *parts = text.split("\n## ")
+    old = {part.split("\n", 1)[0]: "## " + part for part in parts}
+    header = head.rstrip("\n").split("\n")
+    status, sections = 0, []
+    for title, script in BENCHMARKS:
+        if script in scripts:
+            ok, section = _section(title, script, quick=quick)
+            status |= 0 if ok else 1
+            flags = "--only --quick" if quick else "--only"
+            note = f"- `{script}` run again alone (`{flags}`) on {now}."
+            header = [line for line in header if not line.startswith(f"- `{script}` run again")]
+            header.append(note)
+            sections.append(section)
+        elif title in old:
+            sections.append(old[title].rstrip("\n") + "\n")
+    return _write([*header, ""], sections, status)
 
 
 def _plots(*, check: bool) -> int:
