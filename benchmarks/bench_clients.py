@@ -1,6 +1,6 @@
 """httpx2 and aiohttp: renewauth beside their peers and a static header, in one run.
 
-Run ``python benchmarks/bench_clients.py`` (about 6 minutes; ``--quick``: one 2 s round per
+Run ``python benchmarks/bench_clients.py`` (about 7 minutes; ``--quick``: one 2 s round per
 cell, and callgrind for renewauth and the static header only). It needs valgrind for (d).
 
 (a) 1 s tokens, a token endpoint that answers in 20 ms: a cold start (100 tasks, or 32
@@ -12,8 +12,9 @@ cell, and callgrind for renewauth and the static header only). It needs valgrind
 (c) does httpcore2's pool need renewauth's admission gate? A static header with 200 tasks on
     10 connections, every task in the pool, or a semaphore of 20 in front of it; httpx
     (httpcore 1.0) and aiohttp beside httpx2;
-(d) cost per request with a cached token, in instructions under callgrind (5N − N requests
-    through a canned transport or connector, no socket), as `bench_cost.py` counts them.
+(d) cost per request with a cached token, in instructions under callgrind (5N − N requests,
+    one at a time), answered in memory (a canned transport or connector, as `bench_cost.py`
+    counts them) or by the fake over a loopback connection (httpcore2's `trace` events run).
 
 The contenders: renewauth (`OAuth2ClientCredentials`, as `httpx2.Client(auth=…)`,
 `httpx2.AsyncClient(auth=…)` and `aiohttp.ClientSession(middlewares=(auth,))`), Authlib's
@@ -89,6 +90,7 @@ GATE = 20  # (c): the semaphore in front of the pool, as docs/design.md measured
 REQUEST_TIMEOUT_SECONDS = 30.0
 WARM_UP = 50  # (d): requests before the counted ones
 N = 100  # (d): requests in the short callgrind run; the long one sends 5N
+LIVE_N = 40  # (d) over a loopback connection, where a request costs about 4 times as much
 PEER = {"aiohttp": "aiohttp-oauth2-client", "httpx2 async": "Authlib", "httpx2": "Authlib"}
 LIBRARIES = (STATIC, "renewauth", "Authlib", "aiohttp-oauth2-client")
 
@@ -719,26 +721,28 @@ def _settle() -> None:
     gc.freeze()
 
 
-def worker(client: str, library: str, count: int, token_url: str, token: str) -> None:
-    """Child process (under valgrind): warm up, then send `count` requests, canned and counted."""
+def worker(client: str, library: str, count: int, *, token_url: str, token: str, url: str) -> None:
+    """Child process (under valgrind): warm up, then send `count` requests to `url`, counted.
+    `url` "canned": through the canned transport or connector, no socket."""
     build = CLIENTS[client][library]
-    setup = replace(_cached_setup_from(token_url, token), canned=True)
+    setup = replace(_cached_setup_from(token_url, token), canned=url == "canned")
+    url = CANNED_URL if setup.canned else url
     if client == "httpx2":
         with build(setup) as send:
-            _check({send(CANNED_URL) for _ in range(WARM_UP)})
+            _check({send(url) for _ in range(WARM_UP)})
             _settle()
             with counted():
                 for _ in range(count):
-                    send(CANNED_URL)
+                    send(url)
         return
 
     async def main() -> None:
         async with build(setup) as send:
-            _check({await send(CANNED_URL) for _ in range(WARM_UP)})
+            _check({await send(url) for _ in range(WARM_UP)})
             _settle()
             with counted():
                 for _ in range(count):
-                    await send(CANNED_URL)
+                    await send(url)
 
     asyncio.run(main())
 
@@ -756,14 +760,22 @@ def _check(statuses: set[int]) -> None:
         raise RuntimeError(f"warm-up answered {sorted(statuses)}, not only 200")
 
 
-def instructions_per_request(client: str, library: str, token_url: str, token: str) -> float:
-    """(instructions for 5N requests − for N) / 4N."""
+def instructions_per_request(
+    client: str, library: str, fake: RemoteFake, *, token: str, url: str, n: int
+) -> float:
+    """(instructions for 5n requests − for n) / 4n."""
 
     def counted(count: int) -> int:
-        arguments = ["--worker", client, library, str(count), token_url, token]
+        arguments = ["--worker", client, library, str(count), fake.token_url, token, url]
         return callgrind_counted(__file__, arguments, f"{library} on {client}")
 
-    return (counted(5 * N) - counted(N)) / (4 * N)
+    return (counted(5 * n) - counted(n)) / (4 * n)
+
+
+WAYS = {  # (d)'s rows: how the requests are answered, and N
+    "canned": ("canned", N),
+    "loopback": ("live", LIVE_N),
+}
 
 
 def part_d(host: FakeHost, settings: Settings) -> str:
@@ -771,19 +783,22 @@ def part_d(host: FakeHost, settings: Settings) -> str:
     with host.provider(token_lifetime=LONG_LIFETIME_SECONDS) as fake:
         token = fake.fetch_access_token()
         for client in ("aiohttp", "httpx2", "httpx2 async"):
-            counts: dict[str, float | str] = {}
-            for library in CLIENTS[client]:
-                if library not in settings.callgrind:
-                    continue
-                try:
-                    counts[library] = instructions_per_request(
-                        client, library, fake.token_url, token
-                    )
-                except Exception as exc:
-                    print(f"{client} {library}: {exc}", file=sys.stderr, flush=True)
-                    counts[library] = describe(exc)
-            lines.append([client, *(_count_cell(counts, library) for library in LIBRARIES)])
-    return markdown_table(["client", *LIBRARIES], lines)
+            for way, (kind, n) in WAYS.items():
+                url = "canned" if kind == "canned" else fake.api_url
+                counts: dict[str, float | str] = {}
+                for library in CLIENTS[client]:
+                    if library not in settings.callgrind:
+                        continue
+                    try:
+                        counts[library] = instructions_per_request(
+                            client, library, fake, token=token, url=url, n=n
+                        )
+                    except Exception as exc:
+                        print(f"{client} {library}: {exc}", file=sys.stderr, flush=True)
+                        counts[library] = describe(exc)
+                cells = (_count_cell(counts, library) for library in LIBRARIES)
+                lines.append([f"{client}, {way} (N = {n})", *cells])
+    return markdown_table(["client, answered by", *LIBRARIES], lines)
 
 
 def _count_cell(counts: Mapping[str, float | str], library: str) -> str:
@@ -826,12 +841,12 @@ NOTES = (
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one 2 s round per cell")
-    parser.add_argument("--worker", nargs=5, help=argparse.SUPPRESS)
+    parser.add_argument("--worker", nargs=6, help=argparse.SUPPRESS)
     parser.add_argument("--parts", default="abcd", help=argparse.SUPPRESS)
     options = parser.parse_args(argv)
     if options.worker:
-        client, library, count, token_url, token = options.worker
-        worker(client, library, int(count), token_url, token)
+        client, library, count, token_url, token, url = options.worker
+        worker(client, library, int(count), token_url=token_url, token=token, url=url)
         return
     settings = QUICK if options.quick else FULL
     print(header_line([f"{name} {version(name)}" for name in PACKAGES]))
@@ -862,8 +877,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             )
         if "d" in parts:
             print_part(
-                f"(d) Instructions per request with a cached token (callgrind: 5N − N "
-                f"requests, N = {N}), ratio to static",
+                "(d) Instructions per request with a cached token (callgrind: 5N − N "
+                "requests, one at a time), ratio to static: answered in memory (canned), or "
+                "by the fake over a loopback connection",
                 lambda: [part_d(host, settings)],
             )
     for note in NOTES:
