@@ -100,13 +100,16 @@ SyncSend = Callable[[str], int]
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    seconds: float  # of load per round
-    repeat: int  # rounds per cell
+    seconds: float  # of load per round in (a)
+    repeat: int  # rounds per cell in (a)
+    ratio_seconds: float  # in (b) and (c), where a ratio to the round beside it is the figure:
+    ratio_repeat: int  # more, shorter rounds
     callgrind: Sequence[str]  # the libraries (d) counts
 
 
-FULL = Settings(seconds=3.0, repeat=3, callgrind=LIBRARIES)
-QUICK = Settings(seconds=2.0, repeat=1, callgrind=(STATIC, "renewauth"))
+FULL = Settings(seconds=3.0, repeat=3, ratio_seconds=2.0, ratio_repeat=5, callgrind=LIBRARIES)
+QUICK = Settings(seconds=2.0, repeat=1, ratio_seconds=2.0, ratio_repeat=1,
+                 callgrind=(STATIC, "renewauth"))  # fmt: skip
 
 
 # --- answers without a socket: a 200 when the request carries a bearer token, else a 401 -------
@@ -478,13 +481,13 @@ def run(
 def rounds(
     host: FakeHost,
     builds: Mapping[Any, Callable[[RemoteFake], Outcome]],
-    settings: Settings,
+    repeat: int,
     lifetime: Callable[[Any], float],
 ) -> dict[Any, list[Outcome] | str]:
-    """`settings.repeat` rounds of each of `builds`, taking turns, a new fake for each."""
+    """`repeat` rounds of each of `builds`, taking turns, a new fake for each."""
     done: dict[Any, list[Outcome]] = {name: [] for name in builds}
     errors: dict[Any, str] = {}
-    for turn in range(settings.repeat):
+    for turn in range(repeat):
         for name in rotated(list(builds), turn):
             if name in errors:
                 continue
@@ -577,7 +580,7 @@ def part_a(host: FakeHost, client: str, settings: Settings) -> str:
         build = builds[library]
         return lambda fake: run(client, build, _setup_for(library, fake), fake, settings.seconds)
 
-    loads = rounds(host, {library: steady(library) for library in builds}, settings,
+    loads = rounds(host, {library: steady(library) for library in builds}, settings.repeat,
                    _steady_lifetime)  # fmt: skip
     columns = ["renewauth", PEER[client], STATIC]
     callers = f"{THREADS} threads" if client == "httpx2" else f"{COLD_TASKS} tasks"
@@ -624,10 +627,11 @@ def part_b(host: FakeHost, settings: Settings) -> str:
 
         def cached(library: str, client: str = client) -> Callable[[RemoteFake], Outcome]:
             build = CLIENTS[client][library]
-            return lambda fake: run(client, build, _cached_setup(fake), fake, settings.seconds)
+            seconds = settings.ratio_seconds
+            return lambda fake: run(client, build, _cached_setup(fake), fake, seconds)
 
-        loads = rounds(host, {library: cached(library) for library in builds}, settings,
-                       lambda library: LONG_LIFETIME_SECONDS)  # fmt: skip
+        loads = rounds(host, {library: cached(library) for library in builds},
+                       settings.ratio_repeat, lambda library: LONG_LIFETIME_SECONDS)  # fmt: skip
         cells = [
             _ratio_cell(loads[library], loads[STATIC]) if library in loads else "n/a"
             for library in LIBRARIES
@@ -688,14 +692,14 @@ def part_c(host: FakeHost, settings: Settings) -> str:
 
     def load(build: Build, gate: int | None) -> Callable[[RemoteFake], Outcome]:
         return lambda fake: run(
-            "async", build, _cached_setup(fake), fake, settings.seconds, gate=gate
+            "async", build, _cached_setup(fake), fake, settings.ratio_seconds, gate=gate
         )
 
     builds = {}
     for name, (free, gated) in QUEUES.items():
         builds[(name, False)] = load(free, None)
         builds[(name, True)] = load(free, GATE) if gated is None else load(gated, None)
-    loads = rounds(host, builds, settings, lambda key: LONG_LIFETIME_SECONDS)
+    loads = rounds(host, builds, settings.ratio_repeat, lambda key: LONG_LIFETIME_SECONDS)
     lines = []
     for name in QUEUES:
         free, gated = loads[(name, False)], loads[(name, True)]
@@ -838,6 +842,10 @@ NOTES = (
 )
 
 
+def _rounds_text(repeat: int) -> str:
+    return f"{repeat} round{'s' if repeat > 1 else ''}"
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one 2 s round per cell")
@@ -851,8 +859,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     settings = QUICK if options.quick else FULL
     print(header_line([f"{name} {version(name)}" for name in PACKAGES]))
     print()
-    rounds_text = f"{settings.repeat} round{'s' if settings.repeat > 1 else ''}"
-    print(f"{settings.seconds:.0f} s of load per round, {rounds_text} per cell.")
+    print(
+        f"(a): {settings.seconds:.0f} s of load per round, {_rounds_text(settings.repeat)} per "
+        f"cell; (b) and (c): {settings.ratio_seconds:.0f} s, {_rounds_text(settings.ratio_repeat)}."
+    )
     print()
     parts = options.parts
     with FakeHost(token_delay=TOKEN_DELAY_SECONDS) as host:

@@ -143,8 +143,8 @@ def _only(scripts: list[str], *, quick: bool, now: str) -> int:
             ok, section = _section(title, script, quick=quick)
             status |= 0 if ok else 1
             flags = "--only --quick" if quick else "--only"
-            note = f"- `{script}` run again alone (`{flags}`) on {now}."
-            header = [line for line in header if not line.startswith(f"- `{script}` run again")]
+            note = f"- `{script}` run alone (`{flags}`) on {now}."
+            header = [line for line in header if not line.startswith(f"- `{script}` run alone")]
             header.append(note)
             sections.append(section)
         elif title in old:
