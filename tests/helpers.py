@@ -1,5 +1,5 @@
-"""One way to drive requests, httpx and httpx async from a test body, a manual clock, and
-stand-ins for a user's own store."""
+"""One way to drive requests, httpx, httpx2 and aiohttp, sync and async, from a test body, a
+manual clock, and stand-ins for a user's own store."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 import httpx
+import httpx2
 import requests
 
 from renewauth import (
@@ -27,6 +29,14 @@ from renewauth import (
 from renewauth.testing import FakeOAuth2Provider
 
 KINDS = ("requests", "httpx", "httpx-async")
+# Every client renewauth signs for: the tests of what each one must do run over all of them.
+ALL_KINDS = (*KINDS, "httpx2", "httpx2-async", "aiohttp")
+ASYNC_KINDS = frozenset({"httpx-async", "httpx2-async", "aiohttp"})
+
+
+def _module(kind: str) -> Any:
+    """The httpx module (httpx or its fork httpx2) a kind of client runs on."""
+    return httpx2 if kind.startswith("httpx2") else httpx
 
 
 class SyncOnlyStore:
@@ -151,39 +161,59 @@ def send(
             session.auth = auth
             response = session.request(method, url, data=data, timeout=10)
             return Reply(response.status_code, len(response.history), response.content)
-    if kind == "httpx":
+    if kind in ("httpx", "httpx2"):
         content = body() if callable(body) else body
-        with httpx.Client(auth=auth, timeout=10, follow_redirects=True) as client:
+        with _module(kind).Client(auth=auth, timeout=10, follow_redirects=True) as client:
             reply = client.request(method, url, content=content)
             return Reply(reply.status_code, len(reply.history), reply.content)
-    return asyncio.run(_send_async(auth, url, method, body))
+    if kind == "aiohttp":
+        return asyncio.run(_send_aiohttp(auth, url, method, body))
+    return asyncio.run(_send_async(kind, auth, url, method, body))
 
 
-async def _send_async(auth: TokenAuth, url: str, method: str, body: Body) -> Reply:
-    content: object = body
-    if callable(body):
-        parts = list(body())
+def _async_body(body: Body) -> object:
+    """`body` as an async client sends it: a generator factory becomes an async stream."""
+    if not callable(body):
+        return body
+    parts = list(body())
 
-        async def stream():  # type: ignore[no-untyped-def]
-            for part in parts:
-                yield part
+    async def stream():  # type: ignore[no-untyped-def]
+        for part in parts:
+            yield part
 
-        content = stream()
-    async with httpx.AsyncClient(auth=auth, timeout=10, follow_redirects=True) as client:
-        reply = await client.request(method, url, content=content)  # type: ignore[arg-type]
+    return stream()
+
+
+async def _send_async(kind: str, auth: TokenAuth, url: str, method: str, body: Body) -> Reply:
+    content = _async_body(body)
+    module = _module(kind)
+    async with module.AsyncClient(auth=auth, timeout=10, follow_redirects=True) as client:
+        reply = await client.request(method, url, content=content)
         return Reply(reply.status_code, len(reply.history), reply.content)
+
+
+async def _send_aiohttp(auth: TokenAuth, url: str, method: str, body: Body) -> Reply:
+    """aiohttp with `auth` as its middleware. A resend after a 401 happens inside the
+    middleware, so aiohttp's `history` holds redirects only."""
+    timeout = aiohttp.ClientTimeout(total=10)
+    async with (
+        aiohttp.ClientSession(middlewares=(auth,), timeout=timeout) as session,
+        session.request(method, url, data=_async_body(body)) as reply,
+    ):
+        return Reply(reply.status, len(reply.history), await reply.read())
 
 
 def send_concurrently(kind: str, auth: TokenAuth, url: str, workers: int) -> list[int]:
     """`workers` requests released together: threads behind a barrier, or asyncio tasks
     behind an event, on one shared client. Returns their statuses."""
-    if kind == "httpx-async":
-        return asyncio.run(_send_tasks(auth, url, workers))
+    if kind in ASYNC_KINDS:
+        return asyncio.run(_send_tasks(kind, auth, url, workers))
     barrier = threading.Barrier(workers)
     statuses: list[int] = []
     errors: list[BaseException] = []
     lock = threading.Lock()
-    shared = httpx.Client(auth=auth, timeout=20, limits=httpx.Limits(max_connections=workers))
+    module = _module(kind)
+    shared = module.Client(auth=auth, timeout=20, limits=module.Limits(max_connections=workers))
 
     def work() -> None:
         try:
@@ -209,19 +239,39 @@ def send_concurrently(kind: str, auth: TokenAuth, url: str, workers: int) -> lis
     return statuses
 
 
-async def _send_tasks(auth: TokenAuth, url: str, workers: int) -> list[int]:
+async def _send_tasks(kind: str, auth: TokenAuth, url: str, workers: int) -> list[int]:
     go = asyncio.Event()
-    limits = httpx.Limits(max_connections=workers)
-    async with httpx.AsyncClient(auth=auth, timeout=20, limits=limits) as client:
+    if kind == "aiohttp":
+        connector = aiohttp.TCPConnector(limit=workers)
+        async with aiohttp.ClientSession(middlewares=(auth,), connector=connector) as session:
 
-        async def work() -> int:
-            await go.wait()
-            return (await client.get(url)).status_code
+            async def call() -> int:
+                async with session.get(url) as reply:
+                    await reply.read()
+                    return reply.status
 
-        tasks = [asyncio.create_task(work()) for _ in range(workers)]
-        await asyncio.sleep(0)  # let every task reach the event before it is set
-        go.set()
-        return list(await asyncio.gather(*tasks))
+            return await _released_together(go, call, workers)
+    module = _module(kind)
+    limits = module.Limits(max_connections=workers)
+    async with module.AsyncClient(auth=auth, timeout=20, limits=limits) as client:
+
+        async def get() -> int:
+            return int((await client.get(url)).status_code)
+
+        return await _released_together(go, get, workers)
+
+
+async def _released_together(go: asyncio.Event, call: Callable[[], Any], workers: int) -> list[int]:
+    """`workers` tasks that each `call()` once the event is set, all set waiting first."""
+
+    async def work() -> int:
+        await go.wait()
+        return int(await call())
+
+    tasks = [asyncio.create_task(work()) for _ in range(workers)]
+    await asyncio.sleep(0)  # let every task reach the event before it is set
+    go.set()
+    return list(await asyncio.gather(*tasks))
 
 
 def job_chain(

@@ -19,6 +19,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 import httpx
+import httpx2
 import pytest
 
 import renewauth
@@ -438,7 +439,7 @@ def test_a_client_whose_internals_differ_has_no_pool() -> None:
 A_REQUESTS = 8  # on a client with one connection: one holds it, seven queue
 
 
-@pytest.mark.parametrize("wiring", ["auth=", "patch()", "patch() with a fork"])
+@pytest.mark.parametrize("wiring", ["auth=", "httpx2 auth=", "patch()", "patch() with a fork"])
 def test_a_request_never_waits_at_the_gate_for_another_clients_saturated_pool(
     wiring: str, live_fake: FakeOAuth2Provider
 ) -> None:
@@ -448,9 +449,9 @@ def test_a_request_never_waits_at_the_gate_for_another_clients_saturated_pool(
     and the test's bound would fail it."""
     auth = _auth(live_fake)
     url = live_fake.api_url
-    module: Any = httpx
+    module: Any = httpx2 if wiring == "httpx2 auth=" else httpx
     options: dict[str, Any] = {"auth": auth}
-    if wiring != "auth=":
+    if not wiring.endswith("auth="):
         if wiring == "patch() with a fork":
             module = importlib.import_module("httpx2")
         renewauth.patch({url: auth})

@@ -13,10 +13,12 @@ import copy
 import pickle
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
+import aiohttp
 import httpx
+import httpx2
 import pytest
 import requests
 import requests.adapters
@@ -300,7 +302,7 @@ def _sync_load(get: Any, url: str, workers: int) -> list[int]:
     return statuses
 
 
-async def _async_load(client: httpx.AsyncClient, url: str, tasks: int) -> list[int]:
+async def _async_load(get: Callable[[str], Awaitable[int]], url: str, tasks: int) -> list[int]:
     start = asyncio.Event()
 
     async def work() -> list[int]:
@@ -310,7 +312,7 @@ async def _async_load(client: httpx.AsyncClient, url: str, tasks: int) -> list[i
         for _ in range(_MAX_REQUESTS_PER_WORKER):
             if time.monotonic() >= deadline:
                 break
-            mine.append((await client.get(url)).status_code)
+            mine.append(await get(url))
         return mine
 
     running = [asyncio.create_task(work()) for _ in range(tasks)]
@@ -319,7 +321,17 @@ async def _async_load(client: httpx.AsyncClient, url: str, tasks: int) -> list[i
 
 
 @pytest.mark.parametrize("leeway", [30.0, 0.1])
-@pytest.mark.parametrize("shape", ["requests-32/4", "httpx-32/4", "httpx-async-200/10"])
+@pytest.mark.parametrize(
+    "shape",
+    [
+        "requests-32/4",
+        "httpx-32/4",
+        "httpx-async-200/10",
+        "httpx2-32/4",
+        "httpx2-async-200/10",
+        "aiohttp-200/10",
+    ],
+)
 def test_saturated_pool_gives_no_401_to_the_caller(
     shape: str, leeway: float, live_fake: FakeOAuth2Provider
 ) -> None:
@@ -333,16 +345,39 @@ def test_saturated_pool_gives_no_401_to_the_caller(
             session.mount("http://", adapter)
             session.auth = auth
             statuses = _sync_load(lambda u: session.get(u, timeout=30), url, 32)
-    elif shape == "httpx-32/4":
-        limits = httpx.Limits(max_connections=4)
-        with httpx.Client(auth=auth, limits=limits, timeout=5) as client:
+    elif shape.endswith("-32/4"):
+        module = httpx2 if shape.startswith("httpx2") else httpx
+        limits = module.Limits(max_connections=4)
+        with module.Client(auth=auth, limits=limits, timeout=5) as client:
             statuses = _sync_load(client.get, url, 32)
-    else:
+    elif shape.startswith("aiohttp"):
 
         async def main() -> list[int]:
-            limits = httpx.Limits(max_connections=10)
-            async with httpx.AsyncClient(auth=auth, limits=limits, timeout=30) as client:
-                return await _async_load(client, url, 200)
+            connector = aiohttp.TCPConnector(limit=10)
+            timeout = aiohttp.ClientTimeout(total=30)
+            async with aiohttp.ClientSession(
+                middlewares=(auth,), connector=connector, timeout=timeout
+            ) as session:
+
+                async def get(url: str) -> int:
+                    async with session.get(url) as reply:
+                        await reply.read()
+                        return reply.status
+
+                return await _async_load(get, url, 200)
+
+        statuses = asyncio.run(main())
+    else:
+        module = httpx2 if shape.startswith("httpx2") else httpx
+
+        async def main() -> list[int]:
+            limits = module.Limits(max_connections=10)
+            async with module.AsyncClient(auth=auth, limits=limits, timeout=30) as client:
+
+                async def get(url: str) -> int:
+                    return int((await client.get(url)).status_code)
+
+                return await _async_load(get, url, 200)
 
         statuses = asyncio.run(main())
     # Token lifetimes the run spanned, read off the clock rather than assumed: on a loaded

@@ -23,7 +23,7 @@ from renewauth import MemoryStore
 from renewauth.providers import VanMarcke
 from renewauth.testing import FakeOrderCloud, FakeVanMarcke
 
-from .helpers import ManualClock, send
+from .helpers import ALL_KINDS, ManualClock, send
 
 API_KEY = "test-api-key"
 
@@ -57,6 +57,7 @@ def _echoed_headers(body: bytes) -> dict[str, str]:
     return {name.lower(): value for name, value in json.loads(body).items()}
 
 
+@pytest.mark.parametrize("kind", ALL_KINDS)
 def test_api_key_and_token_never_follow_a_redirect_to_another_origin(
     kind: str, vanmarcke: FakeVanMarcke, elsewhere: FakeOrderCloud, clock: ManualClock
 ) -> None:
@@ -68,6 +69,7 @@ def test_api_key_and_token_never_follow_a_redirect_to_another_origin(
     assert "authorization" not in received
 
 
+@pytest.mark.parametrize("kind", ALL_KINDS)
 def test_api_key_never_follows_the_redirect_of_a_resend_after_401(
     kind: str, vanmarcke: FakeVanMarcke, elsewhere: FakeOrderCloud, clock: ManualClock
 ) -> None:
@@ -83,6 +85,7 @@ def test_api_key_never_follows_the_redirect_of_a_resend_after_401(
     assert "authorization" not in received
 
 
+@pytest.mark.parametrize("kind", ALL_KINDS)
 def test_api_key_still_reaches_the_addressed_origin(
     kind: str, vanmarcke: FakeVanMarcke, clock: ManualClock
 ) -> None:

@@ -1,18 +1,15 @@
-"""The public auth objects: one object that is both a `requests` and an `httpx` auth.
+"""The public auth objects: one object for requests, httpx, httpx2 and aiohttp.
 
-`TokenAuth` joins a grant (what to send), a `TokenManager` (when) and the two transports
-(how). Every public class is a thin `TokenAuth` that builds its grant from the constructor's
-arguments; a provider is one more such class. Constructors validate and do no I/O: the
-first token is fetched by the first request or `get_token()`.
+`TokenAuth` joins a grant (what to send), a `TokenManager` (when) and the transports (how).
+Every public class (a provider too) is a thin `TokenAuth` that builds its grant from its
+arguments. Constructors validate and do no I/O: the first request fetches the first token.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Self, TypedDict, TypeVar, Unpack, cast, overload
-
-import requests
+from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import Any, Self, TypedDict, TypeVar, Unpack, cast
 
 from ._arguments import (
     SHARED_SENDER,
@@ -47,13 +44,8 @@ from .oauth2 import (
 )
 from .stores import MemoryStore, TokenStore, default_store
 from .token import Token
-from .transports.aiohttp import AiohttpSigning
-from .transports.httpx import CertOption, HttpxSigning, VerifyOption
-from .transports.requests import RequestsSigning
-
-if TYPE_CHECKING:  # the optional libraries, for the types of `__call__` only
-    import aiohttp
-    import httpx2
+from .transports.clients import ClientSigning
+from .transports.httpx import CertOption, VerifyOption, adopt_imported_forks
 
 __all__ = [
     "AuthOptions",
@@ -87,15 +79,14 @@ class AuthOptions(TypedDict, total=False):
     clock: Callable[[], float]
 
 
-class TokenAuth(RequestsSigning, HttpxSigning, AiohttpSigning):
-    """Base of every renewauth auth object: a `requests` auth, an `httpx.Auth` (and an
-    `httpx2.Auth` once httpx2 is imported) and an aiohttp client middleware at once.
+class TokenAuth(ClientSigning):
+    """Base of every renewauth auth object: a requests auth, an httpx and httpx2 `Auth` and
+    an aiohttp client middleware at once.
 
-    Assign it to `session.auth`, pass it as `httpx.Client(auth=…)`,
-    `httpx.AsyncClient(auth=…)`, `httpx2.Client(auth=…)`, `httpx2.AsyncClient(auth=…)` or
-    `aiohttp.ClientSession(middlewares=(auth,))`, or all of them with the same object. It
-    fetches a token on the first request, renews it before it expires and again when the API
-    answers a status in `retry_statuses`, and resends that request once.
+    Assign it to `session.auth`, pass it as `auth=` to an httpx or httpx2 client (sync or
+    async) or in `middlewares=(auth,)` to an `aiohttp.ClientSession`, or all with the same
+    object. It fetches a token on the first request, renews it before it expires and again
+    when the API answers a status in `retry_statuses`, and resends that request once.
 
     Args:
         grant: what to send to the token endpoint (a flow from `oauth2` or a provider).
@@ -152,6 +143,7 @@ class TokenAuth(RequestsSigning, HttpxSigning, AiohttpSigning):
         dpop: bool = False,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        adopt_imported_forks()
         statuses = check_options(leeway, retry_statuses, timeout, retries)
         idle_timeout = check_idle_timeout(refresh_idle_timeout)
         issuer = self._discover_from
@@ -172,8 +164,7 @@ class TokenAuth(RequestsSigning, HttpxSigning, AiohttpSigning):
                 grant.token_url, what="token_url", allow_insecure_http=allow_insecure_http
             )
         self._retry_statuses = statuses
-        # Providers set these after this constructor: headers every API request carries (an
-        # API key), and the configured origin whose requests go to a server-assigned origin.
+        # Set by providers: headers for every API request, the origin a server may reassign.
         self._api_headers: Mapping[str, str] = {}
         self._home_origin: str | None = None
         self._manager = TokenManager(
@@ -191,32 +182,6 @@ class TokenAuth(RequestsSigning, HttpxSigning, AiohttpSigning):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self._describe()}>"
-
-    @overload
-    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest: ...
-    @overload
-    def __call__(self, request: httpx2.Request) -> httpx2.Request: ...
-    @overload
-    def __call__(
-        self,
-        request: aiohttp.ClientRequest,
-        handler: Callable[[aiohttp.ClientRequest], Awaitable[aiohttp.ClientResponse]],
-    ) -> Awaitable[aiohttp.ClientResponse]: ...
-    def __call__(self, request: Any, handler: Any = None) -> Any:
-        """requests calls it with a prepared request (`session.auth = auth`), aiohttp with
-        a request and the next handler (`middlewares=(auth,)`). httpx and httpx2 run its
-        auth flows instead; the `httpx2.Request` form exists for type checkers, which see
-        `httpx2.Client(auth=auth)` take a callable."""
-        if handler is not None:
-            return self._middleware(request, handler)
-        if isinstance(request, requests.PreparedRequest):
-            return RequestsSigning.__call__(self, request)
-        raise ConfigurationError(
-            f"{type(self).__name__} was called with a {type(request).__module__}."
-            f"{type(request).__qualname__}: it signs requests (session.auth = auth), httpx and "
-            "httpx2 (Client(auth=auth)) and aiohttp (ClientSession(middlewares=(auth,))); "
-            "pass it where that library takes auth"
-        )
 
     def __reduce__(self) -> tuple[object, ...]:
         """Pickled by configuration (grant, options, store), never by its cached token.

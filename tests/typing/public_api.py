@@ -51,6 +51,18 @@ def every_class_plugs_into_requests_and_httpx() -> None:
         print(token, cached)
 
 
+async def the_same_object_plugs_into_httpx2_and_aiohttp(auth: OAuth2ClientCredentials) -> None:
+    import aiohttp
+    import httpx2
+
+    with httpx2.Client(auth=auth) as client:
+        client.get("https://api.example.com/")
+    async with httpx2.AsyncClient(auth=auth) as async_client:
+        await async_client.get("https://api.example.com/")
+    async with aiohttp.ClientSession(middlewares=(auth,)) as session:
+        await session.get("https://api.example.com/")
+
+
 async def async_use(auth: OAuth2ClientCredentials) -> Token:
     async with httpx.AsyncClient(auth=auth) as client:
         await client.get("https://api.example.com/")

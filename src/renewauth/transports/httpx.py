@@ -23,6 +23,14 @@ pool a request goes to is saturated, the request waits before it is signed inste
 `_admission`), where waiting is cheap and the token it gets is fresher. It never waits there
 for another client's pool.
 
+The same flows serve httpx's forks with its API (`HTTPX_FORKS`: httpx2). Such a fork's
+clients take only the fork's own `Auth`, and a callable that is not one is wrapped as a
+function of the request (which would sign once and never renew). So when a fork is imported,
+before or after renewauth, `adopt_fork` adds its `Auth` to `HttpxSigning`'s bases: every
+renewauth auth object is then an `Auth` of httpx and of that fork at once, and the flows,
+which only use what both libraries' requests offer, run unchanged. The fork is never
+imported here: a post-import hook waits for the program to import it.
+
 Token requests are not sent here: `httpx_sender.py` sends them (its names are imported here
 too, where the auth objects have always found them).
 """
@@ -32,13 +40,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+import threading
 import weakref
 from collections.abc import AsyncGenerator, Awaitable, Callable, Collection, Generator, Mapping
-from types import FrameType
+from types import FrameType, ModuleType
 from typing import Any, ClassVar
 
 import httpcore
 import httpx
+import wrapt
 
 from .._urls import origin_of
 from ..dpop import DpopKey
@@ -48,7 +58,17 @@ from ._admission import QUEUED, Gate, client_pool, pool_gate
 from ._signing import is_https_upgrade, needs_dpop_nonce, routed_url, should_resend
 from .httpx_sender import CertOption, HttpxSender, TokenClients, VerifyOption
 
-__all__ = ["CertOption", "HttpxSender", "HttpxSigning", "TokenClients", "VerifyOption"]
+__all__ = [
+    "HTTPX_FORKS",
+    "CertOption",
+    "HttpxSender",
+    "HttpxSigning",
+    "TokenClients",
+    "VerifyOption",
+    "adopt_fork",
+]
+
+HTTPX_FORKS = ("httpx2",)  # forks of httpx with its API, whose clients take renewauth objects
 
 logger = logging.getLogger(__name__)
 
@@ -158,6 +178,9 @@ class HttpxSigning(httpx.Auth):
     # process's event loops and pools: a pickled or copied auth object leaves them behind
     # (`TokenAuth.__reduce__`) and makes its own.
     _TRANSIENT: ClassVar[frozenset[str]] = frozenset({"_gates", "_last_gate", "_pool_gates"})
+    # The request bodies a resend can send again: httpx's `ByteStream`, and each adopted
+    # fork's (`adopt_fork`).
+    _replayable: ClassVar[tuple[type, ...]] = (httpx.ByteStream,)
 
     # --- the two drivers: the only code that waits, for a token or for the pool ------------
 
@@ -258,7 +281,7 @@ class HttpxSigning(httpx.Auth):
                 and needs_dpop_nonce(
                     self._dpop, request.url, response.status_code, response.headers
                 )
-                and isinstance(request.stream, httpx.ByteStream)  # it can be sent again
+                and isinstance(request.stream, self._replayable)  # it can be sent again
             ):
                 logger.debug("the API asked for a DPoP nonce; resending once with it")
                 self._sign_httpx(request, addressed, token, gate)
@@ -302,7 +325,7 @@ class HttpxSigning(httpx.Auth):
         if token.api_origin is not None:
             target = routed_url(str(url), self._home_origin, token.api_origin)
             if target is not None:
-                request.url = httpx.URL(target)
+                request.url = type(request.url)(target)  # httpx's URL, or a fork's
                 request.headers["Host"] = request.url.netloc.decode("ascii")
         if self._dpop is not None:
             request.headers["DPoP"] = self._dpop.proof(
@@ -324,7 +347,7 @@ class HttpxSigning(httpx.Auth):
             carried_token=answered.headers.get("Authorization") == token.authorization,
             already_resent=False,
             challenge=response.headers.get("WWW-Authenticate"),
-            replayable=isinstance(request.stream, httpx.ByteStream),
+            replayable=isinstance(request.stream, self._replayable),
             log=logger,
         )
 
@@ -421,3 +444,49 @@ class HttpxSigning(httpx.Auth):
                     ]
                     departure.headers["DPoP"] = proof
                 return
+
+
+def adopt_fork(module: ModuleType) -> None:
+    """Make every renewauth auth object an `Auth` of the httpx fork `module` (httpx2), whose
+    clients accept no other: its `Auth` joins `HttpxSigning`'s bases, its `ByteStream` the
+    replayable bodies. Once per fork; a module without httpx's `Auth` and `ByteStream`, or
+    whose `Auth` cannot be a base, is left alone with a WARNING (its clients would wrap the
+    object as a function and fail), never an error in the program's import."""
+    base, stream = getattr(module, "Auth", None), getattr(module, "ByteStream", None)
+    if not isinstance(base, type) or not isinstance(stream, type):
+        logger.warning(
+            "%s has no Auth or ByteStream class as httpx has: renewauth objects cannot be its "
+            "clients' auth",
+            module.__name__,
+        )
+        return
+    with _ADOPTING:
+        if not issubclass(HttpxSigning, base):
+            try:
+                HttpxSigning.__bases__ = (*HttpxSigning.__bases__, base)
+            except TypeError as exc:  # a layout Python cannot combine with httpx's Auth
+                logger.warning(
+                    "%s.Auth cannot be a base of renewauth's auth objects (%s): pass them to "
+                    "httpx clients instead",
+                    module.__name__,
+                    exc,
+                )
+                return
+        if stream not in HttpxSigning._replayable:
+            HttpxSigning._replayable = (*HttpxSigning._replayable, stream)
+    logger.debug("renewauth auth objects are %s.Auth objects too", module.__name__)
+
+
+def adopt_imported_forks() -> None:
+    """Adopt each fork the program has imported already (a cheap look at `sys.modules`): a
+    fork imported again under the same name, as tests do, is a new module the hook has not
+    seen."""
+    for name in HTTPX_FORKS:
+        module = sys.modules.get(name)
+        if module is not None and not issubclass(HttpxSigning, getattr(module, "Auth", object)):
+            adopt_fork(module)
+
+
+_ADOPTING = threading.Lock()
+for _name in HTTPX_FORKS:  # now if imported already, else when the program imports it
+    wrapt.register_post_import_hook(adopt_fork, _name)
