@@ -59,6 +59,7 @@ from .._routing import (
 )
 from ..auth import TokenAuth
 from ..errors import ConfigurationError
+from ..transports.httpx import HTTPX_FORKS  # patched as httpx is, once imported
 from . import _aiohttp, _httpx, _requests
 from ._diagnostics import logger
 
@@ -74,8 +75,6 @@ __all__ = [
     "unpatch",
 ]
 
-#: Top-level modules that are renamed copies of httpx, patched as httpx is once imported.
-HTTPX_FORKS = ("httpx2",)
 #: The optional libraries, patched once the program imports them (never imported here). The
 #: `renewauth run` bootstrap keeps the same list: it must not import renewauth early.
 PATCHED_ON_IMPORT = (*HTTPX_FORKS, "aiohttp")
