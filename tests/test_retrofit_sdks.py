@@ -1,10 +1,11 @@
-"""`renewauth run` on a real SDK: gql, whose transports run on httpx2 (which gql prefers to
-httpx when it is installed) and on aiohttp.
+"""`renewauth run` on real SDKs from PyPI: gql, whose transports run on httpx2 (which gql
+prefers to httpx when it is installed) and on aiohttp, and gidgethub, a GitHub client on
+aiohttp.
 
 gql posts `{"query": …}` and needs `{"data": …}` back, which the fake's API does not answer;
 `GraphQLFront` is a GraphQL-shaped API on an origin of its own that asks the fake's API,
 with the bearer token it was sent, who the caller is: the fake decides every answer (and
-counts it), the front only reshapes it.
+counts it), the front only reshapes it. gidgethub takes the fake's JSON answers as they are.
 """
 
 from __future__ import annotations
@@ -135,6 +136,40 @@ print(json.dumps({"library": library, "subjects": sorted({a["me"] for a in answe
 """
 
 
+def _run(
+    tmp_path: pathlib.Path, fake: FakeOAuth2Provider, prefix: str, *command: str
+) -> subprocess.CompletedProcess[str]:
+    """`renewauth run -- python COMMAND…` with one entry: the password grant at the fake for
+    URLs under `prefix`, 1 s tokens renewed 0.2 s before they expire."""
+    config = tmp_path / "renewauth.toml"
+    config.write_text(
+        f"""
+[auth.api]
+provider = "oauth2-password"
+prefixes = ["{prefix}"]
+token_url = "{fake.token_url}"
+client_id = "client-id"
+username = "alice"
+password_env = "P"
+client_secret_env = "S"
+leeway = 0.2
+store_path = "{tmp_path}/tokens"
+"""
+    )
+    config.chmod(0o600)
+    return subprocess.run(
+        [
+            *(sys.executable, "-m", "renewauth.cli", "run", "--config", str(config)),
+            *("--", sys.executable, *command),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, "P": "alice-password", "S": "client-secret"},
+    )
+
+
 @pytest.mark.parametrize(
     ("transport", "library"),
     [("httpx", "httpx2"), ("httpx-async", "httpx2"), ("aiohttp", "aiohttp")],
@@ -148,33 +183,7 @@ def test_run_gives_gql_live_tokens_through_each_of_its_transports(
         FakeOAuth2Provider(token_lifetime=1.0, rotate_refresh_tokens=True) as fake,
         GraphQLFront(fake) as front,
     ):
-        config = tmp_path / "renewauth.toml"
-        config.write_text(
-            f"""
-[auth.graphql]
-provider = "oauth2-password"
-prefixes = ["{front.url}"]
-token_url = "{fake.token_url}"
-client_id = "client-id"
-username = "alice"
-password_env = "P"
-client_secret_env = "S"
-leeway = 0.2
-store_path = "{tmp_path}/tokens"
-"""
-        )
-        config.chmod(0o600)
-        result = subprocess.run(
-            [
-                *(sys.executable, "-m", "renewauth.cli", "run", "--config", str(config)),
-                *("--", sys.executable, str(script), transport, front.url),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-            env={**os.environ, "P": "alice-password", "S": "client-secret"},
-        )
+        result = _run(tmp_path, fake, front.url, str(script), transport, front.url)
         assert result.returncode == 0, result.stderr
         outcome = json.loads(result.stdout)
         assert (outcome["library"], outcome["subjects"]) == (library, ["alice"])
@@ -184,3 +193,62 @@ store_path = "{tmp_path}/tokens"
         assert fake.stale_refresh_tokens == 0
     assert "WARNING" not in result.stderr, result.stderr
     assert "ERROR" not in result.stderr, result.stderr
+
+
+GIDGETHUB_PROGRAM = """
+import asyncio, json, sys, time
+
+import aiohttp
+from gidgethub import BadRequest
+from gidgethub.aiohttp import GitHubAPI
+
+base = sys.argv[1]
+
+
+async def main():
+    subjects, calls = set(), 0
+    async with aiohttp.ClientSession() as session:
+        github = GitHubAPI(session, "legacy-report", base_url=base)
+        started = time.monotonic()
+        while time.monotonic() - started < 2.5:  # two lifetimes of the 1 s tokens, and more
+            subjects.add((await github.getitem("/user"))["subject"])
+            calls += 1
+        posted = await github.post("/repos/owner/repo/issues", data={"title": "renewed"})
+        # A personal token pasted into the script: GitHub's own `token` scheme, left alone.
+        pasted = GitHubAPI(session, "legacy-report", oauth_token="ghp_pasted", base_url=base)
+        try:
+            await pasted.getitem("/user")
+            rejected = None
+        except BadRequest as error:
+            rejected = int(error.status_code)
+    return {"subjects": sorted(subjects), "calls": calls, "posted": posted["subject"],
+            "rejected": rejected}
+
+
+print(json.dumps(asyncio.run(main())))
+"""
+
+
+def test_run_gives_gidgethub_on_aiohttp_live_tokens_and_leaves_its_own_token_alone(
+    tmp_path: pathlib.Path,
+) -> None:
+    script = tmp_path / "gidgethub_program.py"
+    script.write_text(GIDGETHUB_PROGRAM)
+    with FakeOAuth2Provider(token_lifetime=1.0, rotate_refresh_tokens=True) as fake:
+        base = fake.api_url.rstrip("/")
+        result = _run(tmp_path, fake, fake.api_url, str(script), base)
+        assert result.returncode == 0, result.stderr
+        outcome = json.loads(result.stdout)
+        assert (outcome["subjects"], outcome["posted"], outcome["rejected"]) == (
+            ["alice"],
+            "alice",
+            401,
+        )
+        assert fake.api_unauthorized == 1  # the pasted token's call only
+        assert fake.token_calls >= 3
+    [warning] = [line for line in result.stderr.splitlines() if " WARNING " in line]
+    assert f"{fake.base_url} answered 401 to a request under [auth.api] that renewauth did " in (
+        warning
+    )
+    assert "carries a non-Bearer Authorization (scheme: Token)" in warning
+    assert "ghp_pasted" not in result.stderr
