@@ -634,6 +634,34 @@ def test_aiohttp_request_rejected_after_a_revocation_is_renewed_and_resent_once(
     assert fake.token_calls == 2
 
 
+def test_aiohttp_stream_with_a_rejected_bearer_of_its_own_is_not_resent_and_says_so(
+    two_users: FakeOAuth2Provider, clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An async generator is read as it is sent: the 401 goes back to the program, and the
+    next request is signed in place of the token the API rejected."""
+    renewauth.patch({two_users.api_url: _auth(two_users, clock)})
+    stale = {"Authorization": "Bearer pasted-in-last-month"}
+
+    async def chunks() -> Any:
+        yield b"streamed "
+        yield b"body"
+
+    async def program() -> list[tuple[int, object]]:
+        async with aiohttp.ClientSession(headers=stale) as session:
+            return [
+                await _status(session.post(two_users.api_url + "x", data=chunks())),
+                await _status(session.post(two_users.api_url + "x", data=b"body")),
+            ]
+
+    assert asyncio.run(program()) == [(401, None), (200, "alice")]
+    assert two_users.api_unauthorized == 1
+    _, rejected, not_resent = _warnings(caplog)
+    assert f"{two_users.base_url} rejected the program's own Bearer token" in rejected
+    assert f"{two_users.base_url} answered 401; not resending: the request body is a" in (
+        not_resent
+    )
+
+
 # aiohttp 3.14 deprecates BasicAuth and `auth=`; programs still use them until 4.0.
 @pytest.mark.filterwarnings(
     "ignore:.*is deprecated and will be removed in (v4|aiohttp 4.0):DeprecationWarning"
