@@ -26,6 +26,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from .._routing import Route
 from ..auth import TokenAuth
 from ._diagnostics import report_success, reporting
 from ._gate import Verdict, answered, judge, resend_after_rejection
@@ -46,14 +47,21 @@ class Unsupported(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class _Library:
+    """The classes of the aiohttp the program imported that the middleware looks for."""
+
+    bytes_payload: type[Any]  # `BytesPayload`: a body already in memory
+    answering: tuple[type, ...]  # middlewares that answer challenges (`DigestAuthMiddleware`)
+
+
+@dataclass(frozen=True, slots=True)
 class _Call:
     """What one `ClientSession` call brought, known before aiohttp builds its requests."""
 
+    library: _Library
     own_auth: str | None  # a name for the `auth=` of the call or the session
     userinfo: bool  # the URL carries user:password (aiohttp sends it as Basic)
     chain: tuple[object, ...]  # the program's middlewares, before retrofit's
-    bytes_payload: type[Any]  # aiohttp's `BytesPayload`: a body already in memory
-    answering: tuple[type, ...]  # aiohttp's middlewares that answer challenges (Digest)
 
     def auth_in_chain(self, route_auth: TokenAuth) -> tuple[bool, str | None]:
         """Whether the route's own auth object is among the program's middlewares (it signs
@@ -63,7 +71,7 @@ class _Call:
             owner = getattr(middleware, "__self__", middleware)  # a bound method: its object
             if owner is route_auth:
                 signed_here = True
-            elif isinstance(owner, (TokenAuth, *self.answering)):
+            elif isinstance(owner, (TokenAuth, *self.library.answering)):
                 answering = answering or type(owner).__qualname__
         return signed_here, answering
 
@@ -77,7 +85,7 @@ class _Hop:
         self.body = body
         self.url = str(request.url)
 
-    def seen(self, route: Any) -> Seen:
+    def seen(self, route: Route) -> Seen:
         request, call = self.request, self.call
         signed_here, answering = call.auth_in_chain(route.auth)
         return Seen(
@@ -112,7 +120,7 @@ class _Retrofit:
     async def __call__(self, request: Any, handler: Handler) -> Any:
         body = request.body
         small = None
-        if request.method == "POST" and isinstance(body, self.call.bytes_payload):
+        if request.method == "POST" and isinstance(body, self.call.library.bytes_payload):
             small = await body.as_bytes()  # already in memory: a token request is told by it
         verdict = judge(_Hop(request, self.call, small))
         if verdict is None:
@@ -185,10 +193,8 @@ def targets(module: ModuleType) -> list[tuple[type, str, Any]]:
     request_method = session_class.__dict__.get("_request")
     if request_method is None or "middlewares" not in inspect.signature(request_method).parameters:
         raise Unsupported(f"aiohttp {module.__version__} has no client middlewares (3.12+)")
-    bytes_payload: type[Any] = module.payload.BytesPayload
-    answering = tuple(
-        kind for kind in (getattr(module, "DigestAuthMiddleware", None),) if kind is not None
-    )
+    digest = getattr(module, "DigestAuthMiddleware", None)
+    library = _Library(module.payload.BytesPayload, () if digest is None else (digest,))
 
     async def request(
         wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -199,11 +205,10 @@ def targets(module: ModuleType) -> list[tuple[type, str, Any]]:
         given = kwargs.get("auth")
         url = args[1] if len(args) > 1 else kwargs.get("str_or_url")
         call = _Call(
+            library,
             own_auth=_own_auth(given if given is not None else instance.auth),
             userinfo=_has_userinfo(url),
             chain=tuple(chain),
-            bytes_payload=bytes_payload,
-            answering=answering,
         )
         return await wrapped(*args, **{**kwargs, "middlewares": (*chain, _Retrofit(call))})
 
