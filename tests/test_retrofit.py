@@ -9,6 +9,7 @@ import pathlib
 import subprocess
 import sys
 import threading
+import types
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +25,7 @@ from hypothesis import strategies as st
 import renewauth
 from renewauth import BearerToken, ConfigurationError, MemoryStore, OAuth2Password
 from renewauth._routing import TABLE
+from renewauth.retrofit import _aiohttp
 from renewauth.retrofit._httpx import Flavour
 from renewauth.retrofit._plan import KNOWN_SCHEMES, names_a_grant, scheme_of
 from renewauth.testing import FakeOAuth2Provider
@@ -769,6 +771,18 @@ def test_aiohttp_redirect_to_another_origin_never_carries_the_routes_token(
     assert inside == (200, 1, "alice")
     assert (status, hops) == (200, 1)
     assert "authorization" not in {name.lower() for name in echoed}
+
+
+def test_an_aiohttp_without_client_middlewares_is_refused_naming_the_version_it_needs() -> None:
+    """aiohttp before 3.12 has no `middlewares=`: it is left unpatched, with a WARNING."""
+
+    class ClientSession:  # aiohttp 3.11's, as far as retrofit looks
+        async def _request(self, method: str, str_or_url: str, **kwargs: Any) -> None:
+            raise AssertionError("never called")
+
+    old = types.SimpleNamespace(__version__="3.11.18", ClientSession=ClientSession)
+    with pytest.raises(_aiohttp.Unsupported, match=r"3\.11\.18 has no client middlewares \(3\.12"):
+        _aiohttp.targets(old)  # type: ignore[arg-type]
 
 
 PATCHED_BEFORE_IMPORT = """
