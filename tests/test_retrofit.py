@@ -448,6 +448,19 @@ def test_default_keeps_an_sdk_bearer_token_the_api_accepts_and_says_so_once(
 
 
 @pytest.mark.parametrize("kind", CLIENTS)
+def test_a_rejected_program_token_is_resent_once_even_when_ours_is_rejected_too(
+    kind: str, two_users: FakeOAuth2Provider, clock: ManualClock
+) -> None:
+    """One resend per request: the program's token, then renewauth's, and the second 401
+    goes back to the program, whatever the API says to renewauth's token."""
+    stale = {"Authorization": "Bearer pasted-in-last-month"}
+    renewauth.patch({two_users.api_url: _auth(two_users, clock)})
+    answer = _call(kind, "GET", two_users.api_url + "always-401", headers=stale)
+    assert answer.status == 401
+    assert two_users.api_unauthorized == 2  # sent, resent once with renewauth's token
+
+
+@pytest.mark.parametrize("kind", CLIENTS)
 def test_default_replaces_a_stale_pasted_bearer_token_once_the_api_rejects_it(
     kind: str,
     two_users: FakeOAuth2Provider,

@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 
 from .._routing import Route
 from ..auth import TokenAuth
+from ..transports.aiohttp import RESENDING
 from ._diagnostics import report_success, reporting
 from ._gate import Verdict, answered, judge, resend_after_rejection
 from ._plan import Action, Seen
@@ -167,7 +168,11 @@ async def _kept_until_rejected(verdict: Verdict, request: Any, handler: Handler)
         return response
     response.release()
     request.headers.popall(_AUTHORIZATION, None)
-    return await _signed(verdict, request, handler)
+    resending = RESENDING.set(True)  # the one resend: its own 401 goes back as it is
+    try:
+        return await _signed(verdict, request, handler)
+    finally:
+        RESENDING.reset(resending)
 
 
 def _own_auth(auth: object) -> str | None:

@@ -50,7 +50,7 @@ from ..manager import TokenManager
 from ..token import Token
 from ._signing import is_https_upgrade, needs_dpop_nonce, routed_url, should_resend
 
-__all__ = ["AiohttpSigning"]
+__all__ = ["RESENDING", "AiohttpSigning"]
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +102,11 @@ class _Chain:
 
 
 _CHAINS: ContextVar[tuple[_Chain, ...]] = ContextVar("renewauth_aiohttp_chains", default=())
+
+#: True while a request already sent once goes through the middleware (renewauth's retrofit
+#: sends a program's rejected token's request once more that way): its 401 is given back as
+#: it is, so that no request is resent twice.
+RESENDING: ContextVar[bool] = ContextVar("renewauth_aiohttp_resending", default=False)
 
 
 def _followed(chains: tuple[_Chain, ...], request: Any) -> _Chain | None:
@@ -317,7 +322,7 @@ class AiohttpSigning:
             signed_url=url,
             answered_url=url,
             carried_token=request.headers.get("Authorization") == token.authorization,
-            already_resent=False,
+            already_resent=RESENDING.get(),
             challenge=response.headers.get("WWW-Authenticate"),
             replayable=_replayable(request),
             log=logger,
