@@ -1,4 +1,5 @@
-"""Generic OAuth 2: the same auth object on requests, httpx and httpx async.
+"""Generic OAuth 2: the same auth object on requests, httpx and httpx async, and on httpx2 and
+aiohttp when they are installed (`pip install 'renewauth[httpx2,aiohttp]'`).
 
 Runs against the embedded fake provider unless TOKEN_URL, CLIENT_ID, CLIENT_SECRET and
 API_URL are set in the environment:
@@ -43,6 +44,32 @@ def main() -> None:
                 return (await client.get(api_url + "orders")).status_code
 
         print("httpx async:", asyncio.run(fetch()))
+        optional_clients(auth, api_url + "orders")
+
+
+def optional_clients(auth: OAuth2ClientCredentials, url: str) -> None:
+    """httpx2 and aiohttp take the very same object, when the program has them."""
+    try:
+        import httpx2
+    except ImportError:
+        print("httpx2: not installed")
+    else:
+        with httpx2.Client(auth=auth) as client:
+            print("httpx2:", client.get(url).status_code)
+    try:
+        import aiohttp
+    except ImportError:
+        print("aiohttp: not installed")
+        return
+
+    async def fetch() -> int:
+        async with (
+            aiohttp.ClientSession(middlewares=(auth,)) as session,
+            session.get(url) as response,
+        ):
+            return response.status
+
+    print("aiohttp:", asyncio.run(fetch()))
 
 
 if __name__ == "__main__":

@@ -5,8 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import pathlib
-import shutil
-import sys
 from collections.abc import Generator, Iterator
 from typing import TYPE_CHECKING
 
@@ -149,16 +147,3 @@ def kind(request: pytest.FixtureRequest) -> str:
 def clock() -> ManualClock:
     """A clock that moves only when the test says so."""
     return ManualClock()
-
-
-@pytest.fixture
-def httpx2(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """A renamed copy of httpx, as shopware-api-client imports it: its own classes, none of
-    them httpx's. Yields the directory to put on the path."""
-    import httpx
-
-    shutil.copytree(pathlib.Path(httpx.__file__).parent, tmp_path / "httpx2")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    yield str(tmp_path)
-    for name in [name for name in sys.modules if name == "httpx2" or name.startswith("httpx2.")]:
-        del sys.modules[name]

@@ -441,7 +441,7 @@ A_REQUESTS = 8  # on a client with one connection: one holds it, seven queue
 
 @pytest.mark.parametrize("wiring", ["auth=", "httpx2 auth=", "patch()", "patch() with a fork"])
 def test_a_request_never_waits_at_the_gate_for_another_clients_saturated_pool(
-    wiring: str, live_fake: FakeOAuth2Provider, request: pytest.FixtureRequest
+    wiring: str, live_fake: FakeOAuth2Provider
 ) -> None:
     """Client A (one connection, eight requests held) and client B share one auth object:
     B's request is signed and answered while all of A's are still held. Nothing times out
@@ -453,7 +453,6 @@ def test_a_request_never_waits_at_the_gate_for_another_clients_saturated_pool(
     options: dict[str, Any] = {"auth": auth}
     if not wiring.endswith("auth="):
         if wiring == "patch() with a fork":
-            request.getfixturevalue("httpx2")
             module = importlib.import_module("httpx2")
         renewauth.patch({url: auth})
         options = {}

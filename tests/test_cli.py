@@ -6,7 +6,6 @@ import json
 import os
 import pathlib
 import re
-import shutil
 import subprocess
 import sys
 
@@ -302,14 +301,32 @@ def own_token():
     return own["token"]
 
 
+outside = url.split("/api/")[0] + "/echo-headers"  # under no prefix
+headers = {"Authorization": "Bearer pasted-in-last-month"} if mode.endswith("-stale") else {}
+
 if mode == "httpx2":
-    import httpx2  # a renamed copy of httpx: none of httpx's classes, httpx never imported
+    import httpx2
 
     async def async_call():
         async with httpx2.AsyncClient() as client:
             return (await client.get(url)).json()
 
     calls = [lambda: httpx2.get(url).json(), lambda: asyncio.run(async_call())]
+    left_alone = httpx2.get(outside).json()
+elif mode.startswith("aiohttp"):
+    import aiohttp
+
+    async def session_calls(target, count, headers):
+        # A session made before any request, with the program's own default headers.
+        async with aiohttp.ClientSession(headers=headers) as session:
+            answers = []
+            for _ in range(count):
+                async with session.get(target) as reply:
+                    answers.append(await reply.json())
+            return answers
+
+    calls = [lambda: asyncio.run(session_calls(url, 10, headers))]
+    left_alone = asyncio.run(session_calls(outside, 1, {}))[0]
 else:
     import requests
 
@@ -333,16 +350,20 @@ else:
         session = requests.Session()
         session.headers["Authorization"] = "Bearer pasted-in-last-month"
     if mode == "ordercloud":
-        calls = [lambda: session.get(url, timeout=10,
-                                     headers={"Authorization": "Bearer " + own_token()}).json()]
+        calls = [lambda: [session.get(url, timeout=10,
+                                      headers={"Authorization": "Bearer " + own_token()}).json()]]
     else:
-        calls = [lambda: session.get(url, timeout=10).json()]
+        calls = [lambda: [session.get(url, timeout=10).json()]]
+    left_alone = requests.get(outside, timeout=10).json()
 
 answers = []
 started = time.monotonic()
 while time.monotonic() - started < 2.5:
-    answers += [call() for call in calls]
+    for call in calls:
+        got = call()
+        answers += got if isinstance(got, list) else [got]
 print(json.dumps({
+    "left_alone": "authorization" not in left_alone,
     "subjects": sorted({str(answer.get("subject")) for answer in answers}),
     "errors": sorted({str(answer.get("error")) for answer in answers if "error" in answer}),
     "calls": len(answers),
@@ -358,9 +379,12 @@ SDK_ROWS = {
     "github": ("alice", ": its own auth (NoOpAuth) added no Authorization header"),
     "jira": ("alice", ""),
     "httpx2": ("alice", ""),
+    "aiohttp": ("alice", ""),
+    "aiohttp-stale": ("alice", ", replacing a Bearer token the API rejected"),
     "ordercloud": ("bob", None),
     "stale-pasted-token": ("alice", ", replacing a Bearer token the API rejected"),
 }
+STALE = ("stale-pasted-token", "aiohttp-stale")  # a Bearer token pasted into the program
 
 
 def _two_user_fake() -> FakeOAuth2Provider:
@@ -377,11 +401,6 @@ def test_run_gives_each_sdk_pattern_live_tokens_and_says_what_it_did(
     script = tmp_path / "sdk.py"
     script.write_text(SDK_SCRIPT)
     environment = {**os.environ, "P": "alice-password", "S": "client-secret"}
-    if mode == "httpx2":
-        import httpx
-
-        shutil.copytree(pathlib.Path(httpx.__file__).parent, tmp_path / "site" / "httpx2")
-        environment["PYTHONPATH"] = str(tmp_path / "site")
     with _two_user_fake() as fake:
         config = _config(tmp_path, fake)
         command = [sys.executable, str(script), mode, fake.api_url + "orders", fake.token_url]
@@ -407,6 +426,7 @@ def test_run_gives_each_sdk_pattern_live_tokens_and_says_what_it_did(
         outcome = json.loads(result.stdout)
         assert outcome["subjects"] == [principal], result.stderr
         assert outcome["errors"] == []
+        assert outcome["left_alone"]  # a call under no prefix carries no token
         # One renewal per (lifetime - leeway) = 0.8 s of calls, the first token, at most one
         # more in flight at the end; an SDK that keeps its own token makes its own call.
         renewauth_calls = fake.token_calls - outcome["own_token_calls"]
@@ -414,7 +434,7 @@ def test_run_gives_each_sdk_pattern_live_tokens_and_says_what_it_did(
             assert 2 <= renewauth_calls <= outcome["seconds"] / 0.8 + 2
         else:
             assert renewauth_calls == 0
-        assert fake.api_unauthorized == (1 if mode == "stale-pasted-token" else 0)
+        assert fake.api_unauthorized == (1 if mode in STALE else 0)
     marker = " INFO renewauth.retrofit: "
     explained = [line.split(marker)[1] for line in result.stderr.splitlines() if marker in line]
     assert len(explained) == len(set(explained))  # once per origin and reason
@@ -425,11 +445,11 @@ def test_run_gives_each_sdk_pattern_live_tokens_and_says_what_it_did(
     )
     assert any(line.startswith(expected) for line in explained), result.stderr
     warnings = [line for line in result.stderr.splitlines() if " WARNING " in line]
-    if mode in ("ordercloud", "stale-pasted-token"):
+    if mode == "ordercloud" or mode in STALE:
         assert f"requests to {fake.base_url} carry their own Bearer token" in warnings[0]
         assert "existing_bearer = 'keep' in [auth.orders]" in warnings[0]
         assert "existing_bearer = 'replace' in [auth.orders]" in warnings[0]
-        assert len(warnings) == (2 if mode == "stale-pasted-token" else 1), warnings
+        assert len(warnings) == (2 if mode in STALE else 1), warnings
     else:
         assert warnings == []
 
@@ -635,11 +655,11 @@ def test_the_python_option_check_never_fails_and_ignores_what_follows_the_script
     assert _bootstrap_skipped_by(["node", *arguments]) is None
 
 
-def test_the_bootstrap_waits_for_every_httpx_fork_that_retrofit_patches() -> None:
+def test_the_bootstrap_waits_for_every_optional_client_that_retrofit_patches() -> None:
     """The bootstrap cannot import renewauth to read the list: the two must agree."""
     import ast
 
-    from renewauth.retrofit import HTTPX_FORKS
+    from renewauth.retrofit import PATCHED_ON_IMPORT
 
     source = pathlib.Path(main.__code__.co_filename).parent / "_bootstrap" / "sitecustomize.py"
     tree = ast.parse(source.read_text())
@@ -651,4 +671,4 @@ def test_the_bootstrap_waits_for_every_httpx_fork_that_retrofit_patches() -> Non
     ]
     assert isinstance(watched, ast.Call)
     names = {element.value for element in ast.walk(watched) if isinstance(element, ast.Constant)}
-    assert names == {"requests", "httpx", *HTTPX_FORKS}
+    assert names == {"requests", "httpx", *PATCHED_ON_IMPORT}

@@ -1,12 +1,12 @@
 """Run by every Python process that `renewauth run` starts (this directory leads PYTHONPATH).
 
 It runs the `sitecustomize` that would have run without renewauth, if there is one, then
-waits: only once the program has imported `requests`, `httpx` or an httpx fork (`httpx2`)
-does it load renewauth, send renewauth's log to stderr (WARNING and up; `renewauth -v run` adds
-DEBUG, `--explain` the INFO lines that say why each origin was signed or left alone) and
-patch them from the configuration named by RENEWAUTH_CONFIG. A program that never imports
-any of them gets nothing but this file. A broken configuration stops the program with one
-line on stderr rather than let it run without tokens.
+waits: only once the program has imported `requests`, `httpx`, an httpx fork (`httpx2`) or
+`aiohttp` does it load renewauth, send renewauth's log to stderr (WARNING and up;
+`renewauth -v run` adds DEBUG, `--explain` the INFO lines that say why each origin was signed
+or left alone) and patch them from the configuration named by RENEWAUTH_CONFIG. A program that
+never imports any of them gets nothing but this file. A broken configuration stops the program
+with one line on stderr rather than let it run without tokens.
 """
 
 import importlib.abc
@@ -17,8 +17,9 @@ import sys
 from types import ModuleType
 from typing import Any
 
-# renewauth.retrofit.HTTPX_FORKS names the same forks; it cannot be imported here this early.
-_WATCHED = frozenset({"requests", "httpx", "httpx2"})
+# renewauth.retrofit.PATCHED_ON_IMPORT names the same optional libraries; it cannot be imported
+# here this early.
+_WATCHED = frozenset({"requests", "httpx", "httpx2", "aiohttp"})
 
 
 def _run_users_sitecustomize() -> None:

@@ -1,11 +1,13 @@
-"""Retrofit: renewing tokens for `requests` and `httpx` calls in code that cannot change.
+"""Retrofit: renewing tokens for `requests`, `httpx`, `httpx2` and `aiohttp` calls in code that
+cannot change.
 
 `patch({prefix: auth, …})` wraps, with `wrapt`, the one method each library sends through:
 `requests.Session.send` (module-level functions and every session, even one made before the
 patch, and every subclass) and `httpx.Client.send` / `httpx.AsyncClient.send` (module-level
-functions, every client), and the same methods of an httpx fork with httpx's API (`httpx2`)
-when it is imported. A request whose URL falls under a prefix is sent with that prefix's auth
-object, with renewal before expiry and after a 401 exactly as with `session.auth`.
+functions, every client), the same methods of an httpx fork with httpx's API (`httpx2`), and
+`aiohttp.ClientSession._request` (every session; aiohttp >= 3.12), these last two as soon as
+the program imports them. A request whose URL falls under a prefix is sent with that prefix's
+auth object, with renewal before expiry and after a 401 exactly as with `session.auth`.
 
 What decides is what the request carries once the caller's own auth has run:
 - no `Authorization` header: signed, even when the caller's auth ran and added nothing
@@ -28,10 +30,11 @@ is logged once per origin at INFO, and at DEBUG otherwise.
 The parts, one job each: `renewauth._routing` holds the route table (`config` checks prefixes
 with it too); `_gate` runs the one sequence every request goes through (route → facts →
 `_plan.plan`, which decides without I/O → explain → warn); `_diagnostics` writes every line;
-`_requests` and `_httpx` (httpx and its forks) are the adapters: each shows its library's
-request to the gate and carries out the verdict. This module wraps their methods and holds
-the public face. A new HTTP library is one more adapter module with a `targets()`, listed in
-`_TARGETS` (or, for a library imported later, installed by a post-import hook as forks are).
+`_requests`, `_httpx` (httpx and its forks) and `_aiohttp` are the adapters: each shows its
+library's request to the gate and carries out the verdict. This module wraps their methods
+and holds the public face. A new HTTP library is one more adapter module with a `targets()`,
+listed in `_TARGETS`, or, for an optional library, in `_LATER`: its methods are wrapped by a
+post-import hook once the program imports it, and the library is never imported here.
 """
 
 from __future__ import annotations
@@ -56,13 +59,15 @@ from .._routing import (
 )
 from ..auth import TokenAuth
 from ..errors import ConfigurationError
-from . import _httpx, _requests
+from ..transports.httpx import HTTPX_FORKS  # patched as httpx is, once imported
+from . import _aiohttp, _httpx, _requests
 from ._diagnostics import logger
 
 __all__ = [
     "DEFAULT_EXISTING_BEARER",
     "EXISTING_BEARER_CHOICES",
     "HTTPX_FORKS",
+    "PATCHED_ON_IMPORT",
     "ExistingBearer",
     "Patch",
     "patch",
@@ -70,9 +75,9 @@ __all__ = [
     "unpatch",
 ]
 
-#: Top-level modules that are renamed copies of httpx, patched as httpx is once imported.
-#: (The `renewauth run` bootstrap keeps the same list: it must not import renewauth early.)
-HTTPX_FORKS = ("httpx2",)
+#: The optional libraries, patched once the program imports them (never imported here). The
+#: `renewauth run` bootstrap keeps the same list: it must not import renewauth early.
+PATCHED_ON_IMPORT = (*HTTPX_FORKS, "aiohttp")
 
 
 # --- the public face -------------------------------------------------------------------------
@@ -99,13 +104,14 @@ def patch(
     existing_bearer: ExistingBearer = DEFAULT_EXISTING_BEARER,
     explain: bool = False,
 ) -> Patch:
-    """Attach auth objects to every `requests` and `httpx` call under the given URL prefixes.
+    """Attach auth objects to every `requests`, `httpx`, `httpx2` and `aiohttp` call under the
+    given URL prefixes.
 
     A request is signed when, after the caller's own auth has run, it carries no
     `Authorization` header; one with another scheme (Basic, Digest, …) is left alone.
     Patching again adds to (or replaces, for the same prefix) the routes already in place;
-    it never wraps twice. Thread-safe. httpx forks in `HTTPX_FORKS` are patched too, now or
-    when they are imported.
+    it never wraps twice. Thread-safe. The libraries in `PATCHED_ON_IMPORT` (httpx forks,
+    aiohttp >= 3.12) are patched too, now or when they are imported.
 
     Args:
         routes: URL prefix → auth object (any renewauth auth class).
@@ -126,7 +132,8 @@ def patch(
             not a renewauth auth object, or an unknown `existing_bearer`.
 
     .. versionchanged:: 0.2
-       `existing_bearer` and `explain`; a no-op auth of the caller's no longer stops signing.
+       `existing_bearer` and `explain`; a no-op auth of the caller's no longer stops signing;
+       aiohttp's `ClientSession` is patched too.
     """
     mode = existing_bearer_of(existing_bearer)
     if mode is None:
@@ -202,12 +209,12 @@ def _install(new_routes: list[Route], explain: bool) -> Patch:
     with _WRAPPING.lock:
         TABLE.add(new_routes, explain=explain)
         _WRAPPING.wrap(_TARGETS)
-        for name in HTTPX_FORKS:
+        for name, hook in _LATER.items():
             if name in sys.modules:
-                _patch_fork(sys.modules[name])
-            elif name not in _WRAPPING.awaited_forks:
-                _WRAPPING.awaited_forks.add(name)
-                wrapt.register_post_import_hook(_patch_fork, name)
+                hook(sys.modules[name])
+            elif name not in _WRAPPING.awaited:
+                _WRAPPING.awaited.add(name)
+                wrapt.register_post_import_hook(hook, name)
     return Patch()
 
 
@@ -217,12 +224,12 @@ _TARGETS: tuple[_Target, ...] = (*_requests.targets(), *_httpx.targets(httpx))
 
 
 class _Wrapping:
-    """The methods wrapped, with their originals, and the forks whose import is awaited."""
+    """The methods wrapped, with their originals, and the libraries whose import is awaited."""
 
     def __init__(self) -> None:
         self.lock = threading.RLock()  # reentrant: a post-import hook may fire inside patch()
         self.originals: dict[tuple[type, str], Any] = {}
-        self.awaited_forks: set[str] = set()
+        self.awaited: set[str] = set()
 
     def wrap(self, targets: Iterable[_Target]) -> None:
         """Wrap each target's method, once."""
@@ -246,7 +253,7 @@ def _patch_fork(module: ModuleType) -> None:
     """Post-import hook: wrap a fork's clients as httpx's are, while a patch is in place."""
     with _WRAPPING.lock:
         # wrapt runs a hook once: the next patch() renews it
-        _WRAPPING.awaited_forks.discard(module.__name__)
+        _WRAPPING.awaited.discard(module.__name__)
         if not _WRAPPING.originals:  # imported after unpatch()
             return
         if not _httpx.is_httpx_fork(module):
@@ -265,3 +272,27 @@ def _patch_fork(module: ModuleType) -> None:
             return
         _WRAPPING.wrap(targets)
         logger.debug("%s patched as httpx is", module.__name__)
+
+
+def _patch_aiohttp(module: ModuleType) -> None:
+    """Post-import hook: wrap aiohttp's `ClientSession`, while a patch is in place."""
+    with _WRAPPING.lock:
+        _WRAPPING.awaited.discard(module.__name__)  # as for a fork: the next patch() renews it
+        if not _WRAPPING.originals or (module.ClientSession, "_request") in _WRAPPING.originals:
+            return
+        try:
+            targets = _aiohttp.targets(module)
+        except _aiohttp.Unsupported as exc:
+            logger.warning("%s; its calls get no tokens (pip install 'aiohttp>=3.12')", exc)
+            return
+        except Exception as exc:  # a failing hook would fail the program's import
+            logger.warning(
+                "aiohttp cannot be patched (%s); its calls get no tokens", type(exc).__name__
+            )
+            return
+        _WRAPPING.wrap(targets)
+        logger.debug("aiohttp patched")
+
+
+# The optional libraries, each patched by its hook once imported.
+_LATER = {**dict.fromkeys(HTTPX_FORKS, _patch_fork), "aiohttp": _patch_aiohttp}

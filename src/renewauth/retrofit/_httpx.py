@@ -4,7 +4,9 @@
 httpx runs the caller's auth while it sends, after this wrapper: a plain callable given as
 `auth=` is run here instead, once, so that what it adds can be looked at; any other auth of
 the caller's own is left to run, and the request with it. A fork's clients accept only the
-fork's own `Auth`, so its `Flavour` wraps renewauth's httpx flows in one.
+fork's own `Auth`: a renewauth object that is one (renewauth makes its auth objects `httpx2.Auth`
+once httpx2 is imported) is handed to them as it is, and any other is wrapped by the fork's
+`Flavour` in an `Auth` of the fork that runs renewauth's httpx flows.
 """
 
 from __future__ import annotations
@@ -47,8 +49,12 @@ class Flavour:
         self.signed_class = None if module is httpx else _signed_class(self)
 
     def signed(self, route: Route) -> Any:
-        """The auth that signs a request under `route` with this module's clients."""
-        return route.auth if self.signed_class is None else self.signed_class(route.auth)
+        """The auth that signs a request under `route` with this module's clients: the
+        route's auth object itself when it is one of this module's `Auth`."""
+        auth = route.auth
+        if self.signed_class is None or isinstance(auth, self.auth_base):
+            return auth
+        return self.signed_class(auth)
 
     def own_auth(self, auth: object) -> tuple[str | None, Callable[[Any], Any] | None]:
         """A name for the caller's auth (None: it has none or a no-op one), and the function
