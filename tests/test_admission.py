@@ -463,10 +463,15 @@ def test_a_request_never_waits_at_the_gate_for_another_clients_saturated_pool(
         )
     finally:
         renewauth.unpatch()
-    assert loop_counts == (A_REQUESTS - 1, 1)  # the loop's gate has no room: A saturates it
     assert status == 200
     assert still_held == A_REQUESTS  # B was answered while every request of A was held
     assert statuses == [200] * A_REQUESTS
+    if module is httpx2:
+        # httpcore2's pool stops its queue walk early: its requests queue there, no gate.
+        assert loop_counts is None
+        assert not {"_gates", "_pool_gates"} & set(vars(auth))
+        return
+    assert loop_counts == (A_REQUESTS - 1, 1)  # the loop's gate has no room: A saturates it
     gc.collect()
     assert len(auth.__dict__["_pool_gates"]) == 0  # the clients are gone, their gates too
     copied = pickle.loads(pickle.dumps(auth))  # noqa: S301 - our own bytes
@@ -475,7 +480,10 @@ def test_a_request_never_waits_at_the_gate_for_another_clients_saturated_pool(
 
 async def _beside_a_saturated_client(
     module: Any, options: dict[str, Any], auth: OAuth2ClientCredentials, url: str
-) -> tuple[tuple[int, int], int, int, list[int]]:
+) -> tuple[tuple[int, int] | None, int, int, list[int]]:
+    """Client A's requests held at their departure, client B's one request: the loop gate's
+    counts then (`None` when the clients' requests made no gate), B's answer, A's requests
+    still held when B was answered, and A's answers."""
     held, release = asyncio.Event(), asyncio.Event()
 
     async def hold(event: str, info: Mapping[str, Any]) -> None:
@@ -494,17 +502,20 @@ async def _beside_a_saturated_client(
             for _ in range(A_REQUESTS)
         ]
         await held.wait()  # A's first request holds A's only connection
-        loop_gate = auth._gate()
-        loop_counts = (loop_gate.queued, loop_gate.sent)
+        gated = "_gates" in vars(auth)
+        loop_gate = auth._gate() if gated else None
+        loop_counts = None if loop_gate is None else (loop_gate.queued, loop_gate.sent)
         async with asyncio.timeout(20):  # a bound on the test, not a timing
             answered = await client_b.get(url)
         still_held = sum(not task.done() for task in sent_by_a)
-        b_gate = auth.__dict__["_pool_gates"].get(client_b._transport)
-        assert b_gate is not None
-        assert b_gate.parent is loop_gate
+        if loop_gate is not None:
+            b_gate = auth.__dict__["_pool_gates"].get(client_b._transport)
+            assert b_gate is not None
+            assert b_gate.parent is loop_gate
         release.set()
         statuses = [response.status_code for response in await asyncio.gather(*sent_by_a)]
-        assert (loop_gate.queued, loop_gate.sent, loop_gate.waiting) == (0, 0, 0)
+        if loop_gate is not None:
+            assert (loop_gate.queued, loop_gate.sent, loop_gate.waiting) == (0, 0, 0)
         return loop_counts, answered.status_code, still_held, statuses
 
 

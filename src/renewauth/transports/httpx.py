@@ -200,14 +200,19 @@ class HttpxSigning(httpx.Auth):
     async def async_auth_flow(
         self, request: httpx.Request
     ) -> AsyncGenerator[httpx.Request, httpx.Response]:
-        gate = self._gate()
-        if not gate.enter_now():
-            # Requests queue on this loop: this one waits, before the signing, only if its
-            # own pool is saturated.
-            gate = self._pool_gate(gate, sys._getframe(1), request.url)
-            await gate.enter(_pool_timeout(request))
+        gate: Gate | None = None
+        if isinstance(request, httpx.Request):
+            # httpcore 1.0's async pool walks its whole queue for every request that starts
+            # or ends; httpcore2's stops early, and there the gate cost more than it saved
+            # (benchmarks/bench_clients.py): a fork's requests queue in their pool.
+            gate = self._gate()
+            if not gate.enter_now():
+                # Requests queue on this loop: this one waits, before the signing, only if
+                # its own pool is saturated.
+                gate = self._pool_gate(gate, sys._getframe(1), request.url)
+                await gate.enter(_pool_timeout(request))
         reply = _Reply()
-        flow = self._httpx_flow(request, gate, reply)
+        flow = self._httpx_flow(request, gate, reply, asynchronous=True)
         try:
             for need in flow:
                 if need is None or isinstance(need, Token):  # to sign with, or rejected: renew it
@@ -247,7 +252,12 @@ class HttpxSigning(httpx.Auth):
     # --- the flow: every decision about one request, written once -------------------------
 
     def _httpx_flow(
-        self, request: httpx.Request, gate: Gate | None, reply: _Reply
+        self,
+        request: httpx.Request,
+        gate: Gate | None,
+        reply: _Reply,
+        *,
+        asynchronous: bool = False,
     ) -> Generator[httpx.Request | Token | None, None, None]:
         """The signing of `request`, from its first token to its last answer, as a generator
         that only decides: what it yields, a driver does, leaving the result in `reply`.
@@ -255,8 +265,9 @@ class HttpxSigning(httpx.Auth):
         It yields `None` for the token to sign with (`token_for_request`), the request to
         send for its answer, and the token the API rejected for the one to resend with
         (`renew_rejected`: a token, or `None` to give the rejection back). `gate` is an
-        async client's admission gate (`None` for a sync client), left when the flow ends:
-        let it end or close it.
+        async client's admission gate (`None` for a sync client or a fork's), left when the
+        flow ends: let it end or close it. `asynchronous`: an async client's request, whose
+        departure hook must be a coroutine function.
 
         The driver iterates and does not `send()`: a generator that ends inside `send()`
         raises `StopIteration` to its caller, and catching it cost nearly as much as all
@@ -269,7 +280,7 @@ class HttpxSigning(httpx.Auth):
             yield None
             token: Token = reply.value
             addressed = request.url
-            signed = self._sign_httpx(request, addressed, token, gate)
+            signed = self._sign_httpx(request, addressed, token, gate, asynchronous)
             yield request
             response: httpx.Response = reply.value
             if gate is not None and signed.stage == QUEUED and gate.seen:
@@ -284,7 +295,7 @@ class HttpxSigning(httpx.Auth):
                 and isinstance(request.stream, self._replayable)  # it can be sent again
             ):
                 logger.debug("the API asked for a DPoP nonce; resending once with it")
-                self._sign_httpx(request, addressed, token, gate)
+                self._sign_httpx(request, addressed, token, gate, asynchronous)
                 yield request
                 response = reply.value
                 departure = request.extensions[_DEPARTURE]
@@ -298,7 +309,7 @@ class HttpxSigning(httpx.Auth):
                 renewed: Token | None = reply.value
                 if renewed is not None:
                     logger.debug("%d from the API; renewed, resending once", response.status_code)
-                    self._sign_httpx(request, addressed, renewed, gate)
+                    self._sign_httpx(request, addressed, renewed, gate, asynchronous)
                     rejected_status = response.status_code
                     yield request
                     response = reply.value
@@ -315,7 +326,12 @@ class HttpxSigning(httpx.Auth):
                     signed.stage = gate.leave(signed.stage)
 
     def _sign_httpx(
-        self, request: httpx.Request, url: httpx.URL, token: Token, gate: Gate | None
+        self,
+        request: httpx.Request,
+        url: httpx.URL,
+        token: Token,
+        gate: Gate | None,
+        asynchronous: bool,
     ) -> _Departure:
         """Set `token` (and the API headers, the route, a DPoP proof) on `request`, addressed
         to `url`, and watch it leave (see `_watch_departure`)."""
@@ -331,7 +347,7 @@ class HttpxSigning(httpx.Auth):
             request.headers["DPoP"] = self._dpop.proof(
                 request.method, str(request.url), access_token=token.access_token
             )
-        return self._watch_departure(request, token, gate)
+        return self._watch_departure(request, token, gate, asynchronous)
 
     def _should_resend(
         self, request: httpx.Request, response: httpx.Response, token: Token
@@ -354,11 +370,11 @@ class HttpxSigning(httpx.Auth):
     # --- when the request leaves: the hook httpcore calls -----------------------------------
 
     def _watch_departure(
-        self, request: httpx.Request, token: Token, gate: Gate | None
+        self, request: httpx.Request, token: Token, gate: Gate | None, asynchronous: bool
     ) -> _Departure:
         """Put the departure hook on `request` (signed with `token`), or update the one it
         carries when it is sent again; returns its `_Departure`. A request of an async client
-        (`gate`, its admission gate) gets the async hook."""
+        (`asynchronous`; `gate`, its admission gate, if it has one) gets the async hook."""
         extensions = request.extensions
         departure = extensions.get(_DEPARTURE)
         if isinstance(departure, _Departure) and departure.headers is request.headers:
@@ -371,12 +387,12 @@ class HttpxSigning(httpx.Auth):
                     departure.gate, departure.stage = gate, QUEUED
             return departure
         departure = extensions[_DEPARTURE] = _Departure(token, request.url, request.headers, gate)
-        ours: Any = self._depart if gate is None else self._adepart
+        ours: Any = self._adepart if asynchronous else self._depart
         trace = extensions.get("trace")
         if trace is None:
             extensions["trace"] = ours
         elif trace != ours:  # the caller's own trace: ours runs first, theirs sees the result
-            extensions["trace"] = (_chain_sync if gate is None else _chain_async)(ours, trace)
+            extensions["trace"] = (_chain_async if asynchronous else _chain_sync)(ours, trace)
         return departure
 
     # On HTTP/2 the stream id is taken before this event and claimed only once the headers
