@@ -268,7 +268,7 @@ def test_request_that_queued_longer_than_any_expected_wait_is_still_answered(
     fake: FakeOAuth2Provider, clock: ManualClock
 ) -> None:
     """Signed at the start of a 100 s token, it queues 150 s: a wait longer than a request
-    is watched for (`_QUEUED`); the API's 401 renews and resends it."""
+    is watched for (`QUEUED_AT_MOST`); the API's 401 renews and resends it."""
     auth = credentials(fake, clock)
     assert asyncio.run(_queued_behind_one_connection(auth, fake.api_url, clock, 0.0, 150.0)) == 200
     assert fake.api_unauthorized == 1

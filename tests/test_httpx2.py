@@ -20,6 +20,9 @@ import pytest
 
 from renewauth import ConfigurationError, MemoryStore, OAuth2ClientCredentials
 from renewauth.testing import FakeOAuth2Provider
+from renewauth.transports._signing import QUEUED_AT_MOST
+
+from .helpers import ManualClock
 
 
 def _run(code: str) -> str:
@@ -119,4 +122,32 @@ def test_a_non_replayable_httpx2_body_is_told_apart_from_a_replayable_one() -> N
             streamed = client.post(fake.api_url + "upload", content=iter([b"x", b"y"]))
         assert streamed.status_code == 401
         assert fake.api_unauthorized == 2  # each revocation answered once; one resend
+        assert fake.token_calls == 2
+
+
+def test_a_request_is_watched_as_it_leaves_only_while_its_token_may_age_in_the_queue() -> None:
+    """httpcore2 calls a trace for every event of every request, which costs 4 % of a cached
+    token's request: a token far from its renewal leaves unwatched. One due within
+    `QUEUED_AT_MOST` is watched, and replaced if it expired while its request queued."""
+    clock = ManualClock()
+    with FakeOAuth2Provider(token_lifetime=100.0, clock=clock) as fake:
+        auth = OAuth2ClientCredentials(
+            fake.token_url, "client-id", "client-secret", store=MemoryStore(), clock=clock
+        )
+        watched: list[bool] = []
+        queue_for = [0.0]
+
+        def leave(request: httpx2.Request) -> None:  # between the signing and the headers
+            watched.append(request.extensions.get("trace") is not None)
+            clock.advance(queue_for[0])
+
+        with httpx2.Client(auth=auth, event_hooks={"request": [leave]}) as client:
+            assert client.get(fake.api_url).status_code == 200  # 100 s left: unwatched
+            clock.advance(100.0 - 30.0 - QUEUED_AT_MOST + 1.0)  # due within QUEUED_AT_MOST
+            queue_for[0] = 60.0  # queues past its expiry
+            answer = client.get(fake.api_url)
+        assert watched == [False, True]
+        assert answer.status_code == 200
+        assert answer.history == []  # replaced as it left: no 401, no resend
+        assert fake.api_unauthorized == 0
         assert fake.token_calls == 2

@@ -14,9 +14,11 @@ from .._urls import origin_of
 from ..dpop import DpopKey
 
 __all__ = [
+    "QUEUED_AT_MOST",
     "challenge_error",
     "is_https_upgrade",
     "is_nonce_challenge",
+    "may_age_in_queue",
     "needs_dpop_nonce",
     "routed_url",
     "should_renew_after",
@@ -26,6 +28,20 @@ __all__ = [
 # One auth-param (RFC 9110 §11.2): a token, "=", then a token or a quoted string. Scanning
 # them in order consumes each quoted string whole, so text inside one is never a parameter.
 _AUTH_PARAM = re.compile(r'([!#$%&\'*+.^_`|~0-9A-Za-z-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^\s,"]*)')
+
+
+# Seconds a request may wait for a connection and still have its token checked when it leaves,
+# where watching every request costs more than the rest of the signing (httpx2's trace
+# listeners, aiohttp's `send` swapped on the request): a request signed with a token due for
+# renewal within this is watched; one that waits longer and meets its expiry takes the 401
+# path (renewed, resent once).
+QUEUED_AT_MOST = 30.0
+
+
+def may_age_in_queue(expires_at: float | None, now: float, leeway: float) -> bool:
+    """Whether a request signed `now` with a token expiring at `expires_at` (renewed `leeway`
+    seconds before) may meet its renewal while it waits for a connection."""
+    return expires_at is not None and now >= expires_at - leeway - QUEUED_AT_MOST
 
 
 def routed_url(url: str, home_origin: str | None, api_origin: str | None) -> str | None:

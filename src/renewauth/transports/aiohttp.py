@@ -29,8 +29,9 @@ attribute looked up on the request: a `_Departure` put there asks the manager on
 has aged. Setting and removing that attribute, which a `ClientRequest` does not have,
 costs about 5,000 instructions (callgrind, CPython 3.11): as much as all the rest this
 middleware adds to a request with a cached token. So only a request whose token may be due
-for renewal within `_QUEUED` seconds is watched: every one, with a short token. One that
-waits longer than that for a connection and leaves with an expired token takes the 401 path.
+for renewal within `_signing.QUEUED_AT_MOST` seconds is watched: every one, with a short
+token. One that waits longer for a connection and leaves with an expired token takes the 401
+path.
 
 aiohttp is never imported here (but to tell a streamed body, after a 401): the middleware
 uses what the request and the handler it is given offer.
@@ -48,7 +49,13 @@ from ..dpop import DpopKey
 from ..errors import ConfigurationError
 from ..manager import TokenManager
 from ..token import Token
-from ._signing import is_https_upgrade, needs_dpop_nonce, routed_url, should_resend
+from ._signing import (
+    is_https_upgrade,
+    may_age_in_queue,
+    needs_dpop_nonce,
+    routed_url,
+    should_resend,
+)
 
 __all__ = ["RESENDING", "AiohttpSigning"]
 
@@ -58,7 +65,6 @@ Handler = Callable[[Any], Awaitable[Any]]
 Origin = tuple[str, str | None, int | None]  # scheme, host, port (yarl fills default ports)
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})  # those aiohttp follows
-_QUEUED = 30.0  # seconds a watched request may wait for a connection and still be covered
 _KEPT = 4  # chains a task keeps at most (one per call it is in; more only if a call is nested)
 
 
@@ -223,8 +229,7 @@ class AiohttpSigning:
         manager = self._manager
         token = await manager.atoken_for_request()
         self._sign_aiohttp(request, addressed, token)
-        expires_at = token.expires_at
-        if expires_at is not None and manager.clock() >= expires_at - manager.leeway - _QUEUED:
+        if may_age_in_queue(token.expires_at, manager.clock(), manager.leeway):
             response, token = await self._watched(request, handler, token)  # it may age
         else:
             response = await handler(request)
