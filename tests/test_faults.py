@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import socket
 import struct
 import threading
@@ -106,6 +107,17 @@ def test_connection_reset_is_retried_then_unavailable(kind: str, resetting_serve
     auth = _auth(resetting_server, retries=2)
     with pytest.raises(TokenEndpointUnavailable, match="could not be reached"):
         send(kind, auth, resetting_server.replace("/oauth/token", "/api/"))
+
+
+def test_backoff_jitter_leaves_the_programs_random_stream_alone(resetting_server: str) -> None:
+    """Retries wait a jittered while, drawn from renewauth's own generator: a program (or a
+    test framework) that seeded `random` gets the same numbers with renewauth as without."""
+    random.seed(7)
+    expected = [random.random() for _ in range(3)]
+    random.seed(7)
+    with pytest.raises(TokenEndpointUnavailable):
+        _auth(resetting_server, retries=2).get_token()  # two jittered waits
+    assert [random.random() for _ in range(3)] == expected
 
 
 @pytest.fixture

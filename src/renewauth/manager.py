@@ -86,6 +86,7 @@ OnToken = Callable[[Token], None]
 """Called with every new token once the store has it (persist a rotated refresh token)."""
 
 _WAIT_MARGIN = 10.0  # seconds a waiter adds to the longest a renewal can take
+_JITTER = random.Random()  # backoff jitter of its own: a program's seeded stream is left alone
 REJECTION_INTERVAL = 10.0
 """Seconds during which a token that a 401 renewal produced, and that the API has not yet
 accepted, is not renewed again when the API rejects it too."""
@@ -134,7 +135,7 @@ class TokenManager:
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
         async_sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-        uniform: Callable[[float, float], float] = random.uniform,
+        uniform: Callable[[float, float], float] = _JITTER.uniform,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.grant = grant
