@@ -241,16 +241,24 @@ async def _queued_behind_one_connection(
             middlewares=(auth,), connector=connector, trace_configs=[tracing]
         ) as session,
     ):
-        await auth.aget_token()
-        holder = asyncio.create_task(fetch(session, f"http://127.0.0.1:{port}/", middlewares=()))
-        await accepted.wait()  # the one connection is taken
-        clock.advance(before)
-        second = asyncio.create_task(fetch(session, url))
-        await queued.wait()  # signed, waiting for the connection
-        clock.advance(queued_for)
-        answer.set()
-        assert (await holder)[0] == 204
-        return (await second)[0]
+        # Bounded, and the stalled connection let go on the way out: leaving `server` waits
+        # for its connections, so a failure here must not leave one stalled.
+        try:
+            async with asyncio.timeout(60):
+                await auth.aget_token()
+                holder = asyncio.create_task(
+                    fetch(session, f"http://127.0.0.1:{port}/", middlewares=())
+                )
+                await accepted.wait()  # the one connection is taken
+                clock.advance(before)
+                second = asyncio.create_task(fetch(session, url))
+                await queued.wait()  # signed, waiting for the connection
+                clock.advance(queued_for)
+                answer.set()
+                assert (await holder)[0] == 204
+                return (await second)[0]
+        finally:
+            answer.set()
 
 
 def test_request_that_queued_past_expiry_leaves_with_a_renewed_token(
