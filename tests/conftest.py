@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import os
 import pathlib
+import signal
 from collections.abc import Generator, Iterator
 from typing import TYPE_CHECKING
 
@@ -32,6 +34,13 @@ def oidc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Oidc]:
     from .oidc_fixture import start_oidc
 
     yield from start_oidc(tmp_path_factory.mktemp("oidc"))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A run that .ci/run's outer time bound ends (SIGTERM) first prints where every thread
+    stood: a hang the per-test timeout cannot reach (a teardown after a timeout, threads at
+    interpreter exit) then fails CI with its stacks instead of eating CI's whole budget."""
+    faulthandler.register(signal.SIGTERM, all_threads=True, chain=True)
 
 
 def pytest_report_header() -> str:
