@@ -26,6 +26,7 @@ import pytest
 from renewauth import ConfigurationError, MemoryStore, OAuth2ClientCredentials, TokenAuth
 from renewauth.providers import Vendorlink
 from renewauth.testing import FakeOAuth2Provider, FakeOrderCloud, FakeVendorlink
+from renewauth.transports._signing import QUEUED_AT_MOST
 
 from .helpers import ManualClock
 
@@ -281,6 +282,32 @@ def test_request_that_queued_longer_than_any_expected_wait_is_still_answered(
     assert asyncio.run(_queued_behind_one_connection(auth, fake.api_url, clock, 0.0, 150.0)) == 200
     assert fake.api_unauthorized == 1
     assert fake.token_calls == 2
+
+
+def test_a_request_is_watched_as_it_leaves_only_while_its_token_may_age_in_the_queue(
+    fake: FakeOAuth2Provider, clock: ManualClock
+) -> None:
+    """Watching a request as it leaves (its `send` swapped) costs as much as the rest of the
+    middleware: a token far from its renewal leaves unwatched, one due within
+    `QUEUED_AT_MOST` is watched."""
+    auth = credentials(fake, clock)
+    watched: list[bool] = []
+
+    async def probe(request: aiohttp.ClientRequest, handler: Any) -> aiohttp.ClientResponse:
+        # Inside renewauth's middleware: what it left on the request for the connection.
+        watched.append(getattr(request.send, "__self__", None) is not request)
+        return await handler(request)  # type: ignore[no-any-return]
+
+    async def main() -> list[int]:
+        async with aiohttp.ClientSession(middlewares=(auth, probe)) as session:
+            far = await fetch(session, fake.api_url)  # 100 s left (renewal at 70 s)
+            clock.advance(70.0 - QUEUED_AT_MOST + 1.0)  # renewal due within QUEUED_AT_MOST
+            near = await fetch(session, fake.api_url)
+            return [far[0], near[0]]
+
+    assert asyncio.run(main()) == [200, 200]
+    assert watched == [False, True]
+    assert fake.token_calls == 1  # still fresh: watched, not renewed
 
 
 # --- errors, pickling, imports --------------------------------------------------------------

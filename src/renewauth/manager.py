@@ -177,8 +177,7 @@ class TokenManager:
     @property
     def token(self) -> Token | None:
         """The token this manager holds, or `None`; no I/O."""
-        cached = self._cached
-        return cached.token if cached is not None else None
+        return cached.token if (cached := self._cached) is not None else None
 
     @property
     def retries(self) -> int:
@@ -236,6 +235,13 @@ class TokenManager:
             return cached.token
         return self._renew(cached.token if cached else None, now, rejected=False)
 
+    def token_fresh_for(self, seconds: float) -> Token | None:
+        """The cached token if not due for renewal within `seconds`, else `None`: one clock
+        read, no coroutine (a request whose token cannot age while it queues)."""
+        if (cached := self._cached) is not None and self._clock() + seconds < cached.renew_at:
+            return cached.token
+        return None
+
     async def atoken_for_request(self) -> Token:
         """`token_for_request` for asyncio: never blocks the event loop."""
         cached = self._cached
@@ -247,16 +253,12 @@ class TokenManager:
     def token_at_departure(self, signed: Token, *, may_wait: bool = True) -> Token:
         """The token a request signed with `signed` should leave with, now that it leaves.
 
-        A request may wait for a pooled connection long after it was signed. If `signed` is
-        still the current, fresh token it goes as it is (the common case: one clock call).
-        A leaving request holds a connection (on HTTP/2 a stream id that others must not
-        take meanwhile), so nothing slow happens here unless there is no token to send: a
-        newer valid token is swapped in, a still-valid one leaves as it is (the requests
-        signed after it lead its renewal, holding no connection), and only a spent one
-        waits for the renewal in flight — when `may_wait`; else it leaves as it is, and
-        the API's 401 renews and resends it. A token assigned to another server
-        (`api_origin`) than the one the request was routed to is never swapped in.
-        """
+        A request may wait for a pooled connection long after it was signed. A current,
+        fresh `signed` goes as it is (one clock call). A leaving request holds a connection
+        (on HTTP/2 a stream id), so nothing slow happens here unless there is no token to
+        send: a newer valid token is swapped in, a still-valid one leaves as it is, and only
+        a spent one waits for the renewal in flight, if `may_wait` (else the API's 401 renews
+        and resends it). A token for another server (`api_origin`) is never swapped in."""
         cached = self._cached
         now = self._clock()
         if cached is not None and cached.token is signed and now < cached.renew_at:

@@ -50,6 +50,7 @@ from ..errors import ConfigurationError
 from ..manager import TokenManager
 from ..token import Token
 from ._signing import (
+    QUEUED_AT_MOST,
     is_https_upgrade,
     may_age_in_queue,
     needs_dpop_nonce,
@@ -227,18 +228,24 @@ class AiohttpSigning:
             _track(request, response, chain, addressed)
             return response
         manager = self._manager
-        token = await manager.atoken_for_request()
-        self._sign_aiohttp(request, addressed, token)
-        if may_age_in_queue(token.expires_at, manager.clock(), manager.leeway):
-            response, token = await self._watched(request, handler, token)  # it may age
-        else:
+        token = manager.token_fresh_for(QUEUED_AT_MOST)
+        if token is not None:  # the common case: a cached token that cannot age in the queue
+            self._sign_aiohttp(request, addressed, token)
             response = await handler(request)
+        else:
+            token = await manager.atoken_for_request()
+            self._sign_aiohttp(request, addressed, token)
+            if may_age_in_queue(token.expires_at, manager.clock(), manager.leeway):
+                response, token = await self._watched(request, handler, token)
+            else:
+                response = await handler(request)
         status = response.status
         if status in self._retry_statuses or self._dpop is not None:
             response = await self._answered_aiohttp(request, handler, response, addressed, token)
+            status = response.status
         elif status < 500 and manager.unproven is not None:
             manager.confirm(token)
-        if chain is not None or response.status in _REDIRECTS:
+        if chain is not None or status in _REDIRECTS:
             _track(request, response, chain, addressed)
         return response
 
@@ -254,6 +261,9 @@ class AiohttpSigning:
     def _sign_aiohttp(self, request: Any, addressed: Any, token: Token) -> None:
         """Put `token`, the API headers and a DPoP proof on `request`, addressed to
         `addressed` and routed to the token's server if it assigned one."""
+        if token.api_origin is None and request.url is addressed and not self._api_headers:
+            self._set_token_aiohttp(request, token)  # nothing to route or add: the token only
+            return
         url = addressed
         if token.api_origin is not None:
             target = routed_url(str(addressed), self._home_origin, token.api_origin)
