@@ -585,7 +585,8 @@ def test_a_token_survives_a_disk_that_stays_full_until_after_the_exit(
                 run_code, fake.token_url, refresh_token, fake.api_url + "orders", env=environment
             )
 
-        assert run().stdout.strip() == "200"
+        first = run()
+        assert first.stdout.strip() == "200", first.stderr
         fake.revoke_access_tokens()
         _fill(small_disk)
         full = run()
