@@ -8,10 +8,15 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Collection, Mapping
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
 from .._urls import origin_of
 from ..dpop import DpopKey
+
+if TYPE_CHECKING:
+    from ..manager import TokenManager
+    from ..token import Token
 
 __all__ = [
     "QUEUED_AT_MOST",
@@ -38,10 +43,11 @@ _AUTH_PARAM = re.compile(r'([!#$%&\'*+.^_`|~0-9A-Za-z-]+)\s*=\s*("(?:[^"\\]|\\.)
 QUEUED_AT_MOST = 30.0
 
 
-def may_age_in_queue(expires_at: float | None, now: float, leeway: float) -> bool:
-    """Whether a request signed `now` with a token expiring at `expires_at` (renewed `leeway`
-    seconds before) may meet its renewal while it waits for a connection."""
-    return expires_at is not None and now >= expires_at - leeway - QUEUED_AT_MOST
+def may_age_in_queue(manager: TokenManager, token: Token) -> bool:
+    """Whether a request signed now with `token` may meet its renewal while it waits for a
+    connection: `token` is no longer `manager`'s fresh one, or is due within
+    `QUEUED_AT_MOST` (the manager's own renewal time decides, as it does at departure)."""
+    return manager.token_fresh_for(QUEUED_AT_MOST) is not token
 
 
 def routed_url(url: str, home_origin: str | None, api_origin: str | None) -> str | None:

@@ -228,17 +228,16 @@ class AiohttpSigning:
             _track(request, response, chain, addressed)
             return response
         manager = self._manager
+        # The common case, a cached token that cannot age in the queue, takes no coroutine.
         token = manager.token_fresh_for(QUEUED_AT_MOST)
-        if token is not None:  # the common case: a cached token that cannot age in the queue
-            self._sign_aiohttp(request, addressed, token)
-            response = await handler(request)
-        else:
+        if watch := token is None:
             token = await manager.atoken_for_request()
-            self._sign_aiohttp(request, addressed, token)
-            if may_age_in_queue(token.expires_at, manager.clock(), manager.leeway):
-                response, token = await self._watched(request, handler, token)
-            else:
-                response = await handler(request)
+            watch = may_age_in_queue(manager, token)
+        self._sign_aiohttp(request, addressed, token)
+        if watch:
+            response, token = await self._watched(request, handler, token)
+        else:
+            response = await handler(request)
         status = response.status
         if status in self._retry_statuses or self._dpop is not None:
             response = await self._answered_aiohttp(request, handler, response, addressed, token)
@@ -261,9 +260,6 @@ class AiohttpSigning:
     def _sign_aiohttp(self, request: Any, addressed: Any, token: Token) -> None:
         """Put `token`, the API headers and a DPoP proof on `request`, addressed to
         `addressed` and routed to the token's server if it assigned one."""
-        if token.api_origin is None and request.url is addressed and not self._api_headers:
-            self._set_token_aiohttp(request, token)  # nothing to route or add: the token only
-            return
         url = addressed
         if token.api_origin is not None:
             target = routed_url(str(addressed), self._home_origin, token.api_origin)

@@ -414,8 +414,7 @@ class HttpxSigning(httpx.Auth):
             return True
         if self._api_headers or self._dpop is not None:
             return True
-        manager = self._manager
-        return may_age_in_queue(token.expires_at, manager.clock(), manager.leeway)
+        return may_age_in_queue(self._manager, token)
 
     # On HTTP/2 the stream id is taken before this event and claimed only once the headers
     # go: a request waiting here would let another take the same id. So it never waits.
