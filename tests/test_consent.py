@@ -22,6 +22,7 @@ import webbrowser
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 from hypothesis import given, settings
@@ -33,6 +34,7 @@ from renewauth import (
     ConsentExpired,
     DevicePrompt,
     FileStore,
+    InvalidGrant,
     LoginRequired,
     MemoryStore,
     OAuth2AuthorizationCode,
@@ -355,6 +357,38 @@ def test_device_login_stores_a_chain_that_rotates(
     for token in tokens:
         secrets += [token.access_token, token.refresh_token or "-"]
     _assert_no_secrets(out.out + out.err + caplog.text + repr(auth), secrets)
+
+
+def test_a_login_after_the_chain_was_refused_starts_a_new_one(
+    consent: ConsentServer, tmp_path: pathlib.Path
+) -> None:
+    """The chain dies (its refresh token revoked at the server): requests raise InvalidGrant,
+    and a pause holds that refresh token; a new login is not held by it and starts a chain."""
+    clock = Clock()
+    auth = OAuth2DeviceCode(
+        "consent-device", issuer=consent.issuer, scope=SCOPE,
+        store=FileStore(tmp_path / "tokens"), clock=clock,
+    )  # fmt: skip
+    person = DeviceBrowser()
+    first = auth.login(person.show, sleep=person.sleep)
+    form = urlencode({"token": first.refresh_token, "client_id": "consent-device"}).encode()
+    revoked = urllib.request.Request(f"{consent.issuer}/token/revocation", data=form)  # noqa: S310
+    with urllib.request.urlopen(revoked, timeout=10) as response:  # noqa: S310 - loopback
+        assert response.status == 200
+    clock.now += LIFETIME + 1
+    refused = consent.counts()["refreshRefused"]
+    with pytest.raises(InvalidGrant):
+        auth.get_token()
+    with pytest.raises(InvalidGrant):
+        auth.get_token()  # paused: no second call with the refused refresh token
+    assert consent.counts()["refreshRefused"] == refused + 1
+
+    person = DeviceBrowser()
+    second = auth.login(person.show, sleep=person.sleep)
+    assert second.refresh_token not in (None, first.refresh_token)
+    clock.now += LIFETIME + 1
+    renewed = auth.get_token()
+    assert renewed.refresh_token not in (first.refresh_token, second.refresh_token)
 
 
 def test_device_default_show_prints_the_code_at_once(

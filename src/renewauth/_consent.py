@@ -226,11 +226,12 @@ class Handoff:
     """Where a login leaves its first token's flow for the renewal that stores it: one slot,
     per auth object and process (never pickled, never compared)."""
 
-    __slots__ = ("_first", "_lock")
+    __slots__ = ("_first", "_lock", "_marker")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._first: FirstFlow | None = None
+        self._marker = ""
 
     def __reduce__(self) -> tuple[object, ...]:
         return Handoff, ()  # a copy in another process has no login under way
@@ -241,11 +242,19 @@ class Handoff:
     def put(self, first: FirstFlow | None) -> None:
         with self._lock:
             self._first = first
+            self._marker = secrets.token_hex(16) if first is not None else ""
 
     def take(self) -> FirstFlow | None:
         with self._lock:
             first, self._first = self._first, None
             return first
+
+    def pending(self) -> str:
+        """What this login presents in place of a refresh token (`""` when none is under way):
+        new for every login, so a pause about a refused refresh token of the old chain (or a
+        refused earlier login) does not stop it."""
+        with self._lock:
+            return self._marker if self._first is not None else ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -271,7 +280,11 @@ class ConsentGrant:
         return (self.flow, self.token_url, self.client.client_id, self.scope or ""), ()
 
     def presents(self, current: Token | None) -> str:
-        """The refresh token a renewal from `current` sends (`""` before any login)."""
+        """The refresh token a renewal from `current` sends (`""` before any login), or while
+        a login hands its first token over, that login's own marker."""
+        pending = self.handoff.pending()
+        if pending:
+            return pending
         return current.refresh_token if current is not None and current.refresh_token else ""
 
     def fetch(self, current: Token | None) -> Flow:
