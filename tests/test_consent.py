@@ -444,6 +444,44 @@ def test_device_code_past_its_life_is_consent_expired(consent: ConsentServer) ->
         auth.login(lambda prompt: None, sleep=sleep)
 
 
+# --- the command line ------------------------------------------------------------------------
+
+
+def test_renewauth_login_then_token(
+    consent: ConsentServer,
+    browser: pathlib.Path,
+    tmp_path: pathlib.Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from renewauth.cli import main
+
+    config = tmp_path / "renewauth.toml"
+    config.write_text(
+        f'store_path = "{tmp_path / "tokens"}"\n'
+        "[auth.cli]\n"
+        'provider = "oauth2-authorization-code"\n'
+        f'issuer = "{consent.issuer}"\n'
+        'client_id = "consent-cli"\n'
+        f'scope = "{SCOPE}"\n'
+        "[auth.service]\n"
+        'provider = "oauth2-client-credentials"\n'
+        f'token_url = "{consent.issuer}/token"\n'
+        'client_id = "nobody"\n'
+        'client_secret_env = "HOME"\n'
+    )
+    assert main(["token", "--config", str(config), "cli"]) == 1
+    assert "renewauth login --config" in capsys.readouterr().err
+    assert main(["login", "--config", str(config), "cli"]) == 0
+    err = capsys.readouterr().err
+    assert "logged in: [auth.cli]" in err
+    assert main(["token", "--config", str(config), "cli"]) == 0
+    access_token = capsys.readouterr().out.strip()
+    assert access_token
+    assert access_token not in err
+    assert main(["login", "--config", str(config), "service"]) == 1
+    assert "needs no login" in capsys.readouterr().err
+
+
 # --- before any login -------------------------------------------------------------------------
 
 
