@@ -9,6 +9,7 @@ waits only for the browser process to finish (an event, not a guess).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -505,6 +506,13 @@ def test_a_request_before_any_login_raises_login_required(
             client.get(f"{consent.issuer}/me")
         assert "renewauth login --config" in str(caught.value)
         assert ".login()" in str(caught.value)
+
+        async def from_a_task(auth: Any = auth) -> None:
+            async with httpx.AsyncClient(auth=auth) as client:
+                await client.get(f"{consent.issuer}/me")
+
+        with pytest.raises(LoginRequired):
+            asyncio.run(from_a_task())
     assert consent.counts()["tokenCalls"] == before["tokenCalls"]
 
 

@@ -13,6 +13,7 @@ secret (code, verifier, device code, tokens) is printed, logged or shown in a `r
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 import webbrowser
@@ -44,6 +45,8 @@ from .token import Token
 
 __all__ = ["DevicePrompt", "OAuth2AuthorizationCode", "OAuth2DeviceCode"]
 
+logger = logging.getLogger(__name__)
+
 _LOGIN_HOW = (
     "run `renewauth login --config FILE NAME` for its configuration entry, or call .login() "
     "on this object in Python"
@@ -69,7 +72,7 @@ class DevicePrompt:
 
 def _print_url(url: str) -> None:
     print(
-        f"To log in, open this URL in a browser (opening it now if one is available):\n  {url}",
+        f"To log in, open this URL in a browser:\n  {url}",
         file=sys.stderr,
         flush=True,
     )
@@ -82,6 +85,18 @@ def _print_device(prompt: DevicePrompt) -> None:
     minutes = max(1, round(prompt.expires_in / 60))
     lines.append(f"The code is valid for about {minutes} minute{'s' if minutes > 1 else ''}.")
     print("\n".join(lines), file=sys.stderr, flush=True)
+
+
+def _open_browser(url: str) -> None:
+    """Open `url` with the program `BROWSER` (or the desktop) names; the URL is printed
+    already, so a machine without a browser only logs that none opened."""
+    try:
+        opened = webbrowser.open(url)
+    except (webbrowser.Error, OSError) as exc:
+        opened = False
+        logger.debug("no browser opened (%s)", type(exc).__name__)
+    if not opened:
+        logger.info("no browser opened: open the printed URL yourself")
 
 
 class _ConsentAuth(TokenAuth):
@@ -291,7 +306,7 @@ class OAuth2AuthorizationCode(_ConsentAuth):
             )
             (show or _print_url)(url)
             if open_browser:
-                webbrowser.open(url)
+                _open_browser(url)
             callback = receiver.wait(timeout)
         origin = origin_of(start)
         if callback is None:
