@@ -126,6 +126,7 @@ def consent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsentServer]
     finally:
         process.terminate()
         process.wait(timeout=30)
+        process.stdout.close()
         errors.close()
 
 
@@ -291,6 +292,7 @@ def test_a_callback_with_a_wrong_state_is_refused_and_never_exchanged(
     code) is answered 400; the login then ends with the right state's error, no exchange."""
     before = consent.counts()
     statuses: list[int] = []
+    threads: list[threading.Thread] = []
 
     def attacker_then_denial(url: str) -> None:
         from urllib.parse import parse_qs, urlencode, urlsplit
@@ -310,11 +312,13 @@ def test_a_callback_with_a_wrong_state_is_refused_and_never_exchanged(
             visit({"code": STOLEN_CODE})
             visit({"error": "access_denied", "state": state})
 
-        threading.Thread(target=run).start()
+        threads.append(threading.Thread(target=run))
+        threads[0].start()
 
     auth = OAuth2AuthorizationCode("consent-cli", issuer=consent.issuer, store=MemoryStore())
     with pytest.raises(AccessDenied):
         auth.login(attacker_then_denial, open_browser=False, timeout=60)
+    threads[0].join(timeout=30)  # its last answer is read after the login has ended
     assert statuses == [400, 400, 400]
     assert consent.counts()["exchangedCodes"] == before["exchangedCodes"]
 
@@ -420,8 +424,10 @@ def test_device_default_show_prints_the_code_at_once(
 def test_device_slow_down_adds_five_seconds(consent: ConsentServer) -> None:
     person = DeviceBrowser()
     auth = OAuth2DeviceCode("consent-slow", issuer=consent.issuer, scope=SCOPE, store=MemoryStore())
+    polls = consent.counts()["devicePolls"]
     auth.login(person.show, sleep=person.sleep)
     assert person.waits == [5.0, 10.0]
+    assert consent.counts()["devicePolls"] - polls == 2  # each poll after its wait, no sooner
 
 
 def test_device_declined_is_access_denied(consent: ConsentServer) -> None:
