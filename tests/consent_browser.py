@@ -111,7 +111,7 @@ class Browser:
             status, at, page = self.open(urljoin(at, forms.action or ""), fields)
             self.note(step=step, status=status)
         status, at, page = self.interact(status, at, page, deny=False)
-        self.note(step="done", status=status)
+        self.note(step="done", status=status, at=urlsplit(at).path)
 
 
 def main() -> None:

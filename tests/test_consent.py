@@ -105,6 +105,7 @@ def consent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsentServer]
             ),
             _client("consent-device", device),
             _client("consent-slow", device),
+            _client("consent-once", [DEVICE_CODE]),  # no refresh_token grant: no refresh token
         ],
     }
     (directory / "config.json").write_text(json.dumps(config))
@@ -430,12 +431,32 @@ def test_device_slow_down_adds_five_seconds(consent: ConsentServer) -> None:
     assert consent.counts()["devicePolls"] - polls == 2  # each poll after its wait, no sooner
 
 
+def test_a_login_without_a_refresh_token_says_so(
+    consent: ConsentServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock, person = Clock(), DeviceBrowser()
+    # oidc-provider ends a login that asked for no scope at all with access_denied.
+    auth = OAuth2DeviceCode(
+        "consent-once", issuer=consent.issuer, scope="openid", store=MemoryStore(), clock=clock
+    )
+    token = auth.login(person.show, sleep=person.sleep)
+    assert token.refresh_token is None
+    assert "brought no refresh token" in caplog.text
+    assert auth.get_token() == token  # good for its life
+    clock.now += LIFETIME + 1
+    with pytest.raises(LoginRequired, match="issued no refresh token"):
+        auth.get_token()
+
+
 def test_device_declined_is_access_denied(consent: ConsentServer) -> None:
     person = DeviceBrowser(mode="deny")
-    auth = OAuth2DeviceCode("consent-device", issuer=consent.issuer, store=MemoryStore())
+    auth = OAuth2DeviceCode(
+        "consent-device", issuer=consent.issuer, scope=SCOPE, store=MemoryStore()
+    )
     with pytest.raises(AccessDenied) as caught:
         auth.login(person.show, sleep=person.sleep)
     assert caught.value.error == "access_denied"
+    assert "aborted" in (caught.value.error_description or "")  # the abort button
 
 
 def test_device_code_past_its_life_is_consent_expired(consent: ConsentServer) -> None:

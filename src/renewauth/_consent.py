@@ -294,10 +294,15 @@ class ConsentGrant:
             return token
         refresh_token = self.presents(current)
         if not refresh_token:
+            where = f"client_id={self.client.client_id!r} at {origin_of(self.token_url)}"
+            if current is None:
+                raise LoginRequired(
+                    f"no token yet for {where}: a person must log in once; {self.how_to_login}"
+                )
             raise LoginRequired(
-                f"no token yet for client_id={self.client.client_id!r} at "
-                f"{origin_of(self.token_url)}: a person must log in "
-                f"once; {self.how_to_login}"
+                f"the token of {where} has expired and the server issued no refresh token "
+                "with it (ask for scope offline_access, or allow this client the "
+                f"refresh_token grant); log in again: {self.how_to_login}"
             )
         # No scope: RFC 6749 §6 keeps the one granted at login (asking again for what the
         # server left out, such as offline_access, is refused with invalid_scope).

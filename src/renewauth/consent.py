@@ -209,9 +209,17 @@ class _ConsentAuth(TokenAuth):
         handoff.put(first)
         try:
             self._manager.invalidate()  # a token held before this login is replaced
-            return self._manager.token_for_request()
+            token = self._manager.token_for_request()
         finally:
             handoff.put(None)
+        if token.refresh_token is None:
+            logger.warning(
+                "the login at %s brought no refresh token: requests work until the access "
+                "token expires, then need a new login (ask for scope offline_access, or allow "
+                "the client the refresh_token grant)",
+                origin_of(self.token_url),
+            )
+        return token
 
 
 class OAuth2AuthorizationCode(_ConsentAuth):
