@@ -675,9 +675,9 @@ def test_configuration_providers(tmp_path: pathlib.Path) -> None:
     [
         (
             'issuer = "https://idp.example.com"\ntoken_url = "https://idp.example.com/t"\n',
-            "not both",
+            "issuer= or authorization_url= and token_url=, not both",
         ),
-        ('token_url = "https://idp.example.com/t"\n', "issuer="),
+        ('token_url = "https://idp.example.com/t"\n', "issuer=.* both authorization_url= and"),
         ('issuer = "https://idp.example.com"\nclient_auth = "private_key_jwt"\n', "client_auth"),
         ('authorization_url = "http://idp.example.com/a"\ntoken_url = "https://x/t"\n', "http"),
     ],
@@ -689,3 +689,10 @@ def test_configuration_refused_with_the_fix(tmp_path: pathlib.Path, keys: str, f
     )
     with pytest.raises(ConfigurationError, match=fix):
         load_config(path)
+
+
+def test_device_code_arguments_refused_with_the_fix() -> None:
+    with pytest.raises(ConfigurationError, match="both device_authorization_url= and token_url="):
+        OAuth2DeviceCode("box", token_url="https://idp.example.com/token")
+    with pytest.raises(ConfigurationError, match="dpop"):
+        OAuth2DeviceCode("box", issuer="https://idp.example.com", dpop=True)

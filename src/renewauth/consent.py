@@ -104,6 +104,7 @@ class _ConsentAuth(TokenAuth):
 
     _flow = ""  # the grant's flow name, set by each class
     _consent_key = ""  # the metadata field of the endpoint a person's consent starts at
+    _consent_arg = ""  # the constructor's argument for that endpoint
 
     def __init__(  # noqa: PLR0917 - one private call site per class
         self,
@@ -120,20 +121,19 @@ class _ConsentAuth(TokenAuth):
         if issuer is not None:
             if consent_url is not None or token_url is not None:
                 raise ConfigurationError(
-                    f"{name}: give either issuer= or {self._consent_key.removesuffix('point')}"
-                    "url= and token_url=, not both"
+                    f"{name}: give either issuer= or {self._consent_arg}= and token_url=, not both"
                 )
             require_text("issuer", issuer)
         elif consent_url is None or token_url is None:
             raise ConfigurationError(
                 f"{name} needs issuer= (its endpoints read from the issuer's metadata) or "
-                f"both {self._consent_key.removesuffix('_endpoint')}_url= and token_url="
+                f"both {self._consent_arg}= and token_url="
             )
         insecure = bool(options.get("allow_insecure_http", False))
         if consent_url is not None:
             require_secure_url(
                 consent_url,
-                what=f"{self._consent_key.removesuffix('_endpoint')}_url",
+                what=self._consent_arg,
                 allow_insecure_http=insecure,
             )
         if client_auth not in ("body", "basic"):
@@ -194,7 +194,7 @@ class _ConsentAuth(TokenAuth):
             raise ConfigurationError(
                 f"the metadata of issuer {self._issuer!r} lists no {self._consent_key}; "
                 f"this server does not offer {type(self).__name__}'s flow (or give "
-                f"{self._consent_key.removesuffix('_endpoint')}_url= and token_url=)"
+                f"{self._consent_arg}= and token_url=)"
             )
         require_secure_url(start, what=self._consent_key, allow_insecure_http=self._insecure)
         require_secure_url(
@@ -250,6 +250,7 @@ class OAuth2AuthorizationCode(_ConsentAuth):
 
     _flow = "authorization_code"
     _consent_key = "authorization_endpoint"
+    _consent_arg = "authorization_url"
 
     def __init__(
         self,
@@ -370,6 +371,7 @@ class OAuth2DeviceCode(_ConsentAuth):
 
     _flow = "device_code"
     _consent_key = "device_authorization_endpoint"
+    _consent_arg = "device_authorization_url"
 
     def __init__(
         self,
