@@ -696,3 +696,19 @@ def test_device_code_arguments_refused_with_the_fix() -> None:
         OAuth2DeviceCode("box", token_url="https://idp.example.com/token")
     with pytest.raises(ConfigurationError, match="dpop"):
         OAuth2DeviceCode("box", issuer="https://idp.example.com", dpop=True)
+
+
+def test_metadata_names_the_consent_endpoints() -> None:
+    from renewauth.discovery import parse_metadata
+
+    document = {
+        "issuer": "https://idp.example.com",
+        "token_endpoint": "https://idp.example.com/token",
+        "authorization_endpoint": "https://idp.example.com/auth",
+        "device_authorization_endpoint": "http://[::1",  # unparsable: left out
+    }
+    metadata = parse_metadata(
+        _response(200, json.dumps(document).encode()), issuer="https://idp.example.com"
+    )
+    assert metadata.authorization_endpoint == "https://idp.example.com/auth"
+    assert metadata.device_authorization_endpoint is None
