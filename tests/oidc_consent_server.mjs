@@ -12,7 +12,8 @@
 // - `/counts`: what the tests check afterwards (token calls by grant, refused refresh tokens,
 //   the codes presented for exchange);
 // - for the client `consent-slow` only, the first poll of each device code is answered
-//   `slow_down` (oidc-provider itself never sends slow_down, nor an `interval`).
+//   `slow_down` (oidc-provider itself never sends slow_down, nor an `interval`); for
+//   `consent-flaky`, 503.
 import { readFileSync } from 'node:fs';
 import * as http from 'node:http';
 import * as querystring from 'node:querystring';
@@ -75,6 +76,12 @@ provider.use(async (ctx, next) => {
     if (grant === DEVICE_CODE) {
       counts.devicePolls += 1;
       if (!counts.deviceCodes.includes(body.device_code)) counts.deviceCodes.push(body.device_code);
+      if (body.client_id === 'consent-flaky' && !slowedDown.has(body.device_code)) {
+        slowedDown.add(body.device_code);
+        ctx.status = 503;
+        ctx.body = { error: 'temporarily_unavailable' };
+        return;
+      }
       if (body.client_id === 'consent-slow' && !slowedDown.has(body.device_code)) {
         slowedDown.add(body.device_code);
         ctx.status = 400;

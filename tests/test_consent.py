@@ -105,6 +105,7 @@ def consent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsentServer]
             ),
             _client("consent-device", device),
             _client("consent-slow", device),
+            _client("consent-flaky", device),
             _client("consent-once", [DEVICE_CODE]),  # no refresh_token grant: no refresh token
         ],
     }
@@ -429,6 +430,15 @@ def test_device_slow_down_adds_five_seconds(consent: ConsentServer) -> None:
     auth.login(person.show, sleep=person.sleep)
     assert person.waits == [5.0, 10.0]
     assert consent.counts()["devicePolls"] - polls == 2  # each poll after its wait, no sooner
+
+
+def test_device_poll_answered_503_is_tried_again(consent: ConsentServer) -> None:
+    person = DeviceBrowser()
+    auth = OAuth2DeviceCode(
+        "consent-flaky", issuer=consent.issuer, scope=SCOPE, store=MemoryStore()
+    )
+    assert auth.login(person.show, sleep=person.sleep).refresh_token
+    assert person.waits == [5.0, 5.0]
 
 
 def test_a_login_without_a_refresh_token_says_so(

@@ -38,7 +38,13 @@ from ._urls import origin_of, require_secure_url
 from .answers import parse_token_response
 from .auth import AuthOptions, TokenAuth
 from .discovery import DiscoveredGrant, ServerMetadata, discover
-from .errors import AccessDenied, ConfigurationError, ConsentError, ConsentExpired
+from .errors import (
+    AccessDenied,
+    ConfigurationError,
+    ConsentError,
+    ConsentExpired,
+    TokenEndpointUnavailable,
+)
 from .flows import Flow, Grant, TokenRequest, TokenResponse
 from .oauth2 import Client, ClientAuth
 from .token import Token
@@ -429,7 +435,8 @@ class OAuth2DeviceCode(_ConsentAuth):
         Raises:
             AccessDenied: the person declined (`access_denied`).
             ConsentExpired: the code expired (`expired_token`, or its `expires_in` passed).
-            TokenRequestError: the device authorization or a poll was refused otherwise.
+            TokenRequestError: the device authorization or a poll was refused otherwise (a
+                network error, 5xx or 429 while polling is tried again at the next interval).
         """
         start, token_url = self._endpoints()
         client = self._consent.client
@@ -476,10 +483,18 @@ class OAuth2DeviceCode(_ConsentAuth):
                     "approved it; run the login again and enter the new code sooner",
                     origin=origin_of(token_url),
                 )
-            response = self._send(
-                client.request(token_url, DEVICE_CODE, {"device_code": found.device_code})
-            )
-            outcome = poll_outcome(response, interval, client_fix="check client_id=")
+            try:
+                response = self._send(
+                    client.request(token_url, DEVICE_CODE, {"device_code": found.device_code})
+                )
+                outcome = poll_outcome(response, interval, client_fix="check client_id=")
+            except TokenEndpointUnavailable as exc:
+                # A network error, 5xx or 429 ends no login: the code's life bounds the tries.
+                logger.info(
+                    "polling %s failed (HTTP %s); trying again", exc.origin, exc.status or "-"
+                )
+                interval = max(interval, exc.retry_after or 0.0)
+                continue
             if isinstance(outcome, Token):
                 return outcome
             interval = outcome
