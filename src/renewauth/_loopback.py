@@ -17,6 +17,8 @@ from types import TracebackType
 from typing import Self
 from urllib.parse import parse_qs, urlsplit
 
+from .answers import clean_text
+
 __all__ = ["Callback", "LoopbackReceiver"]
 
 _PAGE = (
@@ -106,10 +108,11 @@ class LoopbackReceiver:
         if error is None and not code:
             self._page(handler, 400, _REFUSED)
             return
+        description = query.get("error_description")
         self._callback = Callback(
             code=None if error is not None else code,
-            error=error,
-            error_description=query.get("error_description"),
+            error=None if error is None else clean_text(error),
+            error_description=None if description is None else clean_text(description),
         )
         self._page(handler, 200 if error is None else 400, _DONE if error is None else _DENIED)
         self._done.set()
