@@ -24,13 +24,18 @@ from .auth import (
     OAuth2RefreshToken,
     TokenAuth,
 )
+from .consent import DevicePrompt, OAuth2AuthorizationCode, OAuth2DeviceCode
 from .errors import (
+    AccessDenied,
     AuthError,
     ConfigurationError,
+    ConsentError,
+    ConsentExpired,
     DiscoveryError,
     InsecureTransportError,
     InvalidClient,
     InvalidGrant,
+    LoginRequired,
     StoreError,
     TokenEndpointUnavailable,
     TokenRequestError,
@@ -40,16 +45,23 @@ from .stores import FileStore, MemoryStore, RedisStore, TokenStore
 from .token import Token
 
 __all__ = [
+    "AccessDenied",
     "AuthError",
     "BearerToken",
     "ConfigurationError",
+    "ConsentError",
+    "ConsentExpired",
+    "DevicePrompt",
     "DiscoveryError",
     "FileStore",
     "InsecureTransportError",
     "InvalidClient",
     "InvalidGrant",
+    "LoginRequired",
     "MemoryStore",
+    "OAuth2AuthorizationCode",
     "OAuth2ClientCredentials",
+    "OAuth2DeviceCode",
     "OAuth2JwtBearer",
     "OAuth2Password",
     "OAuth2RefreshToken",

@@ -68,6 +68,22 @@ def _parser() -> argparse.ArgumentParser:
     token = commands.add_parser("token", help="print a current access token of one entry")
     token.add_argument("--config", required=True, metavar="FILE", help="the TOML configuration")
     token.add_argument("name", metavar="NAME", help="the entry, as in [auth.NAME]")
+    login = commands.add_parser(
+        "login",
+        help="log a person in once for an oauth2-authorization-code or oauth2-device-code entry",
+        description=(
+            "Run the first consent of one entry: a browser login (oauth2-authorization-code) "
+            "or a code to enter on another device (oauth2-device-code). The token it brings "
+            "is kept in the entry's store, and renewed from there by every later run."
+        ),
+    )
+    login.add_argument("--config", required=True, metavar="FILE", help="the TOML configuration")
+    login.add_argument("name", metavar="NAME", help="the entry, as in [auth.NAME]")
+    login.add_argument(
+        "--no-browser",
+        action="store_true",
+        help="only print the login URL (authorization code), do not open a browser",
+    )
     check = commands.add_parser(
         "check",
         help="fetch a token for every entry and report each (exit 0 ok, 1 warning, 2 failed)",
@@ -154,15 +170,37 @@ def _run(config: str, command: list[str], *, verbose: bool, explain: bool) -> in
         raise ConfigurationError(f"cannot run {command[0]!r}: {exc.strerror}") from None
 
 
-def _token(config: str, name: str) -> int:
+def _entry(config: str, name: str) -> TokenAuth:
     from .config import load_config
 
     entries = load_config(config)
     if name not in entries:
         known = ", ".join(sorted(entries)) or "none"
         raise ConfigurationError(f"{config} has no entry [auth.{name}]; its entries: {known}")
+    return entries[name].auth
+
+
+def _token(config: str, name: str) -> int:
     # Printed on purpose: this command exists to hand the token to a shell.
-    print(entries[name].auth.get_token().access_token)
+    print(_entry(config, name).get_token().access_token)
+    return 0
+
+
+def _login(config: str, name: str, *, open_browser: bool) -> int:
+    from .consent import OAuth2AuthorizationCode, OAuth2DeviceCode
+
+    auth = _entry(config, name)
+    if isinstance(auth, OAuth2AuthorizationCode):
+        auth.login(open_browser=open_browser)
+    elif isinstance(auth, OAuth2DeviceCode):
+        auth.login()
+    else:
+        raise ConfigurationError(
+            f"[auth.{name}] is a {type(auth).__name__}, which needs no login: only "
+            "oauth2-authorization-code and oauth2-device-code entries start with a person's "
+            "consent"
+        )
+    print(f"logged in: [auth.{name}] {auth!r}; the token is kept in its store", file=sys.stderr)
     return 0
 
 
@@ -386,6 +424,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         if arguments.command == "token":
             return _token(arguments.config, arguments.name)
+        if arguments.command == "login":
+            return _login(arguments.config, arguments.name, open_browser=not arguments.no_browser)
         if arguments.command == "check":
             return _check(arguments.config, as_json=arguments.json)
         if arguments.command == "keepalive":

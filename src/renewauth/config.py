@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 from ._routing import DEFAULT_EXISTING_BEARER, ExistingBearer, existing_bearer_of, prefix_parts
 from ._urls import is_loopback_host, origin_of
 from .auth import OAuth2ClientCredentials, OAuth2Password, OAuth2RefreshToken, TokenAuth
+from .consent import OAuth2AuthorizationCode, OAuth2DeviceCode
 from .errors import ConfigurationError, InsecureTransportError
 from .providers import Keycloak, OrderCloud, Shopware, VanMarcke, Vendorlink
 from .stores import FileStore, RedisStore, TokenStore
@@ -34,6 +35,8 @@ _PROVIDERS: dict[str, Callable[..., TokenAuth]] = {
     "oauth2-client-credentials": OAuth2ClientCredentials,
     "oauth2-password": OAuth2Password,
     "oauth2-refresh-token": OAuth2RefreshToken,
+    "oauth2-authorization-code": OAuth2AuthorizationCode,
+    "oauth2-device-code": OAuth2DeviceCode,
     "keycloak": Keycloak,
     "ordercloud": OrderCloud,
     "shopware": Shopware,

@@ -46,6 +46,8 @@ class ServerMetadata:
         mtls_endpoint_aliases: RFC 8705 §5: endpoints to use with a client certificate.
         auth_methods: `token_endpoint_auth_methods_supported`, if the server lists them.
         dpop_algorithms: `dpop_signing_alg_values_supported`, if the server lists them.
+        authorization_endpoint: where a person's browser is sent to consent, if listed.
+        device_authorization_endpoint: RFC 8628's device authorization endpoint, if listed.
     """
 
     issuer: str
@@ -53,6 +55,8 @@ class ServerMetadata:
     mtls_endpoint_aliases: Mapping[str, str] = field(default_factory=lambda: _NO_ALIASES)
     auth_methods: tuple[str, ...] = ()
     dpop_algorithms: tuple[str, ...] = ()
+    authorization_endpoint: str | None = None
+    device_authorization_endpoint: str | None = None
 
     def token_endpoint_for(self, client_auth: str | None) -> str:
         """The token endpoint, or its mTLS alias when the client authenticates by TLS."""
@@ -133,7 +137,18 @@ def parse_metadata(response: TokenResponse, *, issuer: str) -> ServerMetadata:
         mtls_endpoint_aliases=MappingProxyType(aliases),
         auth_methods=_strings(data.get("token_endpoint_auth_methods_supported")),
         dpop_algorithms=_strings(data.get("dpop_signing_alg_values_supported")),
+        authorization_endpoint=_url(data.get("authorization_endpoint")),
+        device_authorization_endpoint=_url(data.get("device_authorization_endpoint")),
     )
+
+
+def _url(value: object) -> str | None:
+    """`value` if it is an absolute http(s) URL, else `None`."""
+    try:
+        usable = isinstance(value, str) and urlsplit(value).scheme in ("http", "https")
+    except ValueError:  # an unparsable URL (a bad IPv6 literal)
+        return None
+    return value if usable and isinstance(value, str) else None
 
 
 class _Found:

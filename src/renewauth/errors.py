@@ -7,6 +7,10 @@ AuthError
 │   ├── InvalidClient          the client id or secret was refused
 │   ├── TokenEndpointUnavailable   5xx, 429 or a network error, after the retries
 │   └── DiscoveryError         the server's metadata document is missing or unusable
+├── LoginRequired              a person must consent first: no token is stored yet
+├── ConsentError               the person's consent did not complete
+│   ├── AccessDenied           the person (or the server) refused it
+│   └── ConsentExpired         no answer in time: the device code expired, no callback came
 ├── StoreError                 the token store could not be read or written
 ├── InsecureTransportError     a plain-http token URL off loopback (also a ValueError)
 └── ConfigurationError         bad arguments or configuration (also a ValueError)
@@ -20,12 +24,16 @@ holds the status, the OAuth `error` and `error_description` the server sent, and
 from __future__ import annotations
 
 __all__ = [
+    "AccessDenied",
     "AuthError",
     "ConfigurationError",
+    "ConsentError",
+    "ConsentExpired",
     "DiscoveryError",
     "InsecureTransportError",
     "InvalidClient",
     "InvalidGrant",
+    "LoginRequired",
     "StoreError",
     "TokenEndpointUnavailable",
     "TokenRequestError",
@@ -38,6 +46,50 @@ class AuthError(Exception):
 
 class ConfigurationError(AuthError, ValueError):
     """Raised when arguments or a configuration file cannot work; the message names the fix."""
+
+
+class LoginRequired(AuthError):
+    """Raised when a credential that starts with a person's consent (`OAuth2AuthorizationCode`,
+    `OAuth2DeviceCode`) is used before anyone logged in: its store holds no token. No token
+    call is made; the message says how to log in (`renewauth login`, or `.login()`).
+
+    .. versionadded:: 0.3
+    """
+
+
+class ConsentError(AuthError):
+    """Raised when a login (`.login()`) ends without the person's consent.
+
+    Attributes:
+        error: the OAuth `error` code the server or the browser's callback gave, if any.
+        error_description: the server's description, if any.
+        origin: scheme, host and port of the server that answered, if one did.
+
+    .. versionadded:: 0.3
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        error: str | None = None,
+        error_description: str | None = None,
+        origin: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.error = error
+        self.error_description = error_description
+        self.origin = origin
+
+
+class AccessDenied(ConsentError):
+    """Raised when the person declined (or the server refused) the authorization:
+    `access_denied` in the browser's callback or from the device flow's token endpoint."""
+
+
+class ConsentExpired(ConsentError):
+    """Raised when no consent came in time: the device code expired (`expired_token`, or its
+    `expires_in` passed), or the browser's callback did not arrive within `timeout=`."""
 
 
 class StoreError(AuthError):

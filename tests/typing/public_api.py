@@ -110,3 +110,36 @@ def technical_user_for_months() -> None:
 
 async def akeepalive_returns_a_bool(auth: OAuth2RefreshToken) -> bool:
     return await auth.akeepalive()
+
+
+def first_consent() -> None:
+    from renewauth import (
+        AccessDenied,
+        ConsentExpired,
+        DevicePrompt,
+        LoginRequired,
+        OAuth2AuthorizationCode,
+        OAuth2DeviceCode,
+    )
+
+    browser_login = OAuth2AuthorizationCode(
+        "my-cli", issuer="https://idp.example.com", scope=["openid", "offline_access"]
+    )
+    first: Token = browser_login.login(print, open_browser=False, timeout=120.0)
+    remember(first)
+
+    def show(prompt: DevicePrompt) -> None:
+        print(prompt.verification_uri, prompt.user_code, prompt.verification_uri_complete)
+
+    device = OAuth2DeviceCode.from_issuer("https://idp.example.com", "my-box", store=MemoryStore())
+    try:
+        remember(device.login(show, sleep=lambda seconds: None))
+    except (AccessDenied, ConsentExpired) as exc:
+        print(exc.error, exc.error_description, exc.origin)
+    session = requests.Session()
+    session.auth = device
+    with httpx.Client(auth=browser_login) as client:
+        try:
+            client.get("https://api.example.com/")
+        except LoginRequired as exc:
+            print(exc)  # says: renewauth login --config FILE NAME, or .login()

@@ -1,0 +1,128 @@
+"""The loopback redirect of a native app (RFC 8252 §7.3): one small HTTP server on
+`127.0.0.1`, on a port the system chooses, that waits for the browser's one callback.
+
+It answers the browser with a short page and hands the callback's `code` (or its `error`) to
+the thread that waits. A callback whose `state` is not the one sent is refused with a 400
+page and its code is dropped: it is never handed over, so it is never exchanged. Nothing here
+logs a request line (it would hold the code) or knows what a token is.
+"""
+
+from __future__ import annotations
+
+import hmac
+import http.server
+import threading
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Self
+from urllib.parse import parse_qs, urlsplit
+
+from .answers import clean_text
+
+__all__ = ["Callback", "LoopbackReceiver"]
+
+_PAGE = (
+    "<!DOCTYPE html><html><head><meta charset='utf-8'><title>renewauth</title></head>"
+    "<body><p>{}</p></body></html>"
+)
+_DONE = "Signed in. You may close this window and return to the program."
+_DENIED = "The sign-in was not completed. You may close this window."
+_REFUSED = "This answer does not belong to the sign-in that is waiting, and was refused."
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Callback:
+    """What the browser brought back: a code, or the server's `error` and its description."""
+
+    code: str | None = field(default=None, repr=False)
+    error: str | None = None
+    error_description: str | None = None
+
+
+class LoopbackReceiver:
+    """A one-callback HTTP server on `127.0.0.1:0`, served by a thread of its own.
+
+    Use as a context manager: `redirect_uri` is known once entered, `wait(timeout)` returns the
+    first callback with the right `state` (or `None` after `timeout` seconds), and leaving
+    stops the server.
+    """
+
+    def __init__(self, path: str, state: str) -> None:
+        self._path = "/" + path.strip("/")
+        self._state = state
+        self._done = threading.Event()
+        self._callback: Callback | None = None
+        self.refused = 0  # callbacks refused for their state (the tests read it)
+        receiver = self
+
+        class _Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                receiver._answer(self)
+
+            def log_message(self, format: str, *args: object) -> None:
+                return  # a request line holds the code: never written anywhere
+
+        self._server = http.server.HTTPServer(("127.0.0.1", 0), _Handler)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="renewauth-loopback",
+            daemon=True,
+        )
+
+    @property
+    def redirect_uri(self) -> str:
+        """`http://127.0.0.1:PORT/PATH`, the port the system gave."""
+        return f"http://127.0.0.1:{self._server.server_address[1]}{self._path}"
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()
+
+    def wait(self, timeout: float) -> Callback | None:
+        """The callback with the right `state`, or `None` when none came within `timeout`."""
+        self._done.wait(timeout)
+        return self._callback
+
+    def _answer(self, handler: http.server.BaseHTTPRequestHandler) -> None:
+        parts = urlsplit(handler.path)
+        if parts.path != self._path or self._done.is_set():
+            self._page(handler, 404, _REFUSED)
+            return
+        query = {key: values[0] for key, values in parse_qs(parts.query).items()}
+        if not hmac.compare_digest(query.get("state", "").encode(), self._state.encode()):
+            self.refused += 1
+            self._page(handler, 400, _REFUSED)
+            return
+        code, error = query.get("code"), query.get("error")
+        if error is None and not code:
+            self._page(handler, 400, _REFUSED)
+            return
+        description = query.get("error_description")
+        self._callback = Callback(
+            code=None if error is not None else code,
+            error=None if error is None else clean_text(error),
+            error_description=None if description is None else clean_text(description),
+        )
+        self._page(handler, 200 if error is None else 400, _DONE if error is None else _DENIED)
+        self._done.set()
+
+    @staticmethod
+    def _page(handler: http.server.BaseHTTPRequestHandler, status: int, text: str) -> None:
+        body = _PAGE.format(text).encode()
+        handler.send_response(status)
+        handler.send_header("Content-Type", "text/html; charset=utf-8")
+        handler.send_header("Content-Length", str(len(body)))
+        handler.send_header("Cache-Control", "no-store")
+        handler.end_headers()
+        handler.wfile.write(body)

@@ -1,0 +1,724 @@
+"""The first consent (issue 22): `OAuth2AuthorizationCode` and `OAuth2DeviceCode` against node's
+oidc-provider on loopback (tests/oidc_consent_server.mjs), with a person's browser played over
+HTTP by tests/consent_browser.py; then the chain each login stores, renewed and rotated.
+
+Time never passes for real here: the objects run on a fake clock that a test moves past a
+token's lifetime, and the device flow's waits go to an injected `sleep` that records them and
+waits only for the browser process to finish (an event, not a guess).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import threading
+import urllib.request
+import webbrowser
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from renewauth import (
+    AccessDenied,
+    ConfigurationError,
+    ConsentExpired,
+    DevicePrompt,
+    FileStore,
+    InvalidGrant,
+    LoginRequired,
+    MemoryStore,
+    OAuth2AuthorizationCode,
+    OAuth2DeviceCode,
+    Token,
+    TokenRequestError,
+)
+from renewauth._consent import (
+    code_challenge,
+    new_verifier,
+    parse_device_authorization,
+    poll_outcome,
+)
+from renewauth.config import load_config
+from renewauth.flows import TokenResponse
+
+from .consent_browser import STOLEN_CODE
+from .oidc_fixture import npm_prefix
+
+HERE = pathlib.Path(__file__).parent
+LIFETIME = 60  # seconds an access token lives; the fake clock moves past it
+DEVICE_CODE = "urn:ietf:params:oauth:grant-type:device_code"
+SCOPE = "openid offline_access"
+
+
+@dataclass(frozen=True)
+class ConsentServer:
+    issuer: str
+
+    def counts(self) -> dict[str, Any]:
+        with urllib.request.urlopen(f"{self.issuer}/counts", timeout=10) as response:  # noqa: S310
+            counts: dict[str, Any] = json.load(response)
+            return counts
+
+
+def _client(client_id: str, grants: list[str], **metadata: Any) -> dict[str, Any]:
+    return {
+        "client_id": client_id,
+        "token_endpoint_auth_method": "none",
+        "grant_types": grants,
+        "response_types": [],
+        "redirect_uris": [],
+        **metadata,
+    }
+
+
+@pytest.fixture(scope="module")
+def consent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsentServer]:
+    prefix = npm_prefix()
+    directory = tmp_path_factory.mktemp("consent")
+    # ES module imports resolve from the script's directory: give it the installed packages.
+    (directory / "node_modules").symlink_to(prefix / "node_modules", target_is_directory=True)
+    script = directory / "oidc_consent_server.mjs"
+    shutil.copyfile(HERE / "oidc_consent_server.mjs", script)
+    code = ["authorization_code", "refresh_token"]
+    device = [DEVICE_CODE, "refresh_token"]
+    config = {
+        "lifetime": LIFETIME,
+        "device_lifetime": 600,
+        "clients": [
+            _client(
+                "consent-cli",
+                code,
+                response_types=["code"],
+                redirect_uris=["http://127.0.0.1/callback"],
+                application_type="native",
+            ),
+            _client("consent-device", device),
+            _client("consent-slow", device),
+            _client("consent-flaky", device),
+            _client("consent-once", [DEVICE_CODE]),  # no refresh_token grant: no refresh token
+        ],
+    }
+    (directory / "config.json").write_text(json.dumps(config))
+    errors = (directory / "node.err").open("w")
+    process = subprocess.Popen(
+        [str(shutil.which("node")), str(script), str(directory / "config.json")],
+        cwd=directory,
+        stdout=subprocess.PIPE,
+        stderr=errors,
+        text=True,
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    if not line:
+        process.wait(timeout=10)
+        pytest.fail(f"oidc-provider did not start: {(directory / 'node.err').read_text()[-2000:]}")
+    try:
+        yield ConsentServer(issuer=f"http://127.0.0.1:{json.loads(line)['port']}")
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        process.stdout.close()
+        errors.close()
+
+
+class Clock:
+    """A clock the test moves; it starts at the real time so the server's JWTs agree."""
+
+    def __init__(self) -> None:
+        import time
+
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def browser(monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path) -> pathlib.Path:
+    """`BROWSER` set to the test's browser; the file it writes what it saw to."""
+    log = tmp_path / "browser.jsonl"
+    command = f"{sys.executable} {HERE / 'consent_browser.py'} %s"
+    monkeypatch.setenv("BROWSER", command)
+    monkeypatch.setenv("CONSENT_BROWSER_LOG", str(log))
+    # webbrowser reads BROWSER once, when first used: make it read it again.
+    monkeypatch.setattr(webbrowser, "_tryorder", None)
+    monkeypatch.setattr(webbrowser, "_browsers", {})
+    return log
+
+
+def _events(log: pathlib.Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in log.read_text().splitlines()]
+
+
+class DeviceBrowser:
+    """`show` for the device flow: starts the browser on the complete URI; `sleep` records
+    each wait and, the first time, waits for that browser to finish."""
+
+    def __init__(self, mode: str = "allow") -> None:
+        self.mode = mode
+        self.process: subprocess.Popen[bytes] | None = None
+        self.shown: list[DevicePrompt] = []
+        self.waits: list[float] = []
+
+    def show(self, prompt: DevicePrompt) -> None:
+        self.shown.append(prompt)
+        assert prompt.verification_uri_complete is not None
+        env = {**os.environ, "CONSENT_BROWSER_MODE": self.mode}
+        self.process = subprocess.Popen(
+            [sys.executable, str(HERE / "consent_browser.py"), prompt.verification_uri_complete],
+            env=env,
+        )
+
+    def sleep(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        assert self.process is not None
+        assert self.process.wait(timeout=60) == 0
+
+
+def _renew_across_lifetimes(auth: Any, clock: Clock, times: int) -> list[Token]:
+    """Move the clock past the token's life `times` times; each request renews."""
+    tokens = [auth.get_token()]
+    for _ in range(times):
+        clock.now += LIFETIME + 1
+        tokens.append(auth.get_token())
+    return tokens
+
+
+def _assert_no_secrets(text: str, secrets: list[str]) -> None:
+    for secret in secrets:
+        assert secret not in text, "a secret reached the output"
+
+
+# --- the authorization code flow ------------------------------------------------------------
+
+
+def test_authorization_code_login_stores_a_chain_that_rotates(
+    consent: ConsentServer,
+    browser: pathlib.Path,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: pathlib.Path,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    monkeypatch.setenv("CONSENT_BROWSER_MODE", "wrong-state-first")
+    verifiers: list[str] = []
+    import renewauth.consent
+
+    made = renewauth.consent.new_verifier
+    monkeypatch.setattr(
+        renewauth.consent, "new_verifier", lambda: verifiers.append(made()) or verifiers[-1]
+    )
+    before = consent.counts()
+    clock, seen = Clock(), []
+    store = FileStore(tmp_path / "tokens")
+    auth = OAuth2AuthorizationCode(
+        "consent-cli", issuer=consent.issuer, scope=SCOPE, store=store, clock=clock,
+        on_token=seen.append,
+    )  # fmt: skip
+
+    first = auth.login(timeout=60)
+
+    events = _events(browser)
+    assert events[0] == {"step": "wrong-state", "status": 400}
+    assert events[-1] == {"step": "callback", "status": 200, "loopback": True}
+    after = consent.counts()
+    exchanged = after["exchangedCodes"][len(before["exchangedCodes"]) :]
+    assert len(exchanged) == 1
+    assert STOLEN_CODE not in after["exchangedCodes"]
+    assert first.refresh_token
+    assert auth.token == first
+
+    tokens = _renew_across_lifetimes(auth, clock, 4)
+    refreshes = [token.refresh_token for token in tokens]
+    assert len(set(refreshes)) == 5  # rotated on every renewal
+    final = consent.counts()
+    assert (
+        final["tokenCalls"].get("refresh_token", 0) - before["tokenCalls"].get("refresh_token", 0)
+        == 4
+    )
+    assert final["refreshRefused"] == before["refreshRefused"]
+
+    # A later run (a new object, the same store) continues the chain.
+    again = OAuth2AuthorizationCode(
+        "consent-cli", issuer=consent.issuer, scope=SCOPE, store=FileStore(tmp_path / "tokens"),
+        clock=clock,
+    )  # fmt: skip
+    clock.now += LIFETIME + 1
+    continued = again.get_token()
+    assert continued.refresh_token not in refreshes
+    assert consent.counts()["refreshRefused"] == before["refreshRefused"]
+
+    out = capsys.readouterr()
+    assert "To log in, open this URL" in out.err
+    secrets = [*exchanged, *verifiers]
+    for token in [*tokens, continued, *seen]:
+        secrets += [token.access_token, token.refresh_token or "-"]
+    _assert_no_secrets(out.out + out.err + caplog.text + repr(auth) + repr(tokens), secrets)
+
+
+def test_authorization_code_declined_is_access_denied(
+    consent: ConsentServer, browser: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CONSENT_BROWSER_MODE", "deny")
+    before = consent.counts()
+    shown: list[str] = []
+    auth = OAuth2AuthorizationCode(
+        "consent-cli", issuer=consent.issuer, scope=SCOPE, store=MemoryStore()
+    )
+    with pytest.raises(AccessDenied) as caught:
+        auth.login(shown.append, timeout=60)
+    assert caught.value.error == "access_denied"
+    assert len(shown) == 1
+    assert "code_challenge_method=S256" in shown[0]
+    assert consent.counts()["exchangedCodes"] == before["exchangedCodes"]
+    with pytest.raises(LoginRequired):
+        auth.get_token()
+
+
+def test_a_callback_with_a_wrong_state_is_refused_and_never_exchanged(
+    consent: ConsentServer,
+) -> None:
+    """Only the loopback server and the token endpoint: a callback with a wrong state (and a
+    code) is answered 400; the login then ends with the right state's error, no exchange."""
+    before = consent.counts()
+    statuses: list[int] = []
+    threads: list[threading.Thread] = []
+
+    def attacker_then_denial(url: str) -> None:
+        from urllib.parse import parse_qs, urlencode, urlsplit
+
+        query = parse_qs(urlsplit(url).query)
+        redirect, state = query["redirect_uri"][0], query["state"][0]
+
+        def visit(params: dict[str, str]) -> None:
+            try:
+                with urllib.request.urlopen(f"{redirect}?{urlencode(params)}", timeout=10) as r:  # noqa: S310
+                    statuses.append(r.status)
+            except urllib.error.HTTPError as error:
+                statuses.append(error.code)
+
+        def run() -> None:
+            visit({"code": STOLEN_CODE, "state": state + "x"})
+            visit({"code": STOLEN_CODE})
+            visit({"error": "access_denied", "state": state})
+
+        threads.append(threading.Thread(target=run))
+        threads[0].start()
+
+    auth = OAuth2AuthorizationCode("consent-cli", issuer=consent.issuer, store=MemoryStore())
+    with pytest.raises(AccessDenied):
+        auth.login(attacker_then_denial, open_browser=False, timeout=60)
+    threads[0].join(timeout=30)  # its last answer is read after the login has ended
+    assert statuses == [400, 400, 400]
+    assert consent.counts()["exchangedCodes"] == before["exchangedCodes"]
+
+
+def test_no_callback_within_the_timeout_is_consent_expired(consent: ConsentServer) -> None:
+    auth = OAuth2AuthorizationCode("consent-cli", issuer=consent.issuer, store=MemoryStore())
+    with pytest.raises(ConsentExpired):
+        auth.login(lambda url: None, open_browser=False, timeout=0.01)
+
+
+# --- the device flow ------------------------------------------------------------------------
+
+
+def test_device_login_stores_a_chain_that_rotates(
+    consent: ConsentServer,
+    tmp_path: pathlib.Path,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    before = consent.counts()
+    clock, person = Clock(), DeviceBrowser()
+    auth = OAuth2DeviceCode(
+        "consent-device", issuer=consent.issuer, scope=SCOPE,
+        store=FileStore(tmp_path / "tokens"), clock=clock,
+    )  # fmt: skip
+
+    first = auth.login(person.show, sleep=person.sleep)
+
+    assert person.waits == [5.0]  # the default interval, once: then the person had consented
+    assert first.refresh_token
+    tokens = _renew_across_lifetimes(auth, clock, 4)
+    assert len({token.refresh_token for token in tokens}) == 5
+    after = consent.counts()
+    assert after["refreshRefused"] == before["refreshRefused"]
+    device_codes = after["deviceCodes"][len(before["deviceCodes"]) :]
+    assert len(device_codes) == 1
+
+    out = capsys.readouterr()
+    secrets = [*device_codes]
+    for token in tokens:
+        secrets += [token.access_token, token.refresh_token or "-"]
+    _assert_no_secrets(out.out + out.err + caplog.text + repr(auth), secrets)
+
+
+def test_a_login_after_the_chain_was_refused_starts_a_new_one(
+    consent: ConsentServer, tmp_path: pathlib.Path
+) -> None:
+    """The chain dies (its refresh token revoked at the server): requests raise InvalidGrant,
+    and a pause holds that refresh token; a new login is not held by it and starts a chain."""
+    clock = Clock()
+    auth = OAuth2DeviceCode(
+        "consent-device", issuer=consent.issuer, scope=SCOPE,
+        store=FileStore(tmp_path / "tokens"), clock=clock,
+    )  # fmt: skip
+    person = DeviceBrowser()
+    first = auth.login(person.show, sleep=person.sleep)
+    form = urlencode({"token": first.refresh_token, "client_id": "consent-device"}).encode()
+    revoked = urllib.request.Request(f"{consent.issuer}/token/revocation", data=form)  # noqa: S310
+    with urllib.request.urlopen(revoked, timeout=10) as response:  # noqa: S310 - loopback
+        assert response.status == 200
+    clock.now += LIFETIME + 1
+    refused = consent.counts()["refreshRefused"]
+    with pytest.raises(InvalidGrant):
+        auth.get_token()
+    with pytest.raises(InvalidGrant):
+        auth.get_token()  # paused: no second call with the refused refresh token
+    assert consent.counts()["refreshRefused"] == refused + 1
+
+    person = DeviceBrowser()
+    second = auth.login(person.show, sleep=person.sleep)
+    assert second.refresh_token not in (None, first.refresh_token)
+    clock.now += LIFETIME + 1
+    renewed = auth.get_token()
+    assert renewed.refresh_token not in (first.refresh_token, second.refresh_token)
+
+
+def test_device_default_show_prints_the_code_at_once(
+    consent: ConsentServer, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    person = DeviceBrowser()
+    printed: list[str] = []
+    real_print = person.show
+
+    def sleep(seconds: float) -> None:
+        # By the first wait the prompt is on stderr: take the complete URI from it.
+        err = capsys.readouterr().err
+        printed.append(err)
+        uri = err.split("(or open ", 1)[1].split(")", 1)[0]
+        prompt = DevicePrompt(
+            verification_uri="", user_code="", verification_uri_complete=uri, expires_in=1
+        )
+        real_print(prompt)
+        person.sleep(seconds)
+
+    auth = OAuth2DeviceCode("consent-device", issuer=consent.issuer, scope=SCOPE,
+                            store=MemoryStore())  # fmt: skip
+    auth.login(sleep=sleep)
+    assert "enter the code" in printed[0]
+    assert "/device" in printed[0]
+
+
+def test_device_slow_down_adds_five_seconds(consent: ConsentServer) -> None:
+    person = DeviceBrowser()
+    auth = OAuth2DeviceCode("consent-slow", issuer=consent.issuer, scope=SCOPE, store=MemoryStore())
+    polls = consent.counts()["devicePolls"]
+    auth.login(person.show, sleep=person.sleep)
+    assert person.waits == [5.0, 10.0]
+    assert consent.counts()["devicePolls"] - polls == 2  # each poll after its wait, no sooner
+
+
+def test_device_poll_answered_503_is_tried_again(consent: ConsentServer) -> None:
+    person = DeviceBrowser()
+    auth = OAuth2DeviceCode(
+        "consent-flaky", issuer=consent.issuer, scope=SCOPE, store=MemoryStore()
+    )
+    assert auth.login(person.show, sleep=person.sleep).refresh_token
+    assert person.waits == [5.0, 5.0]
+
+
+def test_a_login_without_a_refresh_token_says_so(
+    consent: ConsentServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock, person = Clock(), DeviceBrowser()
+    # oidc-provider ends a login that asked for no scope at all with access_denied.
+    auth = OAuth2DeviceCode(
+        "consent-once", issuer=consent.issuer, scope="openid", store=MemoryStore(), clock=clock
+    )
+    token = auth.login(person.show, sleep=person.sleep)
+    assert token.refresh_token is None
+    assert "brought no refresh token" in caplog.text
+    assert auth.get_token() == token  # good for its life
+    clock.now += LIFETIME + 1
+    with pytest.raises(LoginRequired, match="issued no refresh token"):
+        auth.get_token()
+
+
+def test_device_declined_is_access_denied(consent: ConsentServer) -> None:
+    person = DeviceBrowser(mode="deny")
+    auth = OAuth2DeviceCode(
+        "consent-device", issuer=consent.issuer, scope=SCOPE, store=MemoryStore()
+    )
+    with pytest.raises(AccessDenied) as caught:
+        auth.login(person.show, sleep=person.sleep)
+    assert caught.value.error == "access_denied"
+    assert "aborted" in (caught.value.error_description or "")  # the abort button
+
+
+def test_device_code_past_its_life_is_consent_expired(consent: ConsentServer) -> None:
+    clock = Clock()
+    auth = OAuth2DeviceCode(
+        "consent-device", issuer=consent.issuer, store=MemoryStore(), clock=clock
+    )
+
+    def sleep(seconds: float) -> None:
+        clock.now += 601  # past the device code's 600 s
+
+    with pytest.raises(ConsentExpired):
+        auth.login(lambda prompt: None, sleep=sleep)
+
+
+# --- the command line ------------------------------------------------------------------------
+
+
+def test_renewauth_login_then_token(
+    consent: ConsentServer,
+    browser: pathlib.Path,
+    tmp_path: pathlib.Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from renewauth.cli import main
+
+    config = tmp_path / "renewauth.toml"
+    config.write_text(
+        f'store_path = "{tmp_path / "tokens"}"\n'
+        "[auth.cli]\n"
+        'provider = "oauth2-authorization-code"\n'
+        f'issuer = "{consent.issuer}"\n'
+        'client_id = "consent-cli"\n'
+        f'scope = "{SCOPE}"\n'
+        "[auth.service]\n"
+        'provider = "oauth2-client-credentials"\n'
+        f'token_url = "{consent.issuer}/token"\n'
+        'client_id = "nobody"\n'
+        'client_secret_env = "HOME"\n'
+    )
+    assert main(["token", "--config", str(config), "cli"]) == 1
+    assert "renewauth login --config" in capsys.readouterr().err
+    assert main(["login", "--config", str(config), "cli"]) == 0
+    err = capsys.readouterr().err
+    assert "logged in: [auth.cli]" in err
+    assert main(["token", "--config", str(config), "cli"]) == 0
+    access_token = capsys.readouterr().out.strip()
+    assert access_token
+    assert access_token not in err
+    assert main(["login", "--config", str(config), "service"]) == 1
+    assert "needs no login" in capsys.readouterr().err
+
+
+# --- before any login -------------------------------------------------------------------------
+
+
+def test_a_request_before_any_login_raises_login_required(
+    consent: ConsentServer, tmp_path: pathlib.Path
+) -> None:
+    httpx = pytest.importorskip("httpx")
+    before = consent.counts()
+    for auth in (
+        OAuth2AuthorizationCode(
+            "consent-cli", issuer=consent.issuer, store=FileStore(tmp_path / "a")
+        ),
+        OAuth2DeviceCode(
+            "consent-device",
+            device_authorization_url=f"{consent.issuer}/device/auth",
+            token_url=f"{consent.issuer}/token",
+            store=FileStore(tmp_path / "b"),
+        ),
+    ):
+        with httpx.Client(auth=auth) as client, pytest.raises(LoginRequired) as caught:
+            client.get(f"{consent.issuer}/me")
+        assert "renewauth login --config" in str(caught.value)
+        assert ".login()" in str(caught.value)
+
+        async def from_a_task(auth: Any = auth) -> None:
+            async with httpx.AsyncClient(auth=auth) as client:
+                await client.get(f"{consent.issuer}/me")
+
+        with pytest.raises(LoginRequired):
+            asyncio.run(from_a_task())
+    assert consent.counts()["tokenCalls"] == before["tokenCalls"]
+
+
+# --- parsing, sans-IO -------------------------------------------------------------------------
+
+
+def _response(status: int, body: bytes) -> TokenResponse:
+    return TokenResponse(
+        status=status,
+        headers={"content-type": "application/json"},
+        body=body,
+        url="https://idp.example.com/device",
+    )
+
+
+def test_pkce_verifier_and_s256_challenge() -> None:
+    """RFC 7636 §4.1-4.2 (oidc-provider checks the pair for real in the login tests)."""
+    import base64
+    import hashlib
+    import re
+
+    verifiers = {new_verifier() for _ in range(50)}
+    assert len(verifiers) == 50
+    for verifier in verifiers:
+        assert re.fullmatch(r"[A-Za-z0-9\-._~]{43,128}", verifier)
+        challenge = code_challenge(verifier)
+        digest = base64.urlsafe_b64decode(challenge + "=")
+        assert digest == hashlib.sha256(verifier.encode()).digest()
+        assert "=" not in challenge
+        assert len(challenge) == 43
+
+
+def test_device_authorization_parsed() -> None:
+    body = {
+        "device_code": "dc",
+        "user_code": "ABCD-EFGH",
+        "verification_uri": "https://idp.example.com/device",
+        "expires_in": 600,
+    }
+    found = parse_device_authorization(_response(200, json.dumps(body).encode()))
+    assert (found.user_code, found.interval, found.verification_uri_complete) == (
+        "ABCD-EFGH",
+        5.0,
+        None,
+    )
+    assert "dc" not in repr(found)
+
+
+_FIELD_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=30),
+    st.sampled_from(["https://idp.example.com/device", "http://[::1", "ftp://x", ""]),
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+)
+_BODIES = st.one_of(
+    st.binary(max_size=200),
+    st.fixed_dictionaries(
+        {},
+        optional=dict.fromkeys(
+            (
+                "device_code",
+                "user_code",
+                "verification_uri",
+                "verification_uri_complete",
+                "expires_in",
+                "interval",
+            ),
+            _FIELD_VALUES,
+        ),
+    ).map(lambda data: json.dumps(data).encode()),
+    st.recursive(
+        st.none() | st.integers() | st.text(max_size=5), lambda inner: st.lists(inner, max_size=3)
+    ).map(lambda data: json.dumps(data).encode()),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(status=st.sampled_from([200, 201, 400, 401, 500]), body=_BODIES)
+def test_device_authorization_parser_raises_only_typed_errors(status: int, body: bytes) -> None:
+    try:
+        found = parse_device_authorization(_response(status, body))
+    except TokenRequestError:
+        return
+    assert found.expires_in > 0
+    assert found.interval >= 1
+    assert found.verification_uri.startswith(("http://", "https://"))
+
+
+def test_poll_outcomes() -> None:
+    def answer(error: str) -> TokenResponse:
+        return _response(400, json.dumps({"error": error}).encode())
+
+    assert poll_outcome(answer("authorization_pending"), 5.0, client_fix="") == 5.0
+    assert poll_outcome(answer("slow_down"), 5.0, client_fix="") == 10.0
+    with pytest.raises(AccessDenied):
+        poll_outcome(answer("access_denied"), 5.0, client_fix="")
+    with pytest.raises(ConsentExpired):
+        poll_outcome(answer("expired_token"), 5.0, client_fix="")
+    with pytest.raises(TokenRequestError):
+        poll_outcome(answer("invalid_grant"), 5.0, client_fix="")
+
+
+# --- configuration ----------------------------------------------------------------------------
+
+
+def test_configuration_providers(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "renewauth.toml"
+    path.write_text(
+        "[auth.cli]\n"
+        'provider = "oauth2-authorization-code"\n'
+        'issuer = "https://idp.example.com"\n'
+        'client_id = "my-cli"\n'
+        'scope = "openid offline_access"\n'
+        "[auth.box]\n"
+        'provider = "oauth2-device-code"\n'
+        'device_authorization_url = "https://idp.example.com/device/auth"\n'
+        'token_url = "https://idp.example.com/token"\n'
+        'client_id = "my-box"\n'
+        'client_secret_env = "BOX_SECRET"\n'
+    )
+    entries = load_config(path, environ={"BOX_SECRET": "s3cret-value"})
+    assert isinstance(entries["cli"].auth, OAuth2AuthorizationCode)
+    assert isinstance(entries["box"].auth, OAuth2DeviceCode)
+    assert "s3cret-value" not in repr(entries["box"].auth)
+
+
+@pytest.mark.parametrize(
+    ("keys", "fix"),
+    [
+        (
+            'issuer = "https://idp.example.com"\ntoken_url = "https://idp.example.com/t"\n',
+            "issuer= or authorization_url= and token_url=, not both",
+        ),
+        ('token_url = "https://idp.example.com/t"\n', "issuer=.* both authorization_url= and"),
+        ('issuer = "https://idp.example.com"\nclient_auth = "private_key_jwt"\n', "client_auth"),
+        ('authorization_url = "http://idp.example.com/a"\ntoken_url = "https://x/t"\n', "http"),
+    ],
+)
+def test_configuration_refused_with_the_fix(tmp_path: pathlib.Path, keys: str, fix: str) -> None:
+    path = tmp_path / "renewauth.toml"
+    path.write_text(
+        f'[auth.cli]\nprovider = "oauth2-authorization-code"\nclient_id = "my-cli"\n{keys}'
+    )
+    with pytest.raises(ConfigurationError, match=fix):
+        load_config(path)
+
+
+def test_device_code_arguments_refused_with_the_fix() -> None:
+    with pytest.raises(ConfigurationError, match="both device_authorization_url= and token_url="):
+        OAuth2DeviceCode("box", token_url="https://idp.example.com/token")
+    with pytest.raises(ConfigurationError, match="dpop"):
+        OAuth2DeviceCode("box", issuer="https://idp.example.com", dpop=True)
+
+
+def test_metadata_names_the_consent_endpoints() -> None:
+    from renewauth.discovery import parse_metadata
+
+    document = {
+        "issuer": "https://idp.example.com",
+        "token_endpoint": "https://idp.example.com/token",
+        "authorization_endpoint": "https://idp.example.com/auth",
+        "device_authorization_endpoint": "http://[::1",  # unparsable: left out
+    }
+    metadata = parse_metadata(
+        _response(200, json.dumps(document).encode()), issuer="https://idp.example.com"
+    )
+    assert metadata.authorization_endpoint == "https://idp.example.com/auth"
+    assert metadata.device_authorization_endpoint is None
