@@ -154,25 +154,26 @@ def test_no_step_up_event_without_the_challenge(
 # --- retrofit: renewauth.patch() signs legacy calls -----------------------------------------
 
 
-async def _aiohttp_status(url: str) -> int:
-    async with aiohttp.ClientSession() as session, session.get(url) as reply:
+async def _aiohttp_status(url: str, headers: dict[str, str]) -> int:
+    async with aiohttp.ClientSession() as session, session.get(url, headers=headers) as reply:
         await reply.read()
         return reply.status
 
 
-def _legacy_status(kind: str, url: str) -> int:
-    """One call with no auth anywhere, as legacy code makes it."""
+def _legacy_status(kind: str, url: str, headers: dict[str, str] | None = None) -> int:
+    """One call with no auth object anywhere, as legacy code makes it (`headers` its own)."""
+    headers = headers or {}
     if kind == "requests":
-        return requests.get(url, timeout=10).status_code
+        return requests.get(url, headers=headers, timeout=10).status_code
     if kind == "aiohttp":
-        return asyncio.run(_aiohttp_status(url))
+        return asyncio.run(_aiohttp_status(url, headers))
     module: Any = httpx2 if kind.startswith("httpx2") else httpx
     if not kind.endswith("-async"):
-        return int(module.get(url).status_code)
+        return int(module.get(url, headers=headers).status_code)
 
     async def call() -> int:
         async with module.AsyncClient() as client:
-            return int((await client.get(url)).status_code)
+            return int((await client.get(url, headers=headers)).status_code)
 
     return asyncio.run(call())
 
@@ -192,6 +193,38 @@ def test_patched_call_meeting_a_step_up_is_not_renewed(
     assert fake.token_calls == 0
     assert api_requests(fake) == 1
     assert [(event.status, event.max_age) for event in step_ups(seen)] == [(403, 300)]
+
+
+def test_patched_call_keeps_a_programs_own_token_that_meets_a_step_up(
+    every_kind: str,
+    fake: FakeOAuth2Provider,
+    clock: ManualClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """`keep-until-401`: a step-up asked of the program's own Bearer token is no rejection;
+    the answer goes back as it is, not resent with renewauth's token."""
+    own = auth_of_its_own(fake, clock).get_token().authorization
+    seen: list[events.Event] = []
+    renewauth.patch({fake.api_url: credentials(fake, clock, seen)})
+    fake.reset_counters()
+    try:
+        with caplog.at_level(logging.WARNING, logger="renewauth"):
+            status = _legacy_status(every_kind, fake.api_url + ASKED, {"Authorization": own})
+        assert (status, fake.token_calls, api_requests(fake)) == (401, 0, 1)
+        # Not remembered as rejected: the next call still carries the program's own token.
+        assert _legacy_status(every_kind, fake.api_url, {"Authorization": own}) == 200
+    finally:
+        renewauth.unpatch()
+    assert fake.token_calls == 0
+    assert "program's own Bearer token" in caplog.text
+    assert "stronger login" in caplog.text
+
+
+def auth_of_its_own(fake: FakeOAuth2Provider, clock: ManualClock) -> OAuth2ClientCredentials:
+    """Where the program's own token comes from: a client of its own (no patch yet)."""
+    return OAuth2ClientCredentials(
+        fake.token_url, CLIENT_ID, CLIENT_SECRET, store=MemoryStore(), clock=clock
+    )
 
 
 # --- the decision, without I/O ----------------------------------------------------------------
