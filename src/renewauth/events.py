@@ -2,9 +2,10 @@
 
 Pass `on_event=` to an auth object, or register process-wide with `subscribe`. Events are
 emitted only off the hot path: when a token is renewed (or adopted from the store), when a
-renewal fails, when a request is resent after a status, when token calls pause, and when a
-refresh token nears its end. No event carries a secret: only origins, grant names, error
-type names, statuses, times and durations.
+renewal fails, when a request is resent after a status, when token calls pause, when a
+refresh token nears its end, and when an API asks for a stronger login. No event carries a
+secret: only origins, grant names, error type names, statuses, times, durations and what an
+API asked for.
 
 Example::
 
@@ -39,6 +40,7 @@ __all__ = [
     "RenewalFailed",
     "Renewed",
     "Resent",
+    "StepUpRequired",
     "emit",
     "subscribe",
 ]
@@ -134,7 +136,32 @@ class RefreshTokenExpiring:
     idle: bool
 
 
-Event = Renewed | RenewalFailed | Resent | Paused | RefreshTokenExpiring
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepUpRequired:
+    """An API asked for a stronger or more recent login (RFC 9470 step-up): its answer (401
+    or 403) carried `WWW-Authenticate: Bearer error="insufficient_user_authentication"`.
+
+    No new token of the same grant can satisfy it, so the answer was returned as it is,
+    without a renewal or a resend; the user must consent again (log in with the
+    authentication context the API names, or within `max_age`), then the request can be
+    made again. Emitted once per such answer, in the thread or task that received it.
+
+    Attributes:
+        origin: the API's origin (the request's, never the token endpoint's).
+        status: the answer's status, 401 or 403.
+        acr_values: the authentication context class references the API asks for, in its
+            order of preference (the challenge's `acr_values`); empty when it names none.
+        max_age: the most seconds since the user last logged in actively that the API
+            accepts (the challenge's `max_age`), or `None` when it sets no limit.
+    """
+
+    origin: str
+    status: int
+    acr_values: tuple[str, ...]
+    max_age: int | None
+
+
+Event = Renewed | RenewalFailed | Resent | Paused | RefreshTokenExpiring | StepUpRequired
 OnEvent = Callable[[Event], None]
 """A callback receiving every event of one auth object (`on_event=`) or of all of them."""
 

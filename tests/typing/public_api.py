@@ -91,6 +91,10 @@ def technical_user_for_months() -> None:
     def show(event: events.Event) -> None:
         if isinstance(event, events.Renewed):
             print(event.grant, event.source, event.duration, event.expires_in)
+        elif isinstance(event, events.StepUpRequired):
+            asked: tuple[str, ...] = event.acr_values
+            max_age: int | None = event.max_age
+            print(event.origin, event.status, asked, max_age)
 
     auth = OAuth2RefreshToken(
         "https://idp.example.com/token",

@@ -164,6 +164,7 @@ async def _kept_until_rejected(verdict: Verdict, request: Any, handler: Handler)
         authorization,
         response.status,
         replayable=_is_replayable(request),
+        challenge=", ".join(response.headers.getall("WWW-Authenticate", ())),
     ):
         return response
     response.release()

@@ -30,6 +30,7 @@ __all__ = [
     "warn_about_rejection",
     "warn_if_rejected",
     "warn_not_resent",
+    "warn_own_step_up",
 ]
 
 #: The package's logger, whichever module of it writes the line.
@@ -137,6 +138,20 @@ def warn_about_rejection(route: Route, origin: str) -> None:
             origin,
             route.label,
             route.setting.format(mode="keep"),
+        )
+
+
+def warn_own_step_up(route: Route, origin: str, status: int) -> None:
+    """Say once per (route, origin) that the API asked the program's own Bearer token for a
+    stronger login (RFC 9470), which renewauth leaves to the program."""
+    if route.state.first_time(origin, "step-up"):
+        logger.warning(
+            "%s answered %d asking for a stronger login (RFC 9470 step-up) to the program's "
+            "own Bearer token; returned as it is, not replaced with the token of %s: the "
+            "program's user must log in again as asked",
+            origin,
+            status,
+            route.label,
         )
 
 

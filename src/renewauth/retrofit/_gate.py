@@ -14,6 +14,7 @@ from typing import Protocol
 
 from .._routing import TABLE, Route
 from .._urls import origin_of
+from ..transports._challenges import step_up_of
 from ._diagnostics import (
     explain,
     explain_unmatched,
@@ -21,6 +22,7 @@ from ._diagnostics import (
     warn_about_rejection,
     warn_if_rejected,
     warn_not_resent,
+    warn_own_step_up,
 )
 from ._plan import Action, Decision, Facts, Seen, is_signature, plan, token_request_reason
 
@@ -100,11 +102,21 @@ def answered(verdict: Verdict, status: int) -> None:
 
 
 def resend_after_rejection(
-    route: Route, origin: str, authorization: str, status: int, *, replayable: bool
+    route: Route,
+    origin: str,
+    authorization: str,
+    status: int,
+    *,
+    replayable: bool,
+    challenge: str | None = None,
 ) -> bool:
     """The API rejected the program's own Bearer token (`keep-until-401`): remember it as
     rejected and say so; whether to resend once with the route's token (not when the body
-    cannot be replayed)."""
+    cannot be replayed). An answer whose `challenge` asks for a stronger login (RFC 9470)
+    rejects nothing: the program's user must log in again, so it goes back as it is."""
+    if step_up_of(challenge) is not None:
+        warn_own_step_up(route, origin, status)
+        return False
     route.state.reject(authorization)
     warn_about_rejection(route, origin)
     if not replayable:

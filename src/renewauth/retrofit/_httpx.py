@@ -121,7 +121,12 @@ def _keep_until_rejected_class(flavour: Flavour) -> type:
             origin = origin_of(str(request.url))
             status = response.status_code
             if not resend_after_rejection(
-                route, origin, authorization, status, replayable=replayable
+                route,
+                origin,
+                authorization,
+                status,
+                replayable=replayable,
+                challenge=response.headers.get("WWW-Authenticate"),
             ):
                 return None
             request.headers.pop("Authorization", None)

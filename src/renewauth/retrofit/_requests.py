@@ -156,7 +156,12 @@ def _replace_rejected_bearer(response: requests.Response, **send_options: Any) -
     origin = origin_of(request.url or "")
     replayable = is_replayable(request)
     if not resend_after_rejection(
-        route, origin, authorization, response.status_code, replayable=replayable
+        route,
+        origin,
+        authorization,
+        response.status_code,
+        replayable=replayable,
+        challenge=response.headers.get("WWW-Authenticate"),
     ):
         return response
     response.content  # noqa: B018 - read and release the rejected answer

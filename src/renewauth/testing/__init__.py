@@ -44,7 +44,8 @@ lifecycle, counters and controls as ``FakeOAuth2Provider`` (fixture name in brac
 - ``FakeOrderCloud`` (``ordercloud_fake``): anonymous tokens, ``Errors[]`` bodies, lockout.
 - ``FakeShopware`` (``shopware_fake``): Admin API, rotating refresh tokens, 429 throttling.
 - ``FakeVendorlink`` (``vendorlink_fake``): Login, ExtendToken, reassignment to a second server.
-- ``FakeVanMarcke`` (``vanmarcke_fake``): ``x-api-key`` on every call, the service-users API.
+- ``FakeVanMarcke`` (``vanmarcke_fake``): ``x-api-key`` on every call, the service-users API,
+  an end user's login page (authorization code with PKCE).
 """
 
 from renewauth.testing._keycloak import FakeKeycloak

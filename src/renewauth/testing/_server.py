@@ -39,6 +39,7 @@ from renewauth.testing._wire import (
     parse_params,
     redirect_reply,
     sniff_content_type,
+    step_up_reply,
     unsigned_jwt,
 )
 
@@ -538,8 +539,11 @@ class _BaseFake:
 
         ``{prefix}always-401`` always answers 401, ``{prefix}forbidden`` 403 with a valid
         token, ``{prefix}insufficient-scope`` 401 with a valid token and a challenge naming
-        ``error="insufficient_scope"`` (RFC 6750 §3.1), ``{prefix}redirect?to=URL`` 307; any
-        other path echoes the request. The reason passed to ``unauthorized`` is "missing",
+        ``error="insufficient_scope"`` (RFC 6750 §3.1), ``{prefix}step-up`` 401 (403 with
+        ``?status=403``) with a valid token and an RFC 9470 step-up challenge
+        (``error="insufficient_user_authentication"``, ``acr_values`` and ``max_age`` from
+        the query when given), ``{prefix}redirect?to=URL`` 307; any other path echoes the
+        request. The reason passed to ``unauthorized`` is "missing",
         "unknown", "expired" or "always".
         """
         with self._lock:
@@ -559,6 +563,13 @@ class _BaseFake:
                     {"error": "insufficient_scope"},
                     {"WWW-Authenticate": 'Bearer error="insufficient_scope", scope="admin"'},
                 )
+            if request.path == prefix + "step-up":
+                reply = step_up_reply(request.query)
+                if reply.status == 403:
+                    self._api_forbidden += 1
+                else:
+                    self._api_unauthorized += 1
+                return reply
             if request.path == prefix + "redirect":
                 return redirect_reply(request.query)
             self._api_ok += 1

@@ -1,20 +1,25 @@
 """A fake Van Marcke API gateway: token endpoint, ``/v2/`` API and service users, on loopback.
 
 Lives here: Van Marcke's dialect as far as it is known (an ``x-api-key`` header required on
-every call, RFC 6749 password and refresh_token grants for service and end users, gateway-style
-``fault`` bodies) and the service-users API that creates a service user per end user, refuses a
-second with 403 "Conflict" and resets passwords. The shared server and controls live in
-``_server``. See PROVIDERS.md §5; what is UNKNOWN there is an assumption here.
+every call, RFC 6749 password and refresh_token grants for service and end users, the
+authorization code grant for end users, gateway-style ``fault`` bodies) and the service-users
+API that creates a service user per end user, refuses a second with 403 "Conflict" and resets
+passwords. The shared server and controls live in ``_server``, the login page and its codes in
+``_authorize``. See PROVIDERS.md §5; what is UNKNOWN there is an assumption here.
 """
 
 from __future__ import annotations
 
 import secrets
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
+from renewauth.testing._authorize import Authorizations
 from renewauth.testing._server import _BaseFake
 from renewauth.testing._wire import (
     OAuthError,
@@ -30,6 +35,7 @@ _DEFAULT_CLIENTS: Mapping[str, str | None] = MappingProxyType({"vm-client": "vm-
 _DEFAULT_USERS: Mapping[str, str] = MappingProxyType({"API-APP1-P123456": "service-password"})
 _DEFAULT_END_USERS: Mapping[str, str] = MappingProxyType({"enduser": "enduser-password"})
 _TOKEN_PATH = "/v1/oauth/token"
+_AUTHORIZE_PATH = "/v1/oauth/authorize"
 _API_PREFIX = "/v2/"
 _SERVICE_USERS_PATH = "/v1/serviceusers"
 _GATEWAY_PREFIXES = ("/v1/", "/v2/")
@@ -62,6 +68,18 @@ class FakeVanMarcke(_BaseFake):
     expired token; ``forbidden`` answers 403, ``always-401`` 401, ``redirect?to=`` 307, and
     any other path echoes the request.
 
+    The authorization endpoint at ``authorize_url`` (RFC 6749 §4.1 with PKCE, RFC 7636
+    ``S256`` only) is a browser's page, so it needs no ``x-api-key``: GET shows a login form,
+    whose POST with an end user's name and password redirects (302) to the ``redirect_uri``
+    with ``code`` and ``state``; wrong credentials show the form again with an error. The
+    ``redirect_uri`` must be a loopback address, ``http://127.0.0.1:<any port>/...`` (RFC 8252
+    §7.3), or the page refuses the request without redirecting. The token endpoint exchanges
+    a code once (``grant_type=authorization_code`` with ``code``, ``redirect_uri``,
+    ``client_id`` and ``code_verifier``), within ``code_lifetime``, for the client and
+    redirect URI it was issued to and the verifier of its challenge; anything else is
+    ``invalid_grant``. The answer is the password grant's. ``log_in`` drives the page as a
+    browser would.
+
     Args:
         api_key: The application's key, required in the ``x-api-key`` header.
         clients: Client id to secret; None marks a client that sends no secret.
@@ -73,10 +91,12 @@ class FakeVanMarcke(_BaseFake):
             keeps working.
         token_lifetime: Seconds an access token stays valid; sent as ``expires_in``.
         token_delay: Seconds the token endpoint waits before answering; settable later.
+        code_lifetime: Seconds an authorization code can be exchanged after it is issued.
         clock: Returns the current time in seconds since the epoch.
 
     Raises:
-        ValueError: If ``token_lifetime`` or ``token_delay`` is negative or not finite.
+        ValueError: If ``token_lifetime`` or ``token_delay`` is negative or not finite, or
+            ``code_lifetime`` is not above 0.
     """
 
     def __init__(
@@ -90,6 +110,7 @@ class FakeVanMarcke(_BaseFake):
         rotate_refresh_tokens: bool = False,
         token_lifetime: float = 3600.0,
         token_delay: float = 0.0,
+        code_lifetime: float = 60.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         super().__init__(token_lifetime=token_lifetime, token_delay=token_delay, clock=clock)
@@ -103,6 +124,9 @@ class FakeVanMarcke(_BaseFake):
         self._next_customer_number = _FIRST_CUSTOMER_NUMBER
         self._missing_api_key = 0
         self._api_calls_with_key = 0
+        self._authorizations = Authorizations(
+            path=_AUTHORIZE_PATH, clock=clock, code_lifetime=code_lifetime
+        )
 
     # -- addresses ---------------------------------------------------------------------------
 
@@ -110,6 +134,11 @@ class FakeVanMarcke(_BaseFake):
     def token_url(self) -> str:
         """The token endpoint, ``{base_url}/v1/oauth/token``."""
         return self.base_url + _TOKEN_PATH
+
+    @property
+    def authorize_url(self) -> str:
+        """The authorization endpoint, a browser's login page: ``{base_url}/v1/oauth/authorize``."""
+        return self.base_url + _AUTHORIZE_PATH
 
     @property
     def api_url(self) -> str:
@@ -135,9 +164,74 @@ class FakeVanMarcke(_BaseFake):
         with self._lock:
             return self._api_calls_with_key
 
+    @property
+    def codes_issued(self) -> int:
+        """Authorization codes issued by the login page (a login accepted)."""
+        with self._lock:
+            return self._authorizations.issued
+
+    @property
+    def codes_exchanged(self) -> int:
+        """Authorization codes the token endpoint exchanged for a token."""
+        with self._lock:
+            return self._authorizations.exchanged
+
+    @property
+    def codes_refused(self) -> int:
+        """Authorization code exchanges refused: unknown, reused, expired, another client or
+        redirect URI, or a wrong ``code_verifier``."""
+        with self._lock:
+            return self._authorizations.refused
+
+    @property
+    def logins_refused(self) -> int:
+        """Logins on the authorization page refused for a wrong name or password."""
+        with self._lock:
+            return self._authorizations.logins_refused
+
     def _reset_own_counters_locked(self) -> None:
         self._missing_api_key = 0
         self._api_calls_with_key = 0
+        self._authorizations.reset_counters()
+
+    # -- the login page, as a browser uses it -------------------------------------------------
+
+    def log_in(self, authorize_url: str, username: str, password: str) -> str:
+        """Do what a browser and its user do with ``authorize_url``: open the login page,
+        post the form with ``username`` and ``password``, and return where the page
+        redirects (the ``redirect_uri`` with ``code`` and ``state``, or with ``error``),
+        without following it.
+
+        Raises:
+            ValueError: ``authorize_url`` is not this fake's ``authorize_url`` with a query,
+                or the page did not redirect (refused credentials, an unknown client, a
+                ``redirect_uri`` that is not loopback); the message says which status.
+        """
+        if not authorize_url.startswith(self.authorize_url + "?"):
+            raise ValueError(f"log_in() takes {self.authorize_url}?..., the fake's own page")
+        opener = urllib.request.build_opener(_NoRedirect)
+        try:
+            with opener.open(authorize_url, timeout=10) as page:
+                page.read()
+        except urllib.error.HTTPError as exc:
+            exc.close()
+            raise ValueError(f"the login page answered {exc.code}, not a form") from None
+        query = urllib.parse.urlsplit(authorize_url).query
+        form = {**dict(urllib.parse.parse_qsl(query)), "username": username, "password": password}
+        posted = urllib.request.Request(  # noqa: S310 - the fake's own http:// page
+            self.authorize_url, data=urllib.parse.urlencode(form).encode(), method="POST"
+        )
+        try:
+            with opener.open(posted, timeout=10) as page:
+                page.read()
+                status = page.status
+        except urllib.error.HTTPError as exc:
+            location = exc.headers.get("Location")
+            exc.close()
+            if exc.code == 302 and location:
+                return str(location)
+            status = exc.code
+        raise ValueError(f"the login page answered {status} without redirecting")
 
     # -- token endpoint ----------------------------------------------------------------------
 
@@ -152,6 +246,9 @@ class FakeVanMarcke(_BaseFake):
         ):
             raise OAuthError(401, "invalid_client", "Client authentication failed")
         grant_type = params.get("grant_type")
+        if grant_type == "authorization_code":
+            code = self._authorizations.redeem(client_id, params)
+            return self._issue_locked(code.subject, client_id, _END_USER, self._refresh_tokens)
         if grant_type == "password":
             username, password = params.get("username", ""), params.get("password")
             kind = _END_USER if username in self._end_users else "service-user"
@@ -240,6 +337,11 @@ class FakeVanMarcke(_BaseFake):
     # -- routing -----------------------------------------------------------------------------
 
     def _route(self, request: Request) -> Reply | None:
+        if request.path == _AUTHORIZE_PATH:  # a browser's page: no x-api-key
+            with self._lock:
+                return self._authorizations.answer(
+                    request, clients=self._clients, users=self._end_users
+                )
         if not request.path.startswith(_GATEWAY_PREFIXES):
             return None
         presented = request.headers.get("x-api-key")
@@ -280,3 +382,10 @@ def _unauthorized(reason: str) -> Reply:
     if reason == "expired":
         return _fault(401, "Access Token expired", "keymanagement.service.access_token_expired")
     return _fault(401, "Invalid access token", "oauth.v2.InvalidAccessToken")
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Leaves a redirect to the caller (as an ``HTTPError``), as ``log_in`` promises."""
+
+    def redirect_request(self, *args: object, **kwargs: object) -> None:
+        return None

@@ -154,6 +154,26 @@ def redirect_reply(query: str) -> Reply:
     return Reply(status=307, headers={"Location": targets[0]})
 
 
+def step_up_reply(query: str) -> Reply:
+    """An RFC 9470 step-up challenge: 401 (or ``status=403``), ``acr_values`` and ``max_age``
+    taken from the query when it names them."""
+    asked = dict(urllib.parse.parse_qsl(query))
+    status = 403 if asked.get("status") == "403" else 401
+    challenge = (
+        'Bearer error="insufficient_user_authentication", '
+        'error_description="A stronger login is required"'
+    )
+    for name in ("acr_values", "max_age"):
+        if name in asked:
+            value = asked[name].replace("\\", "\\\\").replace('"', '\\"')
+            challenge += f', {name}="{value}"'
+    return json_reply(
+        status,
+        {"error": "insufficient_user_authentication"},
+        {"WWW-Authenticate": challenge},
+    )
+
+
 def parse_params(content_type: str, body: bytes, *, strict_json: bool = True) -> dict[str, str]:
     """Decode a form or JSON body into parameters.
 

@@ -1,7 +1,8 @@
 """What both transports decide about a signed request, written once: functions of what they
-are given, which send nothing. Two act besides deciding: `needs_dpop_nonce` keeps the nonce
-an API sent in the DPoP key, and `should_resend` warns (in the caller's logger) when only the
-request body stands in the way of a resend."""
+are given, which send nothing. Three act besides deciding: `needs_dpop_nonce` keeps the nonce
+an API sent in the DPoP key, `should_resend` warns (in the caller's logger) when only the
+request body stands in the way of a resend, and `report_step_up` (which `should_resend`
+calls) warns and emits `events.StepUpRequired` when an API asks for a stronger login."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ from collections.abc import Collection, Mapping
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
+from .. import events
 from .._urls import origin_of
 from ..dpop import DpopKey
+from ._challenges import step_up_of
 
 if TYPE_CHECKING:
     from ..manager import TokenManager
@@ -20,11 +23,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "QUEUED_AT_MOST",
+    "STEP_UP_STATUSES",
     "challenge_error",
     "is_https_upgrade",
     "is_nonce_challenge",
     "may_age_in_queue",
     "needs_dpop_nonce",
+    "report_step_up",
     "routed_url",
     "should_renew_after",
     "should_resend",
@@ -41,6 +46,10 @@ _AUTH_PARAM = re.compile(r'([!#$%&\'*+.^_`|~0-9A-Za-z-]+)\s*=\s*("(?:[^"\\]|\\.)
 # renewal within this is watched; one that waits longer and meets its expiry takes the 401
 # path (renewed, resent once).
 QUEUED_AT_MOST = 30.0
+
+# The statuses an RFC 9470 step-up challenge comes with: a transport looks at the challenge
+# of such an answer whether or not the status is in `retry_statuses`.
+STEP_UP_STATUSES = frozenset({401, 403})
 
 
 def may_age_in_queue(manager: TokenManager, token: Token) -> bool:
@@ -109,7 +118,8 @@ def should_renew_after(
     renewal, and never receives a token. A 401 whose `WWW-Authenticate` `challenge` names
     an error other than `invalid_token` (RFC 6750 §3.1: `insufficient_scope`,
     `invalid_request`) says the token is not the problem: a new one would be refused alike.
-    Another status the user listed renews whatever its challenge says.
+    Another status the user listed (say 403) renews whatever its challenge says, but for a
+    step-up challenge (RFC 9470 `insufficient_user_authentication`): only a new login helps.
     """
     if already_resent or not carried_token or status not in retry_statuses:
         return False
@@ -117,7 +127,50 @@ def should_renew_after(
         error = challenge_error(challenge)
         if error is not None and error.lower() != "invalid_token":
             return False
+    elif step_up_of(challenge) is not None:
+        return False
     return origin_of(answered_url) == origin_of(signed_url)
+
+
+def report_step_up(
+    status: int,
+    challenge: str | None,
+    *,
+    signed_url: str,
+    answered_url: str,
+    carried_token: bool,
+    on_event: events.OnEvent | None,
+    log: logging.Logger,
+) -> bool:
+    """Whether an API answer asks for a stronger login (RFC 9470): a 401 or 403 to a request
+    that carried the token, from the origin it went to, whose Bearer (or DPoP) `challenge`
+    names `error="insufficient_user_authentication"`. If so, says so on `log` (WARNING: the
+    origin, the `acr_values` and `max_age` asked for) and emits one
+    `events.StepUpRequired` through `on_event` and the subscribers; the answer then goes
+    back to the caller as it is. A transport calls it for every such status it receives,
+    whether or not it is in `retry_statuses` (`should_resend` does for those that are)."""
+    if status not in STEP_UP_STATUSES or not carried_token:
+        return False
+    step_up = step_up_of(challenge)
+    if step_up is None:
+        return False
+    origin = origin_of(signed_url)
+    if origin_of(answered_url) != origin:
+        return False  # a redirect target's challenge is not about this token
+    log.warning(
+        "%s answered %d asking for a stronger login (RFC 9470 step-up; acr_values %s, "
+        "max_age %s): returned as it is, without renewing the token; the user must log in "
+        "again as asked",
+        origin,
+        status,
+        " ".join(step_up.acr_values) or "not named",
+        "not set" if step_up.max_age is None else f"{step_up.max_age} s",
+    )
+    event = events.StepUpRequired(
+        origin=origin, status=status, acr_values=step_up.acr_values, max_age=step_up.max_age
+    )
+    events.emit(event, on_event)
+    return True
 
 
 def is_nonce_challenge(status: int, challenge: str | None) -> bool:
@@ -139,14 +192,27 @@ def should_resend(
     challenge: str | None,
     replayable: bool,
     log: logging.Logger,
+    on_event: events.OnEvent | None = None,
 ) -> bool:
     """Whether to renew the token and resend the request after an API answer.
 
     Yes when the answer means "token rejected" (`should_renew_after`), the grant can renew
     (`can_renew`) and the request body can be sent again (`replayable`); a body that cannot
     is the one reason given in a warning on `log`, the transport's logger, since the caller
-    can fix it (pass bytes). The other arguments are `should_renew_after`'s.
+    can fix it (pass bytes). An answer asking for a stronger login is reported
+    (`report_step_up`, with `on_event`, the auth object's callback) and never resent. The
+    other arguments are `should_renew_after`'s.
     """
+    if report_step_up(
+        status,
+        challenge,
+        signed_url=signed_url,
+        answered_url=answered_url,
+        carried_token=carried_token,
+        on_event=on_event,
+        log=log,
+    ):
+        return False
     if not can_renew or not should_renew_after(
         status,
         retry_statuses,

@@ -51,9 +51,11 @@ from ..manager import TokenManager
 from ..token import Token
 from ._signing import (
     QUEUED_AT_MOST,
+    STEP_UP_STATUSES,
     is_https_upgrade,
     may_age_in_queue,
     needs_dpop_nonce,
+    report_step_up,
     routed_url,
     should_resend,
 )
@@ -242,8 +244,11 @@ class AiohttpSigning:
         if status in self._retry_statuses or self._dpop is not None:
             response = await self._answered_aiohttp(request, handler, response, addressed, token)
             status = response.status
-        elif status < 500 and manager.unproven is not None:
-            manager.confirm(token)
+        else:
+            if status < 500 and manager.unproven is not None:
+                manager.confirm(token)
+            if status in STEP_UP_STATUSES:
+                self._report_step_up_aiohttp(request, response, token)
         if chain is not None or status in _REDIRECTS:
             _track(request, response, chain, addressed)
         return response
@@ -299,6 +304,8 @@ class AiohttpSigning:
         if status not in self._retry_statuses:
             if status < 500 and manager.unproven is not None:
                 manager.confirm(token)
+            if status in STEP_UP_STATUSES:
+                self._report_step_up_aiohttp(request, response, token)
             return response
         if not self._should_resend_aiohttp(request, response, token):
             return response
@@ -311,6 +318,8 @@ class AiohttpSigning:
         status = response.status
         if status not in self._retry_statuses and status < 500 and manager.unproven is not None:
             manager.confirm(token)
+        if status in STEP_UP_STATUSES:
+            self._report_step_up_aiohttp(request, response, token)
         return response
 
     async def _again_aiohttp(
@@ -334,7 +343,28 @@ class AiohttpSigning:
             answered_url=url,
             carried_token=request.headers.get("Authorization") == token.authorization,
             already_resent=RESENDING.get(),
-            challenge=response.headers.get("WWW-Authenticate"),
+            challenge=_challenge(response),
             replayable=_replayable(request),
             log=logger,
+            on_event=self._manager.on_event,
         )
+
+    def _report_step_up_aiohttp(self, request: Any, response: Any, token: Token) -> None:
+        """Report an answer that asks for a stronger login (`report_step_up`), whatever
+        `retry_statuses` holds; it goes back to the caller as it is."""
+        url = str(request.url)
+        report_step_up(
+            response.status,
+            _challenge(response),
+            signed_url=url,
+            answered_url=url,
+            carried_token=request.headers.get("Authorization") == token.authorization,
+            on_event=self._manager.on_event,
+            log=logger,
+        )
+
+
+def _challenge(response: Any) -> str:
+    """Every `WWW-Authenticate` line of an aiohttp answer, joined as one value (its `get`
+    gives only the first: a Bearer challenge may follow a Basic one on a line of its own)."""
+    return ", ".join(response.headers.getall("WWW-Authenticate", ()))

@@ -56,9 +56,11 @@ from ..manager import TokenManager
 from ..token import Token
 from ._admission import QUEUED, Gate, client_pool, pool_gate
 from ._signing import (
+    STEP_UP_STATUSES,
     is_https_upgrade,
     may_age_in_queue,
     needs_dpop_nonce,
+    report_step_up,
     routed_url,
     should_resend,
 )
@@ -309,6 +311,8 @@ class HttpxSigning(httpx.Auth):
             if response.status_code not in self._retry_statuses:
                 if manager.unproven is not None and _accepted(response, departure):
                     manager.confirm(token)
+                if response.status_code in STEP_UP_STATUSES:
+                    self._report_step_up(request, response, token)
                 return
             if self._should_resend(request, response, token):
                 yield token
@@ -324,6 +328,8 @@ class HttpxSigning(httpx.Auth):
                         response, departure
                     ):
                         manager.confirm(departure.token)
+                    if response.status_code in STEP_UP_STATUSES:
+                        self._report_step_up(request, response, departure.token)
         finally:
             if gate is not None:
                 if signed is None:
@@ -370,6 +376,23 @@ class HttpxSigning(httpx.Auth):
             already_resent=False,
             challenge=response.headers.get("WWW-Authenticate"),
             replayable=isinstance(request.stream, self._replayable),
+            log=logger,
+            on_event=self._manager.on_event,
+        )
+
+    def _report_step_up(
+        self, request: httpx.Request, response: httpx.Response, token: Token
+    ) -> None:
+        """Report an answer that asks for a stronger login (`report_step_up`), whatever
+        `retry_statuses` holds; it goes back to the caller as it is."""
+        answered = response.request
+        report_step_up(
+            response.status_code,
+            response.headers.get("WWW-Authenticate"),
+            signed_url=str(request.url),
+            answered_url=str(answered.url),
+            carried_token=answered.headers.get("Authorization") == token.authorization,
+            on_event=self._manager.on_event,
             log=logger,
         )
 

@@ -33,7 +33,14 @@ from .._urls import origin_of
 from ..dpop import DpopKey
 from ..manager import TokenManager
 from ..token import Token
-from ._signing import is_https_upgrade, needs_dpop_nonce, routed_url, should_resend
+from ._signing import (
+    STEP_UP_STATUSES,
+    is_https_upgrade,
+    needs_dpop_nonce,
+    report_step_up,
+    routed_url,
+    should_resend,
+)
 
 __all__ = ["RequestsSigning", "is_replayable"]
 
@@ -234,6 +241,8 @@ class RequestsSigning(requests.auth.AuthBase):
                 accepted: _Signature | None = getattr(response.request, _STATE, None)
                 if accepted is not None:
                     self._manager.confirm(accepted.token)
+            if response.status_code in STEP_UP_STATUSES:
+                self._report_step_up_requests(response)
             if (self._api_headers or self._dpop is not None) and response.is_redirect:
                 self._drop_api_headers_across_origins(response)
             return response
@@ -250,6 +259,7 @@ class RequestsSigning(requests.auth.AuthBase):
             challenge=response.headers.get("WWW-Authenticate"),
             replayable=is_replayable(request),
             log=logger,
+            on_event=self._manager.on_event,
         ):
             return response
         try:
@@ -261,6 +271,23 @@ class RequestsSigning(requests.auth.AuthBase):
             return response  # renewing again so soon would not help: the 401 goes back
         logger.debug("%d from the API; renewed and resending once", response.status_code)
         return self._resend(response, signature, token, send_options)
+
+    def _report_step_up_requests(self, response: requests.Response) -> None:
+        """Report an answer that asks for a stronger login (`report_step_up`); it goes back
+        to the caller as it is. No hook sees the answer to a resend, so that one is reported
+        here too."""
+        request = response.request
+        signature: _Signature | None = getattr(request, _STATE, None)
+        if signature is not None:
+            report_step_up(
+                response.status_code,
+                response.headers.get("WWW-Authenticate"),
+                signed_url=signature.url,
+                answered_url=request.url or "",
+                carried_token=request.headers.get("Authorization") is signature,
+                on_event=self._manager.on_event,
+                log=logger,
+            )
 
     def _resend(
         self,
@@ -294,6 +321,8 @@ class RequestsSigning(requests.auth.AuthBase):
         retried.request = resend
         if retried.status_code not in self._retry_statuses and retried.status_code < 500:
             self._manager.confirm(resent.token)
+        if retried.status_code in STEP_UP_STATUSES:
+            self._report_step_up_requests(retried)
         if (self._api_headers or self._dpop is not None) and retried.is_redirect:
             # That redirect is built from the original request, whose headers hold the key.
             self._drop_api_headers_across_origins(retried, also=request)
