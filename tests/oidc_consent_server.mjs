@@ -13,7 +13,9 @@
 //   the codes presented for exchange);
 // - for the client `consent-slow` only, the first poll of each device code is answered
 //   `slow_down` (oidc-provider itself never sends slow_down, nor an `interval`); for
-//   `consent-flaky`, 503.
+//   `consent-flaky`, 503;
+// - the device authorization answers of the clients in `config.quick_device_clients` carry
+//   `interval: 1`, so that a login through the command line (whose waits are real) is quick.
 import { readFileSync } from 'node:fs';
 import * as http from 'node:http';
 import * as querystring from 'node:querystring';
@@ -91,6 +93,10 @@ provider.use(async (ctx, next) => {
     }
   }
   await next();
+  const quick = config.quick_device_clients || [];
+  if (ctx.path === '/device/auth' && ctx.status === 200 && quick.includes(ctx.oidc?.client?.clientId)) {
+    ctx.body = { ...ctx.body, interval: 1 };
+  }
   if (isToken && ctx.request.body.grant_type === 'refresh_token' && ctx.status >= 400) {
     counts.refreshRefused += 1;
   }

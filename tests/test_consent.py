@@ -57,6 +57,7 @@ from .oidc_fixture import npm_prefix
 
 HERE = pathlib.Path(__file__).parent
 LIFETIME = 60  # seconds an access token lives; the fake clock moves past it
+MANY = 12  # lifetimes a chain is renewed across
 DEVICE_CODE = "urn:ietf:params:oauth:grant-type:device_code"
 SCOPE = "openid offline_access"
 
@@ -107,7 +108,16 @@ def consent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsentServer]
             _client("consent-slow", device),
             _client("consent-flaky", device),
             _client("consent-once", [DEVICE_CODE]),  # no refresh_token grant: no refresh token
+            _client(
+                "consent-cli-run",
+                code,
+                response_types=["code"],
+                redirect_uris=["http://127.0.0.1/callback"],
+                application_type="native",
+            ),
+            _client("consent-device-run", device),
         ],
+        "quick_device_clients": ["consent-device-run"],
     }
     (directory / "config.json").write_text(json.dumps(config))
     errors = (directory / "node.err").open("w")
@@ -240,13 +250,13 @@ def test_authorization_code_login_stores_a_chain_that_rotates(
     assert first.refresh_token
     assert auth.token == first
 
-    tokens = _renew_across_lifetimes(auth, clock, 4)
+    tokens = _renew_across_lifetimes(auth, clock, MANY)
     refreshes = [token.refresh_token for token in tokens]
-    assert len(set(refreshes)) == 5  # rotated on every renewal
+    assert len(set(refreshes)) == MANY + 1  # rotated on every renewal
     final = consent.counts()
     assert (
         final["tokenCalls"].get("refresh_token", 0) - before["tokenCalls"].get("refresh_token", 0)
-        == 4
+        == MANY
     )
     assert final["refreshRefused"] == before["refreshRefused"]
 
@@ -352,8 +362,8 @@ def test_device_login_stores_a_chain_that_rotates(
 
     assert person.waits == [5.0]  # the default interval, once: then the person had consented
     assert first.refresh_token
-    tokens = _renew_across_lifetimes(auth, clock, 4)
-    assert len({token.refresh_token for token in tokens}) == 5
+    tokens = _renew_across_lifetimes(auth, clock, MANY)
+    assert len({token.refresh_token for token in tokens}) == MANY + 1
     after = consent.counts()
     assert after["refreshRefused"] == before["refreshRefused"]
     device_codes = after["deviceCodes"][len(before["deviceCodes"]) :]
@@ -518,6 +528,102 @@ def test_renewauth_login_then_token(
     assert access_token not in err
     assert main(["login", "--config", str(config), "service"]) == 1
     assert "needs no login" in capsys.readouterr().err
+
+
+def _cli(*arguments: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "renewauth.cli", *arguments],
+        env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+
+
+def _cli_device_login(config: pathlib.Path, name: str, env: dict[str, str]) -> str:
+    """`renewauth -v login` of a device-flow entry, in its own process; the person enters the
+    code the command prints (the complete URI from its stderr) as soon as it is printed."""
+    command = [sys.executable, "-m", "renewauth.cli", "-v", "login", "--config", str(config), name]
+    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    assert process.stderr is not None
+    seen: list[str] = []
+    person: subprocess.Popen[bytes] | None = None
+    for line in process.stderr:  # read to the end: the prompt, then the rest
+        seen.append(line)
+        if person is None and "(or open " in line:
+            uri = line.split("(or open ", 1)[1].rsplit(")", 1)[0]
+            browser = [sys.executable, str(HERE / "consent_browser.py"), uri]
+            person = subprocess.Popen(browser, env=env)
+    assert process.wait(timeout=60) == 0, "".join(seen)
+    assert person is not None
+    assert person.wait(timeout=60) == 0
+    process.stderr.close()
+    return "".join(seen)
+
+
+@pytest.mark.parametrize("flow", ["authorization-code", "device-code"])
+def test_a_login_from_the_command_line_starts_a_chain_that_renews_for_many_lifetimes(
+    consent: ConsentServer, browser: pathlib.Path, tmp_path: pathlib.Path, flow: str
+) -> None:
+    """Done when: the consent from the CLI (its own process, with `-v`: every DEBUG line) ends
+    in a stored chain that the CLI and Python then renew in turn, rotating it for many
+    lifetimes, with 0 refused refresh tokens and no secret in anything the CLI printed.
+    (Renewals by expiry over many lifetimes, on a fake clock, are the Python tests above.)"""
+    client = "consent-cli-run" if flow == "authorization-code" else "consent-device-run"
+    store = tmp_path / "tokens"
+    config = tmp_path / "renewauth.toml"
+    config.write_text(
+        f'store_path = "{store}"\n'
+        "[auth.person]\n"
+        f'provider = "oauth2-{flow}"\n'
+        f'issuer = "{consent.issuer}"\n'
+        f'client_id = "{client}"\n'
+        f'scope = "{SCOPE}"\n'
+    )
+    env = {**os.environ}
+    before = consent.counts()
+
+    if flow == "authorization-code":
+        login = _cli("-v", "login", "--config", str(config), "person", env=env)
+        assert login.returncode == 0, login.stderr
+        printed = login.stdout + login.stderr
+    else:
+        printed = _cli_device_login(config, "person", env)
+    assert "logged in: [auth.person]" in printed
+
+    # The CLI and Python then take turns on the chain in the same store, in real time: each
+    # turn ends the token's life early (`invalidate()` marks it spent, in the store too), so
+    # the next one, in the other process, must renew with the rotated refresh token.
+    if flow == "authorization-code":
+        auth: Any = OAuth2AuthorizationCode(
+            client, issuer=consent.issuer, scope=SCOPE, store=FileStore(store)
+        )
+    else:
+        auth = OAuth2DeviceCode(client, issuer=consent.issuer, scope=SCOPE, store=FileStore(store))
+    tokens = [auth.get_token()]  # the login's, from the store
+    for _ in range(6):
+        auth.invalidate()
+        shown = _cli("token", "--config", str(config), "person", env=env)
+        assert shown.returncode == 0, shown.stderr
+        printed += shown.stderr
+        from_cli = shown.stdout.strip()
+        assert from_cli != tokens[-1].access_token  # the CLI renewed...
+        again = _cli("token", "--config", str(config), "person", env=env)
+        assert again.stdout.strip() == from_cli  # ...and stored it: its next run reuses it
+        adopted = auth.get_token()  # Python finds it in the store
+        assert adopted.access_token == from_cli
+        auth.invalidate()
+        tokens += [adopted, auth.get_token()]  # and renews on from there
+
+    after = consent.counts()
+    assert after["refreshRefused"] == before["refreshRefused"]
+    renewed = after["tokenCalls"].get("refresh_token", 0) - before["tokenCalls"].get(
+        "refresh_token", 0
+    )
+    assert renewed == 6 * 2  # the CLI's and Python's, in turn
+    refreshes = [token.refresh_token for token in tokens]
+    assert len(set(refreshes)) == len(refreshes)  # rotated every time
+    secrets = [*after["exchangedCodes"], *after["deviceCodes"]]
+    for token in tokens:
+        secrets += [token.access_token, token.refresh_token or "-"]
+    _assert_no_secrets(printed, secrets)
 
 
 # --- before any login -------------------------------------------------------------------------

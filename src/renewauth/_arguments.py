@@ -174,6 +174,8 @@ def client_for(  # noqa: PLR0917 - the order of the auth classes' own parameters
     private_key: object,
     key_id: str | None,
     options: Mapping[str, object],
+    *,
+    headers: Mapping[str, str] | None = None,
 ) -> Client:
     """`client_from` for a class that takes the `TokenAuth` options: their `clock=` stamps
     the client assertions, as it stamps everything else of the object."""
@@ -183,6 +185,7 @@ def client_for(  # noqa: PLR0917 - the order of the auth classes' own parameters
         client_secret,
         client_auth,
         body,
+        headers,
         private_key=private_key,
         key_id=key_id,
         clock=clock,

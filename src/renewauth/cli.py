@@ -299,7 +299,7 @@ def _keepalive(config: str) -> int:
 
 
 def _add_vanmarcke(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from .providers.vanmarcke import SERVICE_USERS_URL, TOKEN_URL
+    from .providers.vanmarcke import AUTHORIZE_URL, SERVICE_USERS_URL, TOKEN_URL
 
     vanmarcke = commands.add_parser(
         "vanmarcke", help="Van Marcke service-user set-up (experimental)"
@@ -317,16 +317,33 @@ def _add_vanmarcke(commands: argparse._SubParsersAction[argparse.ArgumentParser]
             metavar="NAME",
             help="environment variable holding the API key (default: VANMARCKE_API_KEY)",
         )
-        step.add_argument("--username", required=True, help="the END user's name")
+        login = step.add_mutually_exclusive_group(required=True)
+        login.add_argument(
+            "--username", help="the END user's name, for the password grant (or --browser)"
+        )
+        login.add_argument(
+            "--browser",
+            action="store_true",
+            help="the END user logs in in a browser (authorization code with PKCE): for "
+            "accounts with single sign-on or a second factor",
+        )
         step.add_argument(
             "--password-env",
             metavar="NAME",
             help="environment variable holding the end user's password (else it is asked)",
         )
         step.add_argument(
+            "--no-open",
+            action="store_true",
+            help="with --browser: only print the login URL, for a browser on another machine",
+        )
+        step.add_argument(
             "--client-secret-env", metavar="NAME", help="environment variable with the secret"
         )
         step.add_argument("--token-url", default=TOKEN_URL, help=f"default: {TOKEN_URL}")
+        step.add_argument(
+            "--authorize-url", default=AUTHORIZE_URL, help=f"default: {AUTHORIZE_URL}"
+        )
         step.add_argument(
             "--service-users-url", default=SERVICE_USERS_URL, help=f"default: {SERVICE_USERS_URL}"
         )
@@ -368,18 +385,35 @@ def _write_private(path: str, data: dict[str, str]) -> None:
 def _run_vanmarcke(arguments: argparse.Namespace) -> int:
     from .providers.vanmarcke import VanMarcke
 
+    if arguments.browser and arguments.password_env:
+        raise ConfigurationError(
+            "--password-env is for the password grant: with --browser the end user types "
+            "the password in the browser; leave it out"
+        )
+    if arguments.no_open and not arguments.browser:
+        raise ConfigurationError("--no-open goes with --browser (the login in a browser)")
     api_key = _secret(arguments.api_key_env, "API key") or ""
-    password = _secret(arguments.password_env, f"password of {arguments.username}") or ""
     client_secret = _secret(arguments.client_secret_env, "client secret", required=False)
-    end_user = VanMarcke(
-        arguments.username,
-        password,
-        client_id=arguments.client_id,
-        client_secret=client_secret,
-        api_key=api_key,
-        token_url=arguments.token_url,
-    )
-    access_token = end_user.get_token().access_token
+    if arguments.browser:
+        access_token = VanMarcke.log_in_end_user(
+            client_id=arguments.client_id,
+            api_key=api_key,
+            client_secret=client_secret,
+            authorize_url=arguments.authorize_url,
+            token_url=arguments.token_url,
+            open_browser=not arguments.no_open,
+        )
+    else:
+        password = _secret(arguments.password_env, f"password of {arguments.username}") or ""
+        end_user = VanMarcke(
+            arguments.username,
+            password,
+            client_id=arguments.client_id,
+            client_secret=client_secret,
+            api_key=api_key,
+            token_url=arguments.token_url,
+        )
+        access_token = end_user.get_token().access_token
     if arguments.step == "create-service-user":
         user = VanMarcke.create_service_user(
             access_token, api_key=api_key, url=arguments.service_users_url

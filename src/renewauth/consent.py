@@ -17,7 +17,7 @@ import logging
 import sys
 import time
 import webbrowser
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Self, Unpack
 from urllib.parse import parse_qsl, urlencode
@@ -121,6 +121,7 @@ class _ConsentAuth(TokenAuth):
         client_secret: str | None,
         scope: str | Sequence[str] | None,
         client_auth: ClientAuth,
+        token_headers: Mapping[str, str] | None,
         options: AuthOptions,
     ) -> None:
         name = type(self).__name__
@@ -149,7 +150,16 @@ class _ConsentAuth(TokenAuth):
             )
         template = ConsentGrant(
             token_url=require_text("token_url", token_url if issuer is None else issuer),
-            client=client_for(client_id, client_secret, client_auth, "form", None, None, options),
+            client=client_for(
+                client_id,
+                client_secret,
+                client_auth,
+                "form",
+                None,
+                None,
+                options,
+                headers=_header_text(token_headers),
+            ),
             flow=self._flow,
             scope=scope_text(scope),
             how_to_login=_LOGIN_HOW,
@@ -251,6 +261,8 @@ class OAuth2AuthorizationCode(_ConsentAuth):
             refresh token.
         client_auth: `"body"` (the default) or `"basic"`.
         redirect_path: the path of the loopback redirect URI (`/callback`).
+        token_headers: headers for every token request only (an API gateway's key), never
+            for the API's requests.
         **options: the options of `TokenAuth` (store, leeway, verify, …).
     """
 
@@ -269,6 +281,7 @@ class OAuth2AuthorizationCode(_ConsentAuth):
         scope: str | Sequence[str] | None = None,
         client_auth: ClientAuth = "body",
         redirect_path: str = "/callback",
+        token_headers: Mapping[str, str] | None = None,
         **options: Unpack[AuthOptions],
     ) -> None:
         self._redirect_path = require_text("redirect_path", redirect_path)
@@ -280,6 +293,7 @@ class OAuth2AuthorizationCode(_ConsentAuth):
             client_secret,
             scope,
             client_auth,
+            token_headers,
             options,
         )
 
@@ -371,6 +385,8 @@ class OAuth2DeviceCode(_ConsentAuth):
         client_secret: the client's secret, for a confidential client.
         scope: what to ask for (`offline_access` where the server wants it).
         client_auth: `"body"` (the default) or `"basic"`.
+        token_headers: headers for every request to the device authorization and token
+            endpoints only (an API gateway's key), never for the API's requests.
         **options: the options of `TokenAuth` (store, leeway, verify, …); `dpop` is not
             offered for this flow yet.
     """
@@ -389,6 +405,7 @@ class OAuth2DeviceCode(_ConsentAuth):
         client_secret: str | None = None,
         scope: str | Sequence[str] | None = None,
         client_auth: ClientAuth = "body",
+        token_headers: Mapping[str, str] | None = None,
         **options: Unpack[AuthOptions],
     ) -> None:
         if options.get("dpop"):
@@ -404,6 +421,7 @@ class OAuth2DeviceCode(_ConsentAuth):
             client_secret,
             scope,
             client_auth,
+            token_headers,
             options,
         )
 
@@ -498,6 +516,22 @@ class OAuth2DeviceCode(_ConsentAuth):
             if isinstance(outcome, Token):
                 return outcome
             interval = outcome
+
+
+def _header_text(headers: Mapping[str, str] | None) -> dict[str, str] | None:
+    """`token_headers=` checked: names and values are text, each fit for one header line."""
+    if headers is None:
+        return None
+    if not isinstance(headers, Mapping):
+        raise ConfigurationError("token_headers= must be a mapping of header names to values")
+    for name, value in headers.items():
+        if not isinstance(name, str) or not isinstance(value, str) or not name:
+            raise ConfigurationError("token_headers= takes text header names and values")
+        if any(character in name + value for character in "\r\n\0") or ":" in name:
+            raise ConfigurationError(
+                f"token_headers= has a header name or value that cannot be sent ({name!r})"
+            )
+    return dict(headers)
 
 
 def _form(body: bytes) -> dict[str, str]:

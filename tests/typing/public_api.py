@@ -142,6 +142,19 @@ def first_consent() -> None:
         print(exc.error, exc.error_description, exc.origin)
     session = requests.Session()
     session.auth = device
+    gateway = OAuth2AuthorizationCode(
+        "my-cli",
+        authorization_url="https://idp.example.com/authorize",
+        token_url="https://idp.example.com/token",
+        token_headers={"x-api-key": "…"},
+    )
+    remember(gateway.login(timeout=60.0))
+    from renewauth.providers import VanMarcke
+
+    end_user_token: str = VanMarcke.log_in_end_user(
+        client_id="…", api_key="…", show=print, open_browser=False
+    )
+    print(len(end_user_token))
     with httpx.Client(auth=browser_login) as client:
         try:
             client.get("https://api.example.com/")

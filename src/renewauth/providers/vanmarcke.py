@@ -7,12 +7,17 @@ call included, carries `x-api-key`. A refresh token is used when one is issued, 
 password grant runs again.
 
 The set-up steps (create a service user, reset its password) are EXPERIMENTAL: their paths
-are not published, so they are parameters with unverified defaults.
+are not published, so they are parameters with unverified defaults. They need an END user's
+access token: from the end user's password grant, or from a login in a browser
+(`VanMarcke.log_in_end_user`: the authorization code flow with PKCE at
+`https://api.vanmarcke.com/v1/oauth/authorize`, for accounts with single sign-on or a second
+factor).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Unpack
 from urllib.parse import quote
@@ -20,14 +25,17 @@ from urllib.parse import quote
 from .._arguments import client_from, require_text
 from .._urls import origin_of, require_secure_url
 from ..auth import AuthOptions, TokenAuth
+from ..consent import OAuth2AuthorizationCode
 from ..errors import TokenRequestError
 from ..flows import TokenRequest
 from ..oauth2 import PasswordGrant, clean_text, is_client_error
+from ..stores.memory import MemoryStore
 from ..transports.httpx import HttpxSender
 
-__all__ = ["SERVICE_USERS_URL", "TOKEN_URL", "ServiceUser", "VanMarcke"]
+__all__ = ["AUTHORIZE_URL", "SERVICE_USERS_URL", "TOKEN_URL", "ServiceUser", "VanMarcke"]
 
 TOKEN_URL = "https://api.vanmarcke.com/v1/oauth/token"
+AUTHORIZE_URL = "https://api.vanmarcke.com/v1/oauth/authorize"
 SERVICE_USERS_URL = "https://api.vanmarcke.com/v1/serviceusers"  # unverified (experimental)
 
 
@@ -89,6 +97,42 @@ class VanMarcke(TokenAuth):
         return f"{super()._describe()} {self._public}"
 
     @staticmethod
+    def log_in_end_user(
+        *,
+        client_id: str,
+        api_key: str,
+        client_secret: str | None = None,
+        authorize_url: str = AUTHORIZE_URL,
+        token_url: str = TOKEN_URL,
+        show: Callable[[str], object] | None = None,
+        open_browser: bool = True,
+        timeout: float = 300.0,
+    ) -> str:
+        """An END user's access token from a login in a browser, for the set-up steps.
+
+        The authorization code flow with PKCE (`OAuth2AuthorizationCode.login`): the login
+        page at `authorize_url` opens in a browser (and is printed on stderr, or given to
+        `show`); Van Marcke redirects to a loopback address renewauth serves for that one
+        callback; the code is exchanged with `x-api-key` on the token call. For accounts
+        that cannot use the password grant (single sign-on, a second factor). The token is
+        kept in memory only and never shown.
+
+        Raises:
+            AccessDenied: the end user declined.
+            ConsentExpired: no login within `timeout` seconds.
+            TokenRequestError: the code exchange was refused.
+        """
+        login = OAuth2AuthorizationCode(
+            client_id,
+            authorization_url=require_text("authorize_url", authorize_url),
+            token_url=require_text("token_url", token_url),
+            client_secret=client_secret,
+            token_headers={"x-api-key": require_text("api_key", api_key)},
+            store=MemoryStore(),  # used once, for the set-up call: nothing to keep
+        )
+        return login.login(show, open_browser=open_browser, timeout=timeout).access_token
+
+    @staticmethod
     def create_service_user(
         access_token: str,
         *,
@@ -99,7 +143,8 @@ class VanMarcke(TokenAuth):
         """Create the service user of this application and customer (experimental).
 
         Args:
-            access_token: an END user's access token (from the end user's password grant).
+            access_token: an END user's access token (from the end user's password grant,
+                or `log_in_end_user` after a login in a browser).
             api_key: the application's API key.
             url: the service-users endpoint.
             timeout: seconds for the call.
