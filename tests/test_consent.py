@@ -23,7 +23,7 @@ import webbrowser
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import pytest
 from hypothesis import given, settings
@@ -42,6 +42,7 @@ from renewauth import (
     OAuth2DeviceCode,
     Token,
     TokenRequestError,
+    events,
 )
 from renewauth._consent import (
     code_challenge,
@@ -276,6 +277,31 @@ def test_authorization_code_login_stores_a_chain_that_rotates(
     for token in [*tokens, continued, *seen]:
         secrets += [token.access_token, token.refresh_token or "-"]
     _assert_no_secrets(out.out + out.err + caplog.text + repr(auth) + repr(tokens), secrets)
+
+
+def test_a_login_after_a_step_up_asks_for_the_stronger_login(
+    consent: ConsentServer, browser: pathlib.Path
+) -> None:
+    """What `events.StepUpRequired` names goes into the next login's URL (OpenID Connect
+    `acr_values`, `max_age`), and oidc-provider completes that login."""
+    step_up = events.StepUpRequired(
+        origin="https://api.example.com", status=401, acr_values=("mfa", "phr"), max_age=300
+    )
+    shown: list[str] = []
+    auth = OAuth2AuthorizationCode(
+        "consent-cli", issuer=consent.issuer, scope=SCOPE, store=MemoryStore()
+    )
+    token = auth.login(
+        shown.append, timeout=60, acr_values=step_up.acr_values, max_age=step_up.max_age
+    )
+    assert token.refresh_token
+    query = dict(parse_qsl(urlsplit(shown[0]).query))
+    assert (query["acr_values"], query["max_age"]) == ("mfa phr", "300")
+    with pytest.raises(ConfigurationError, match="acr_values="):
+        auth.login(shown.append, acr_values="mfa")  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="max_age="):
+        auth.login(shown.append, max_age=-1)
+    assert len(shown) == 1  # refused before any URL
 
 
 def test_authorization_code_declined_is_access_denied(

@@ -15,7 +15,7 @@ import hashlib
 import math
 import secrets
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlencode, urlsplit
 
@@ -70,8 +70,13 @@ def authorization_url(  # noqa: PLR0917 - the request's own parameters
     state: str,
     verifier: str,
     scope: str | None,
+    *,
+    acr_values: Sequence[str] = (),
+    max_age: int | None = None,
 ) -> str:
-    """The URL a person's browser opens to consent (RFC 6749 §4.1.1 with RFC 7636's S256)."""
+    """The URL a person's browser opens to consent (RFC 6749 §4.1.1 with RFC 7636's S256);
+    `acr_values` and `max_age` ask for a stronger or more recent login (OpenID Connect Core
+    §3.1.2.1, as an RFC 9470 step-up names them)."""
     params = {
         "response_type": "code",
         "client_id": client_id,
@@ -85,6 +90,10 @@ def authorization_url(  # noqa: PLR0917 - the request's own parameters
         if "offline_access" in scope.split():
             # OpenID Connect Core §11: offline_access is ignored without prompt=consent.
             params["prompt"] = "consent"
+    if acr_values:
+        params["acr_values"] = " ".join(acr_values)
+    if max_age is not None:
+        params["max_age"] = str(max_age)
     joiner = "&" if urlsplit(endpoint).query else "?"
     return f"{endpoint}{joiner}{urlencode(params)}"
 

@@ -308,6 +308,8 @@ class OAuth2AuthorizationCode(_ConsentAuth):
         *,
         open_browser: bool = True,
         timeout: float = 300.0,
+        acr_values: Sequence[str] = (),
+        max_age: int | None = None,
     ) -> Token:
         """Ask a person to consent in a browser, and store the chain it starts.
 
@@ -315,6 +317,10 @@ class OAuth2AuthorizationCode(_ConsentAuth):
         `open_browser`, to Python's `webbrowser` (the `BROWSER` variable chooses the
         program). A loopback server waits `timeout` seconds for the browser's callback; one
         whose `state` is not this login's is refused with a 400 page and its code dropped.
+
+        After an API asked for a stronger login (`events.StepUpRequired`), pass its
+        `acr_values` and `max_age`: the URL asks the server for that login (OpenID Connect
+        `acr_values`, `max_age`), and the new chain replaces the old one.
 
         Returns:
             The first token (already in the store).
@@ -325,13 +331,28 @@ class OAuth2AuthorizationCode(_ConsentAuth):
             ConsentExpired: no callback within `timeout`.
             TokenRequestError: the code exchange was refused.
         """
+        if isinstance(acr_values, str) or not all(isinstance(v, str) for v in acr_values):
+            raise ConfigurationError(
+                "acr_values= takes a sequence of strings, as StepUpRequired.acr_values holds"
+            )
+        if max_age is not None and (
+            isinstance(max_age, bool) or not isinstance(max_age, int) or max_age < 0
+        ):
+            raise ConfigurationError(f"max_age= takes whole seconds >= 0, got {max_age!r}")
         start, _ = self._endpoints()
         verifier, state = new_verifier(), new_state()
         client = self._consent.client
         with LoopbackReceiver(self._redirect_path, state) as receiver:
             redirect_uri = receiver.redirect_uri
             url = authorization_url(
-                start, client.client_id, redirect_uri, state, verifier, self._consent.scope
+                start,
+                client.client_id,
+                redirect_uri,
+                state,
+                verifier,
+                self._consent.scope,
+                acr_values=acr_values,
+                max_age=max_age,
             )
             (show or _print_url)(url)
             if open_browser:
