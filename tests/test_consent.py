@@ -602,6 +602,7 @@ def test_a_login_from_the_command_line_starts_a_chain_that_renews_for_many_lifet
         f'issuer = "{consent.issuer}"\n'
         f'client_id = "{client}"\n'
         f'scope = "{SCOPE}"\n'
+        f'prefixes = ["{consent.issuer}/me"]\n'
     )
     env = {**os.environ}
     before = consent.counts()
@@ -637,6 +638,16 @@ def test_a_login_from_the_command_line_starts_a_chain_that_renews_for_many_lifet
         assert adopted.access_token == from_cli
         auth.invalidate()
         tokens += [adopted, auth.get_token()]  # and renews on from there
+
+    # The other commands use the chain too: `run` signs a program's calls with it (its
+    # userinfo answers 200), `check` finds it healthy, `keepalive` has nothing due.
+    program = f"import httpx; print(httpx.get('{consent.issuer}/me').status_code)"
+    run = _cli("run", "--config", str(config), "--", sys.executable, "-c", program, env=env)
+    assert (run.returncode, run.stdout.strip()) == (0, "200"), run.stderr
+    checked = _cli("check", "--config", str(config), env=env)
+    kept = _cli("keepalive", "--config", str(config), env=env)
+    assert (checked.returncode, kept.returncode) == (0, 0), checked.stdout + kept.stdout
+    printed += run.stderr + checked.stdout + checked.stderr + kept.stdout + kept.stderr
 
     after = consent.counts()
     assert after["refreshRefused"] == before["refreshRefused"]
