@@ -15,9 +15,11 @@ import logging
 import os
 import pathlib
 import shutil
+import socket
 import subprocess
 import sys
 import threading
+import urllib.error
 import urllib.request
 import webbrowser
 from collections.abc import Iterator
@@ -434,6 +436,79 @@ def test_a_login_after_the_chain_was_refused_starts_a_new_one(
     assert renewed.refresh_token not in (first.refresh_token, second.refresh_token)
 
 
+class StoreWithAnotherProcess(FileStore):
+    """A FileStore through which, once armed, another process renews the chain just after an
+    invalidation is written and the store's lock let go: the moment between a login's
+    `invalidate()` and its own renewal, when a cron job or a second program may renew."""
+
+    def __init__(self, path: pathlib.Path, other: list[str]) -> None:
+        super().__init__(path)
+        self.other, self.armed, self.ran = other, False, ""
+        self.invalidated = False
+
+    def set_if_generation(self, key: str, token: Token, generation: int) -> int | None:
+        written = super().set_if_generation(key, token, generation)
+        self.invalidated = self.armed and token.expires_at == token.issued_at
+        return written
+
+    def set(self, key: str, token: Token) -> None:
+        super().set(key, token)
+        self.invalidated = self.armed and token.expires_at == token.issued_at
+
+    def lock(self, key: str) -> Any:
+        held = super().lock(key)
+        store = self
+
+        class Then:
+            def __enter__(self) -> object:
+                return held.__enter__()
+
+            def __exit__(self, *exc: object) -> None:
+                held.__exit__(*exc)
+                if store.invalidated and not store.ran:
+                    done = subprocess.run(
+                        store.other, check=True, timeout=60, capture_output=True, text=True
+                    )
+                    store.ran = done.stdout.strip()  # the old chain's new refresh token
+
+        return Then()
+
+
+def test_a_login_replaces_the_chain_even_if_another_process_renews_it_meanwhile(
+    consent: ConsentServer, tmp_path: pathlib.Path
+) -> None:
+    """The second login's token is the one stored and used (its refresh token from the
+    server, never dropped), although another process renewed the old chain in between."""
+    renew_old = (
+        "from renewauth import FileStore, OAuth2DeviceCode; "
+        f"print(OAuth2DeviceCode('consent-device', issuer={consent.issuer!r}, scope={SCOPE!r}, "
+        f"store=FileStore({str(tmp_path / 'tokens')!r})).get_token().refresh_token, end='')"
+    )
+    store = StoreWithAnotherProcess(tmp_path / "tokens", [sys.executable, "-c", renew_old])
+    auth = OAuth2DeviceCode("consent-device", issuer=consent.issuer, scope=SCOPE, store=store)
+    person = DeviceBrowser()
+    first = auth.login(person.show, sleep=person.sleep)
+    before = consent.counts()
+
+    store.armed = True
+    person = DeviceBrowser()
+    second = auth.login(person.show, sleep=person.sleep)
+
+    assert store.ran  # the other process did renew the old chain in between
+    assert second.refresh_token != store.ran  # and the login's token is not that one
+    after = consent.counts()
+    assert after["tokenCalls"]["refresh_token"] == before["tokenCalls"].get("refresh_token", 0) + 1
+    assert second.refresh_token not in (None, first.refresh_token)
+    later = OAuth2DeviceCode(
+        "consent-device", issuer=consent.issuer, scope=SCOPE, store=FileStore(tmp_path / "tokens")
+    )
+    assert later.get_token() == second  # the login's is stored, not the old chain's
+    assert auth.get_token() == second
+    auth.invalidate()
+    assert auth.get_token().refresh_token != second.refresh_token  # the new chain renews
+    assert consent.counts()["refreshRefused"] == before["refreshRefused"]
+
+
 def test_device_default_show_prints_the_code_at_once(
     consent: ConsentServer, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -706,6 +781,57 @@ def _response(status: int, body: bytes) -> TokenResponse:
         body=body,
         url="https://idp.example.com/device",
     )
+
+
+def test_an_idle_connection_to_the_loopback_holds_up_neither_the_callback_nor_the_exit(
+    consent: ConsentServer,
+) -> None:
+    """A browser's speculative pre-connection (or any local process) that opens the loopback
+    port and sends nothing: the real callback is still served, and the login ends."""
+    idle: list[socket.socket] = []
+
+    def show(url: str) -> None:
+        redirect = dict(parse_qsl(urlsplit(url).query))["redirect_uri"]
+        port = urlsplit(redirect).port
+        assert port is not None
+        idle.append(socket.create_connection(("127.0.0.1", port), timeout=10))
+        browser = subprocess.run(
+            [sys.executable, str(HERE / "consent_browser.py"), url], timeout=60, check=False
+        )
+        assert browser.returncode == 0
+
+    auth = OAuth2AuthorizationCode(
+        "consent-cli", issuer=consent.issuer, scope=SCOPE, store=MemoryStore()
+    )
+    try:
+        assert auth.login(show, open_browser=False, timeout=30).refresh_token
+    finally:
+        for connection in idle:
+            connection.close()
+    assert len(idle) == 1
+
+
+def test_the_loopback_hands_over_the_first_right_callback_only() -> None:
+    from renewauth._loopback import LoopbackReceiver
+
+    with LoopbackReceiver("/callback", "the-state") as receiver:
+        base = receiver.redirect_uri
+        answers = []
+        for query in (
+            "code=first&state=the-state",
+            "code=second&state=the-state",
+            "code=third&state=another",
+        ):
+            try:
+                with urllib.request.urlopen(f"{base}?{query}", timeout=10) as page:  # noqa: S310
+                    answers.append(page.status)
+            except urllib.error.HTTPError as refused:
+                answers.append(refused.code)
+                refused.close()
+        callback = receiver.wait(10)
+    assert answers == [200, 404, 404]
+    assert callback is not None
+    assert callback.code == "first"
 
 
 def test_pkce_verifier_and_s256_challenge() -> None:

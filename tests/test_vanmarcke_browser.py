@@ -119,6 +119,8 @@ def test_create_service_user_and_reset_its_password_after_a_login_in_a_browser(
     for request in fake.recent_token_requests:
         secrets += [request.params.get("code", "-"), request.params.get("code_verifier", "-")]
 
+    # The end user's token lives in memory on purpose: a login is no rotation to warn about.
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
     text = first.out + first.err + shown.err + caplog.text
     for secret in [*secrets, END_USER_PASSWORD, CLIENT_SECRET, API_KEY]:
         assert secret not in text, "a secret reached the output"

@@ -233,14 +233,21 @@ def poll_outcome(response: TokenResponse, interval: float, *, client_fix: str) -
 
 class Handoff:
     """Where a login leaves its first token's flow for the renewal that stores it: one slot,
-    per auth object and process (never pickled, never compared)."""
+    per auth object and process (never pickled, never compared).
 
-    __slots__ = ("_first", "_lock", "_marker")
+    The renewal that takes it is the one that announced its marker first (`announce`, from
+    `ConsentGrant.presents`, which the renewal reads before its token call): a renewal that
+    read the old chain's refresh token before the login put its flow here sends that refresh
+    token, as it said it would, and leaves the login to the next renewal.
+    """
+
+    __slots__ = ("_announced", "_first", "_lock", "_marker")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._first: FirstFlow | None = None
         self._marker = ""
+        self._announced = False
 
     def __reduce__(self) -> tuple[object, ...]:
         return Handoff, ()  # a copy in another process has no login under way
@@ -252,18 +259,30 @@ class Handoff:
         with self._lock:
             self._first = first
             self._marker = secrets.token_hex(16) if first is not None else ""
+            self._announced = False
+
+    def pending(self) -> bool:
+        """Whether a login's first token waits to be fetched."""
+        with self._lock:
+            return self._first is not None
+
+    def announce(self) -> str:
+        """What a renewal presents in place of a refresh token while a login waits (`""`
+        when none does): new for every login, so a pause about a refused refresh token of
+        the old chain (or a refused earlier login) does not stop it."""
+        with self._lock:
+            if self._first is None:
+                return ""
+            self._announced = True
+            return self._marker
 
     def take(self) -> FirstFlow | None:
+        """The login's flow, for the renewal that announced its marker; else `None`."""
         with self._lock:
-            first, self._first = self._first, None
+            if not self._announced:
+                return None
+            first, self._first, self._announced = self._first, None, False
             return first
-
-    def pending(self) -> str:
-        """What this login presents in place of a refresh token (`""` when none is under way):
-        new for every login, so a pause about a refused refresh token of the old chain (or a
-        refused earlier login) does not stop it."""
-        with self._lock:
-            return self._marker if self._first is not None else ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -291,17 +310,18 @@ class ConsentGrant:
     def presents(self, current: Token | None) -> str:
         """The refresh token a renewal from `current` sends (`""` before any login), or while
         a login hands its first token over, that login's own marker."""
-        pending = self.handoff.pending()
-        if pending:
-            return pending
-        return current.refresh_token if current is not None and current.refresh_token else ""
+        return self.handoff.announce() or _refresh_token(current)
+
+    def restarting(self) -> bool:
+        """Whether a login waits: its token replaces the chain, whatever the store holds."""
+        return self.handoff.pending()
 
     def fetch(self, current: Token | None) -> Flow:
         first = self.handoff.take()
         if first is not None:
             token: Token = yield from first(self.token_url, self.client)
             return token
-        refresh_token = self.presents(current)
+        refresh_token = _refresh_token(current)  # never a marker: only a taken login sends none
         if not refresh_token:
             where = f"client_id={self.client.client_id!r} at {origin_of(self.token_url)}"
             if current is None:
@@ -324,3 +344,7 @@ class ConsentGrant:
             fix=f"the login has ended (its refresh token was refused): {self.how_to_login}",
             client_fix="check client_id= and client_secret=",
         )
+
+
+def _refresh_token(current: Token | None) -> str:
+    return current.refresh_token if current is not None and current.refresh_token else ""

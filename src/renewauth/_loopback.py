@@ -30,6 +30,16 @@ _DENIED = "The sign-in was not completed. You may close this window."
 _REFUSED = "This answer does not belong to the sign-in that is waiting, and was refused."
 
 
+_IDLE = 5.0  # seconds a connection may send nothing, and the server's thread gets to stop
+
+
+class _Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True  # a connection still open never holds the program at exit
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        return  # a browser that went away: nothing to print (and no request line)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Callback:
     """What the browser brought back: a code, or the server's `error` and its description."""
@@ -51,18 +61,26 @@ class LoopbackReceiver:
         self._path = "/" + path.strip("/")
         self._state = state
         self._done = threading.Event()
+        self._lock = threading.Lock()
         self._callback: Callback | None = None
         self.refused = 0  # callbacks refused for their state (the tests read it)
         receiver = self
 
         class _Handler(http.server.BaseHTTPRequestHandler):
+            timeout = _IDLE  # a connection that sends nothing is closed, never waited on
+
             def do_GET(self) -> None:
                 receiver._answer(self)
 
             def log_message(self, format: str, *args: object) -> None:
                 return  # a request line holds the code: never written anywhere
 
-        self._server = http.server.HTTPServer(("127.0.0.1", 0), _Handler)
+            def log_error(self, format: str, *args: object) -> None:
+                return  # nor an error's (a request line cut short)
+
+        # A thread per connection: a browser's idle pre-connection (or any local process)
+        # holds only its own thread, never the callback's.
+        self._server = _Server(("127.0.0.1", 0), _Handler)
         self._thread = threading.Thread(
             target=self._server.serve_forever,
             kwargs={"poll_interval": 0.05},
@@ -86,8 +104,8 @@ class LoopbackReceiver:
         traceback: TracebackType | None,
     ) -> None:
         self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()
+        self._server.server_close()  # daemon handler threads are not waited for
+        self._thread.join(_IDLE)
 
     def wait(self, timeout: float) -> Callback | None:
         """The callback with the right `state`, or `None` when none came within `timeout`."""
@@ -101,7 +119,8 @@ class LoopbackReceiver:
             return
         query = {key: values[0] for key, values in parse_qs(parts.query).items()}
         if not hmac.compare_digest(query.get("state", "").encode(), self._state.encode()):
-            self.refused += 1
+            with self._lock:
+                self.refused += 1
             self._page(handler, 400, _REFUSED)
             return
         code, error = query.get("code"), query.get("error")
@@ -109,13 +128,17 @@ class LoopbackReceiver:
             self._page(handler, 400, _REFUSED)
             return
         description = query.get("error_description")
-        self._callback = Callback(
-            code=None if error is not None else code,
-            error=None if error is None else clean_text(error),
-            error_description=None if description is None else clean_text(description),
-        )
+        with self._lock:  # one callback is handed over, the first with the right state
+            if self._done.is_set():
+                self._page(handler, 404, _REFUSED)
+                return
+            self._callback = Callback(
+                code=None if error is not None else code,
+                error=None if error is None else clean_text(error),
+                error_description=None if description is None else clean_text(description),
+            )
+            self._done.set()  # before the page: a browser gone meanwhile loses nothing
         self._page(handler, 200 if error is None else 400, _DONE if error is None else _DENIED)
-        self._done.set()
 
     @staticmethod
     def _page(handler: http.server.BaseHTTPRequestHandler, status: int, text: str) -> None:

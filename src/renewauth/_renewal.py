@@ -53,7 +53,7 @@ from ._locking import StoreDown, taking_locks
 from ._pauses import PauseState, fingerprint
 from ._timing import continued, further_along, is_spent, keepalive_due, needs_renewal
 from .errors import InvalidGrant, StoreError, TokenRequestError
-from .flows import ChainGrant, Grant, chain_grant
+from .flows import ChainGrant, Grant, RestartingChain, chain_grant
 from .stores import FileStore, MemoryStore, default_store
 from .stores._durable import describe_store, fell_back_to_memory
 from .token import Token
@@ -153,7 +153,7 @@ class Renewal:
             # the store may have lost what was written (then ours or the spare is newer).
             spare = (yield ReadSpare()) if self.port.spare is not None else None
             current = self.current(stored, generation, spare)
-            if not needs_renewal(current, stale, self.clock()):
+            if not _restarting(self.chain) and not needs_renewal(current, stale, self.clock()):
                 token = yield from self._taken(cast(Token, current), stored, generation, spare)
                 return token, False
             yield from self.pauses.load(self.origin, self.clock, chain=self.chain is not None)
@@ -203,7 +203,7 @@ class Renewal:
         """`stored`, adopted, if a renewal under the lock would adopt it too (`_locking`)."""
         if stored is None or self.current(stored, generation, spare) is not stored:
             return None
-        if needs_renewal(stored, stale, self.clock()):
+        if _restarting(self.chain) or needs_renewal(stored, stale, self.clock()):
             return None
         logger.debug("token for %s renewed by another process; taken from the store", self.origin)
         self.generation = generation
@@ -216,10 +216,11 @@ class Renewal:
         and the store generation to write over. A chain whose refresh token is refused
         continues from a newer token of it in the store (read again) or the spare copy: a
         process that held the lock when the store forgot it may have written since."""
+        restarting = _restarting(self.chain)
         try:
             return (yield from self._fetching(current)), True, generation
         except InvalidGrant:
-            if self.chain is None:
+            if self.chain is None or restarting:  # a refused login continues no chain
                 raise
             stored, generation = yield from self._read_or_nothing()
             spare = (yield ReadSpare()) if self.port.spare is not None else None
@@ -243,11 +244,12 @@ class Renewal:
         goes to the spare copy at once, before anything else can fail or be cancelled: the
         server has spent `current`'s refresh token."""
         pauses = self.pauses
+        restarting = _restarting(self.chain)
         presented = self._presented(current)
         pauses.check(presented, self.clock)  # a pause stops token calls, never a read
         pauses.presenting, pauses.called = presented, True
         token = yield from self.endpoint.call(self.grant.fetch(current))
-        token = self._fetched(token, current)
+        token = self._fetched(token, current, restarting=restarting)
         if self.port.spare is not None:
             yield PutSpare(token)
         return token
@@ -319,7 +321,7 @@ class Renewal:
         a chain the writer holds the locks meanwhile). If the server refuses it all the same
         (a store that lost that lock), a newer token of the chain is continued from."""
         try:
-            if not needs_renewal(kept.token, stale, self.clock()):
+            if not _restarting(self.chain) and not needs_renewal(kept.token, stale, self.clock()):
                 return self.adopt(kept.token), False
             token, fetched, _ = yield from self._fetch_chain(kept.token, stale, kept.generation)
             kept.token = token  # the writer thread writes this one now
@@ -342,7 +344,7 @@ class Renewal:
         self.pauses.check(None, self.clock)
         self.pauses.called = True
         token = yield from self.endpoint.call(self.grant.fetch(None))
-        token = self._fetched(token, self.own())
+        token = self._fetched(token, self.own(), restarting=False)  # never a chain here
         yield Keep(self.keeper, token, self.generation, None, error, quiet=True)
         return self.announce(token), True
 
@@ -439,19 +441,13 @@ class Renewal:
         chain = self.chain
         return None if chain is None else fingerprint(chain.presents(current))
 
-    def _fetched(self, token: Token, base: Token | None) -> Token:
+    def _fetched(self, token: Token, base: Token | None, *, restarting: bool) -> Token:
         """A token the endpoint just gave, renewing `base`: placed on its chain, and the
         one warning a rotated refresh token kept only in memory gets."""
         token = self.fetched = continued(token, base)
-        if not self.warned_memory and _rotated_in_memory(self.chain, self.port.store, token, base):
-            self.warned_memory = True
-            logger.warning(
-                "the refresh token for %s was rotated and lives only in this process's memory "
-                "(store=MemoryStore()): when the process exits, the next run presents a "
-                "spent one and is refused; pass store=FileStore(path) or RedisStore(url), or "
-                "no store= for renewauth's durable default",
-                self.origin,
-            )
+        if not (self.warned_memory or restarting):
+            warned = _warned_in_memory(self.chain, self.port.store, token, base, self.origin)
+            self.warned_memory = warned
         return token
 
     def announce(self, token: Token) -> Token:
@@ -487,15 +483,30 @@ def _named_store(exc: TokenRequestError, port: Port) -> TokenRequestError:
     return exc
 
 
-def _rotated_in_memory(
-    chain: ChainGrant | None, store: object, token: Token, base: Token | None
+def _restarting(chain: ChainGrant | None) -> bool:
+    """Whether a renewal of `chain` starts it again (a login): then it fetches whatever the
+    store holds, and its token is no rotation of the one before."""
+    return isinstance(chain, RestartingChain) and chain.restarting()
+
+
+def _warned_in_memory(
+    chain: ChainGrant | None, store: object, token: Token, base: Token | None, origin: str
 ) -> bool:
-    """Whether a chain's refresh token was just rotated into a store that forgets it at exit
-    (not the durable default's memory fallback: that one was warned about already)."""
-    return (
+    """Warn, and say so, when a chain's refresh token was just rotated into a store that
+    forgets it at exit (not the durable default's memory fallback: warned about already)."""
+    rotated = (
         chain is not None
         and in_memory(store)
         and not (store is default_store() and fell_back_to_memory())
         and token.refresh_token is not None
         and token.refresh_token != chain.presents(base)
     )
+    if rotated:
+        logger.warning(
+            "the refresh token for %s was rotated and lives only in this process's memory "
+            "(store=MemoryStore()): when the process exits, the next run presents a "
+            "spent one and is refused; pass store=FileStore(path) or RedisStore(url), or "
+            "no store= for renewauth's durable default",
+            origin,
+        )
+    return rotated

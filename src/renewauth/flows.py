@@ -23,6 +23,7 @@ __all__ = [
     "ChainGrant",
     "Flow",
     "Grant",
+    "RestartingChain",
     "RetryHint",
     "StaticGrant",
     "TokenRequest",
@@ -163,6 +164,17 @@ class ChainGrant(Protocol):
 
     def presents(self, current: Token | None) -> str:
         """The refresh token that `fetch(current)` sends."""
+        ...
+
+
+@runtime_checkable
+class RestartingChain(Protocol):
+    """The optional part of a `ChainGrant` that a person can start again (a login): while
+    `restarting()` is true, a renewal calls the token endpoint whatever the store holds, for
+    its token replaces the chain instead of continuing it."""
+
+    def restarting(self) -> bool:
+        """Whether the next renewal starts the chain again."""
         ...
 
 
