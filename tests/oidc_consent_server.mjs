@@ -13,7 +13,7 @@
 //   the codes presented for exchange);
 // - for the client `consent-slow` only, the first poll of each device code is answered
 //   `slow_down` (oidc-provider itself never sends slow_down, nor an `interval`); for
-//   `consent-flaky`, 503;
+//   `consent-flaky`, 503; for `consent-busy`, 429 with `Retry-After: 30`;
 // - the device authorization answers of the clients in `config.quick_device_clients` carry
 //   `interval: 1`, so that a login through the command line (whose waits are real) is quick.
 import { readFileSync } from 'node:fs';
@@ -82,6 +82,13 @@ provider.use(async (ctx, next) => {
         slowedDown.add(body.device_code);
         ctx.status = 503;
         ctx.body = { error: 'temporarily_unavailable' };
+        return;
+      }
+      if (body.client_id === 'consent-busy' && !slowedDown.has(body.device_code)) {
+        slowedDown.add(body.device_code);
+        ctx.status = 429;
+        ctx.set('Retry-After', '30');
+        ctx.body = { error: 'too_many_requests' };
         return;
       }
       if (body.client_id === 'consent-slow' && !slowedDown.has(body.device_code)) {

@@ -43,6 +43,7 @@ from renewauth import (
     OAuth2AuthorizationCode,
     OAuth2DeviceCode,
     Token,
+    TokenEndpointUnavailable,
     TokenRequestError,
     events,
 )
@@ -110,6 +111,7 @@ def consent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsentServer]
             _client("consent-device", device),
             _client("consent-slow", device),
             _client("consent-flaky", device),
+            _client("consent-busy", device),
             _client("consent-once", [DEVICE_CODE]),  # no refresh_token grant: no refresh token
             _client(
                 "consent-cli-run",
@@ -549,7 +551,49 @@ def test_device_poll_answered_503_is_tried_again(consent: ConsentServer) -> None
         "consent-flaky", issuer=consent.issuer, scope=SCOPE, store=MemoryStore()
     )
     assert auth.login(person.show, sleep=person.sleep).refresh_token
-    assert person.waits == [5.0, 5.0]
+    assert person.waits == [5.0, 10.0]  # backing off after the 503 (RFC 8628 §3.5)
+
+
+def test_device_poll_answered_429_waits_as_long_as_retry_after_says(
+    consent: ConsentServer,
+) -> None:
+    person = DeviceBrowser()
+    auth = OAuth2DeviceCode("consent-busy", issuer=consent.issuer, scope=SCOPE, store=MemoryStore())
+    assert auth.login(person.show, sleep=person.sleep).refresh_token
+    assert person.waits == [5.0, 30.0]
+
+
+def test_device_polls_that_cannot_reach_the_token_endpoint_back_off_and_say_so(
+    consent: ConsentServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Until the code's life ends: then the failure is raised (the person may have
+    approved), not an expiry; the waits double up to a minute and stop at the code's end."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        dead = probe.getsockname()[1]  # closed again: nothing listens there
+    clock, waits = Clock(), []
+
+    def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        clock.now += seconds
+
+    auth = OAuth2DeviceCode(
+        "consent-device",
+        device_authorization_url=f"{consent.issuer}/device/auth",
+        token_url=f"http://127.0.0.1:{dead}/token",
+        scope=SCOPE,
+        store=MemoryStore(),
+        clock=clock,
+        retries=0,
+    )
+    with caplog.at_level(logging.INFO, logger="renewauth"), pytest.raises(TokenEndpointUnavailable):
+        auth.login(lambda prompt: None, sleep=sleep)
+    assert waits[:6] == [5.0, 10.0, 20.0, 40.0, 60.0, 60.0]
+    assert max(waits) == 60.0
+    assert sum(waits) == pytest.approx(600.0)  # the device code's whole life, not past it
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "failed 3 times" in warnings[0].getMessage()
 
 
 def test_a_login_without_a_refresh_token_says_so(

@@ -19,9 +19,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlencode, urlsplit
 
+from ._retry import retry_after_seconds
 from ._urls import origin_of
 from .answers import clean_text, parse_token_response, read_oauth_error
-from .errors import AccessDenied, ConsentExpired, LoginRequired, TokenRequestError
+from .errors import (
+    AccessDenied,
+    ConsentExpired,
+    LoginRequired,
+    TokenEndpointUnavailable,
+    TokenRequestError,
+)
 from .flows import Flow, TokenResponse
 from .oauth2 import Client
 from .token import Token
@@ -223,12 +230,17 @@ def poll_outcome(response: TokenResponse, interval: float, *, client_fix: str) -
                 error_description=description,
                 origin=response.origin,
             )
-    return parse_token_response(
-        response,
-        grant="device_code",
-        fix="run the login again: the device code was refused",
-        client_fix=client_fix,
-    )
+    try:
+        return parse_token_response(
+            response,
+            grant="device_code",
+            fix="run the login again: the device code was refused",
+            client_fix=client_fix,
+        )
+    except TokenEndpointUnavailable as exc:  # 5xx, 429: when to poll again, if it says
+        if exc.retry_after is None:
+            exc.retry_after = retry_after_seconds(response.headers, response.received_at)
+        raise
 
 
 class Handoff:

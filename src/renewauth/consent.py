@@ -490,7 +490,9 @@ class OAuth2DeviceCode(_ConsentAuth):
             headers=asked.headers,
             grant="device_authorization",
         )
-        found = parse_device_authorization(self._send(request))
+        answer = self._send(request)
+        found = parse_device_authorization(answer)
+        deadline = answer.received_at + found.expires_in  # its life runs from the answer
         (show or _print_device)(
             DevicePrompt(
                 verification_uri=found.verification_uri,
@@ -499,7 +501,7 @@ class OAuth2DeviceCode(_ConsentAuth):
                 expires_in=found.expires_in,
             )
         )
-        token = self._poll(found, token_url, sleep)
+        token = self._poll(found, token_url, sleep, deadline)
 
         def given(token_url: str, client: Client) -> Flow:
             return token
@@ -508,35 +510,57 @@ class OAuth2DeviceCode(_ConsentAuth):
         return self._keep(given)
 
     def _poll(
-        self, found: DeviceAuthorization, token_url: str, sleep: Callable[[float], object]
+        self,
+        found: DeviceAuthorization,
+        token_url: str,
+        sleep: Callable[[float], object],
+        deadline: float,
     ) -> Token:
+        """Poll until the person decides or the code's life (until `deadline`) runs out.
+
+        A network error, 5xx or 429 ends no login: the next poll waits at least twice as long
+        (RFC 8628 §3.5, at most a minute) and at least what `Retry-After` says; if the last
+        polls all failed when the code's life ran out, that failure is raised, not the expiry.
+        """
         clock = self._manager.clock
         client = self._consent.client
-        deadline = clock() + found.expires_in
-        interval = found.interval
+        interval = wait = found.interval
+        failed: TokenEndpointUnavailable | None = None
+        failures = 0
         while True:
-            sleep(interval)  # never sooner than the interval
+            sleep(max(0.0, min(wait, deadline - clock())))  # never sooner, never past the end
             if clock() >= deadline:
+                if failed is not None:
+                    raise failed
                 raise ConsentExpired(
                     f"the device code expired after {found.expires_in:g} s before anyone "
                     "approved it; run the login again and enter the new code sooner",
                     origin=origin_of(token_url),
                 )
+            request = client.request(token_url, DEVICE_CODE, {"device_code": found.device_code})
             try:
-                response = self._send(
-                    client.request(token_url, DEVICE_CODE, {"device_code": found.device_code})
-                )
+                response = self._send(request)
                 outcome = poll_outcome(response, interval, client_fix="check client_id=")
             except TokenEndpointUnavailable as exc:
-                # A network error, 5xx or 429 ends no login: the code's life bounds the tries.
-                logger.info(
-                    "polling %s failed (HTTP %s); trying again", exc.origin, exc.status or "-"
+                failed, failures = exc, failures + 1
+                log = logger.warning if failures == _WARN_AFTER else logger.info
+                log(
+                    "polling %s for the login failed %d time%s (HTTP %s); trying again",
+                    exc.origin,
+                    failures,
+                    "" if failures == 1 else "s",
+                    exc.status or "-",
                 )
-                interval = max(interval, exc.retry_after or 0.0)
+                wait = max(min(wait * 2, _MAX_BACKOFF), interval, exc.retry_after or 0.0)
                 continue
             if isinstance(outcome, Token):
                 return outcome
-            interval = outcome
+            failed, failures = None, 0
+            interval = wait = outcome
+
+
+_WARN_AFTER = 3  # failed polls in a row before a WARNING (the first ones are at INFO)
+_MAX_BACKOFF = 60.0  # seconds between polls after failures, at most (Retry-After may ask more)
 
 
 def _header_text(headers: Mapping[str, str] | None) -> dict[str, str] | None:
