@@ -295,14 +295,16 @@ def test_a_login_after_a_step_up_asks_for_the_stronger_login(
     auth = OAuth2AuthorizationCode(
         "consent-cli", issuer=consent.issuer, scope=SCOPE, store=MemoryStore()
     )
-    token = auth.login(
-        shown.append, timeout=60, acr_values=step_up.acr_values, max_age=step_up.max_age
+    token = auth.login(  # an iterator will do: it is read once
+        shown.append, timeout=60, acr_values=iter(step_up.acr_values), max_age=step_up.max_age
     )
     assert token.refresh_token
     query = dict(parse_qsl(urlsplit(shown[0]).query))
     assert (query["acr_values"], query["max_age"]) == ("mfa phr", "300")
     with pytest.raises(ConfigurationError, match="acr_values="):
         auth.login(shown.append, acr_values="mfa")  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="acr_values="):
+        auth.login(shown.append, acr_values=["mfa", "two words"])
     with pytest.raises(ConfigurationError, match="max_age="):
         auth.login(shown.append, max_age=-1)
     assert len(shown) == 1  # refused before any URL
@@ -855,6 +857,50 @@ def test_an_idle_connection_to_the_loopback_holds_up_neither_the_callback_nor_th
     assert len(idle) == 1
 
 
+def test_a_session_without_a_display_runs_no_text_browser(
+    consent: ConsentServer, monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path
+) -> None:
+    """Over SSH, `webbrowser` would run lynx or w3m in the terminal and wait for it: with no
+    display and no BROWSER, the URL is only shown."""
+    for name in ("DISPLAY", "WAYLAND_DISPLAY", "BROWSER"):
+        monkeypatch.delenv(name, raising=False)
+    ran = tmp_path / "text-browser-ran"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name in ("www-browser", "lynx", "w3m", "links", "elinks"):
+        script = bin_dir / name
+        script.write_text(f"#!/bin/sh\ntouch {ran}\n")
+        script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setattr(webbrowser, "_tryorder", None)
+    monkeypatch.setattr(webbrowser, "_browsers", {})
+
+    def person(url: str) -> None:  # the person opens it elsewhere, as a tunnelled browser
+        threading.Thread(
+            target=subprocess.run,
+            args=([sys.executable, str(HERE / "consent_browser.py"), url],),
+            kwargs={"timeout": 60, "check": False},
+        ).start()
+
+    auth = OAuth2AuthorizationCode("consent-cli", issuer=consent.issuer, scope=SCOPE,
+                                   store=MemoryStore())  # fmt: skip
+    assert auth.login(person, timeout=60).refresh_token
+    assert not ran.exists()
+
+
+@pytest.mark.parametrize(
+    ("redirect_path", "ok"),
+    [("/callback", True), ("/cb/renewauth", True), ("callback", True), ("/cb?x=1", False),
+     ("/cb#f", False), ("/c b", False), ("", True)],
+)  # fmt: skip
+def test_redirect_path_is_a_plain_path(redirect_path: str, ok: bool) -> None:
+    if ok:
+        OAuth2AuthorizationCode("c", issuer="https://idp.example.com", redirect_path=redirect_path)
+        return
+    with pytest.raises(ConfigurationError, match="plain path"):
+        OAuth2AuthorizationCode("c", issuer="https://idp.example.com", redirect_path=redirect_path)
+
+
 def test_the_loopback_hands_over_the_first_right_callback_only() -> None:
     from renewauth._loopback import LoopbackReceiver
 
@@ -1012,6 +1058,43 @@ def test_configuration_refused_with_the_fix(tmp_path: pathlib.Path, keys: str, f
     )
     with pytest.raises(ConfigurationError, match=fix):
         load_config(path)
+
+
+@pytest.mark.parametrize(
+    ("headers", "fix"),
+    [
+        ({"x-api-key": "caf\u00e9"}, "visible ASCII"),
+        ({"x-api-key": "key\xa0"}, "visible ASCII"),
+        ({"x-api-key": "key\r\nx-evil: 1"}, "visible ASCII"),
+        ({"x api key": "secret-value"}, "no valid name"),
+        ({"Host": "evil.example"}, "cannot set Host"),
+        ({"Content-Length": "0"}, "cannot set Content-Length"),
+        ({"Transfer-Encoding": "chunked"}, "cannot set Transfer-Encoding"),
+        ("x-api-key: k", "must be a mapping"),
+    ],
+)
+def test_token_headers_refused_with_the_fix_before_any_login(headers: Any, fix: str) -> None:
+    for kind in (OAuth2AuthorizationCode, OAuth2DeviceCode):
+        with pytest.raises(ConfigurationError, match=fix) as caught:
+            kind("c", issuer="https://idp.example.com", token_headers=headers)
+        for value in headers.values() if isinstance(headers, dict) else ():
+            assert value not in str(caught.value)  # a value may be a key: never shown
+
+
+def test_token_headers_from_a_configuration_file(tmp_path: pathlib.Path) -> None:
+    config = tmp_path / "renewauth.toml"
+    config.write_text(
+        "[auth.gateway]\n"
+        'provider = "oauth2-authorization-code"\n'
+        'authorization_url = "https://idp.example.com/authorize"\n'
+        'token_url = "https://idp.example.com/token"\n'
+        'client_id = "c"\n'
+        'token_headers = { x-api-key = "k" }\n'
+    )
+    assert isinstance(load_config(config)["gateway"].auth, OAuth2AuthorizationCode)
+    config.write_text(config.read_text().replace('{ x-api-key = "k" }', '"x-api-key: k"'))
+    with pytest.raises(ConfigurationError, match=r"token_headers.*a table of strings"):
+        load_config(config)
 
 
 def test_device_code_arguments_refused_with_the_fix() -> None:

@@ -10,6 +10,7 @@ the same and is refused with the same words everywhere.
 from __future__ import annotations
 
 import math
+import re
 import ssl
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -33,6 +34,7 @@ __all__ = [
     "client_for",
     "client_from",
     "default_store_for",
+    "header_table",
     "key_fingerprint",
     "not_a_store",
     "require_text",
@@ -271,3 +273,38 @@ def check_callbacks(on_token: object, on_event: object) -> None:
         raise ConfigurationError(
             "on_event= must be a callable taking a renewauth.events value, or None"
         )
+
+
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an RFC 9110 token
+_HEADER_VALUE = re.compile(r"[\x21-\x7e]([\x20-\x7e\t]*[\x21-\x7e])?")  # visible ASCII
+_FRAMING = frozenset(
+    {"host", "content-length", "content-type", "transfer-encoding", "connection", "te"}
+    | {"upgrade", "trailer", "keep-alive", "expect"}
+)
+
+
+def header_table(argument: str, headers: Mapping[str, str] | None) -> dict[str, str] | None:
+    """Headers a caller adds, checked: names are RFC 9110 tokens, values visible ASCII,
+    none of the headers HTTP itself frames the request with. A value is never shown (it may
+    be a key)."""
+    if headers is None:
+        return None
+    if not isinstance(headers, Mapping):
+        raise ConfigurationError(f"{argument}= must be a mapping of header names to values")
+    for number, (name, value) in enumerate(headers.items(), 1):
+        if not isinstance(name, str) or not _HEADER_NAME.fullmatch(name):
+            raise ConfigurationError(
+                f"{argument}= header {number} has no valid name (letters, digits and "
+                "-!#$%&'*+.^_`|~ only, such as x-api-key)"
+            )
+        if name.lower() in _FRAMING:
+            raise ConfigurationError(
+                f"{argument}= cannot set {name}: the HTTP client frames the request with "
+                "it; leave it out"
+            )
+        if not isinstance(value, str) or not _HEADER_VALUE.fullmatch(value):
+            raise ConfigurationError(
+                f"{argument}= {name} must be visible ASCII text, without line breaks or "
+                "spaces at its ends (its value is not shown)"
+            )
+    return dict(headers)

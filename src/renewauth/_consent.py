@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import math
+import re
 import secrets
 import threading
 from collections.abc import Callable, Sequence
@@ -183,11 +184,19 @@ def parse_device_authorization(response: TokenResponse) -> DeviceAuthorization:
 
 
 def _is_web_url(value: str) -> bool:
+    """An http(s) URL fit to be printed for a person: visible ASCII only (no terminal
+    escape, no line break, no space) and of a length a person can use."""
+    if len(value) > _MAX_URL or not _VISIBLE.fullmatch(value):
+        return False
     try:
         parts = urlsplit(value)
     except ValueError:
         return False
     return parts.scheme in ("http", "https") and bool(parts.netloc)
+
+
+_MAX_URL = 2048
+_VISIBLE = re.compile(r"[\x21-\x7e]+")
 
 
 def _seconds(value: object, default: float | None = None) -> float | None:

@@ -77,16 +77,18 @@ _BOOLEAN: tuple[str, Callable[[object], bool]] = (
     "true or false",
     lambda value: isinstance(value, bool),
 )
+_TABLE_OF_STRINGS: tuple[str, Callable[[object], bool]] = (
+    "a table of strings",
+    lambda value: isinstance(value, dict) and all(isinstance(v, str) for v in value.values()),
+)
 # The TOML type each key takes: a string (`_STRING`) unless listed here.
 _KINDS: dict[str, tuple[str, Callable[[object], bool]]] = {
     "scope": (
         "a string or an array of strings",
         lambda value: isinstance(value, str) or _is_array_of(value, str),
     ),
-    "extra": (
-        "a table of strings",
-        lambda value: isinstance(value, dict) and all(isinstance(v, str) for v in value.values()),
-    ),
+    "extra": _TABLE_OF_STRINGS,
+    "token_headers": _TABLE_OF_STRINGS,
     "anonymous": _BOOLEAN,
     "allow_insecure_http": _BOOLEAN,
     "leeway": ("a number of seconds", _is_number),

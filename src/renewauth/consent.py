@@ -14,6 +14,8 @@ secret (code, verifier, device code, tokens) is printed, logged or shown in a `r
 from __future__ import annotations
 
 import logging
+import os
+import re
 import sys
 import time
 import webbrowser
@@ -22,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Self, Unpack
 from urllib.parse import parse_qsl, urlencode
 
-from ._arguments import client_for, require_text, scope_text
+from ._arguments import client_for, header_table, require_text, scope_text
 from ._consent import (
     DEVICE_CODE,
     ConsentGrant,
@@ -53,6 +55,7 @@ __all__ = ["DevicePrompt", "OAuth2AuthorizationCode", "OAuth2DeviceCode"]
 
 logger = logging.getLogger(__name__)
 
+_PATH = re.compile(r"/?[A-Za-z0-9._~!$&'()*+,;=:@/-]*")  # RFC 3986 path characters
 _LOGIN_HOW = (
     "run `renewauth login --config FILE NAME` for its configuration entry, or call .login() "
     "on this object in Python"
@@ -95,7 +98,13 @@ def _print_device(prompt: DevicePrompt) -> None:
 
 def _open_browser(url: str) -> None:
     """Open `url` with the program `BROWSER` (or the desktop) names; the URL is printed
-    already, so a machine without a browser only logs that none opened."""
+    already, so a machine without a browser only logs that none opened. A Linux session
+    without a display and without `BROWSER` opens nothing: `webbrowser` would run a text
+    browser in this terminal and wait for it, past the login's timeout."""
+    headless = not any(os.environ.get(name) for name in ("DISPLAY", "WAYLAND_DISPLAY"))
+    if sys.platform.startswith("linux") and headless and not os.environ.get("BROWSER"):
+        logger.info("no display: open the printed URL in a browser yourself")
+        return
     try:
         opened = webbrowser.open(url)
     except (webbrowser.Error, OSError) as exc:
@@ -158,7 +167,7 @@ class _ConsentAuth(TokenAuth):
                 None,
                 None,
                 options,
-                headers=_header_text(token_headers),
+                headers=header_table("token_headers", token_headers),
             ),
             flow=self._flow,
             scope=scope_text(scope),
@@ -284,7 +293,12 @@ class OAuth2AuthorizationCode(_ConsentAuth):
         token_headers: Mapping[str, str] | None = None,
         **options: Unpack[AuthOptions],
     ) -> None:
-        self._redirect_path = require_text("redirect_path", redirect_path)
+        if not isinstance(redirect_path, str) or not _PATH.fullmatch(redirect_path):
+            raise ConfigurationError(
+                f"redirect_path= must be a plain path such as /callback (no query, fragment "
+                f"or spaces), got {redirect_path!r}"
+            )
+        self._redirect_path = redirect_path
         super().__init__(
             client_id,
             authorization_url,
@@ -331,9 +345,13 @@ class OAuth2AuthorizationCode(_ConsentAuth):
             ConsentExpired: no callback within `timeout`.
             TokenRequestError: the code exchange was refused.
         """
-        if isinstance(acr_values, str) or not all(isinstance(v, str) for v in acr_values):
+        acr = () if isinstance(acr_values, str) else tuple(acr_values)
+        if isinstance(acr_values, str) or not all(
+            isinstance(v, str) and v and not any(c.isspace() for c in v) for v in acr
+        ):
             raise ConfigurationError(
-                "acr_values= takes a sequence of strings, as StepUpRequired.acr_values holds"
+                "acr_values= takes a sequence of names without spaces, as "
+                "StepUpRequired.acr_values holds"
             )
         if max_age is not None and (
             isinstance(max_age, bool) or not isinstance(max_age, int) or max_age < 0
@@ -351,7 +369,7 @@ class OAuth2AuthorizationCode(_ConsentAuth):
                 state,
                 verifier,
                 self._consent.scope,
-                acr_values=acr_values,
+                acr_values=acr,
                 max_age=max_age,
             )
             (show or _print_url)(url)
@@ -561,22 +579,6 @@ class OAuth2DeviceCode(_ConsentAuth):
 
 _WARN_AFTER = 3  # failed polls in a row before a WARNING (the first ones are at INFO)
 _MAX_BACKOFF = 60.0  # seconds between polls after failures, at most (Retry-After may ask more)
-
-
-def _header_text(headers: Mapping[str, str] | None) -> dict[str, str] | None:
-    """`token_headers=` checked: names and values are text, each fit for one header line."""
-    if headers is None:
-        return None
-    if not isinstance(headers, Mapping):
-        raise ConfigurationError("token_headers= must be a mapping of header names to values")
-    for name, value in headers.items():
-        if not isinstance(name, str) or not isinstance(value, str) or not name:
-            raise ConfigurationError("token_headers= takes text header names and values")
-        if any(character in name + value for character in "\r\n\0") or ":" in name:
-            raise ConfigurationError(
-                f"token_headers= has a header name or value that cannot be sent ({name!r})"
-            )
-    return dict(headers)
 
 
 def _form(body: bytes) -> dict[str, str]:

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from .. import events
 from .._urls import origin_of
+from ..answers import clean_text
 from ..dpop import DpopKey
 from ._challenges import step_up_of
 
@@ -163,7 +164,7 @@ def report_step_up(
         "again as asked",
         origin,
         status,
-        " ".join(step_up.acr_values) or "not named",
+        clean_text(" ".join(step_up.acr_values)) or "not named",
         "not set" if step_up.max_age is None else f"{step_up.max_age} s",
     )
     event = events.StepUpRequired(
