@@ -673,6 +673,12 @@ def test_renewauth_login_then_token(
     access_token = capsys.readouterr().out.strip()
     assert access_token
     assert access_token not in err
+    # After a step-up: the login again, asking for what the API named; a new chain replaces it.
+    arguments = ["login", "--config", str(config), "cli", "--acr-values", "mfa", "--max-age", "300"]
+    assert main(arguments) == 0
+    assert "acr_values=mfa&max_age=300" in capsys.readouterr().err  # in the printed URL
+    assert main(["token", "--config", str(config), "cli"]) == 0
+    assert capsys.readouterr().out.strip() not in ("", access_token)
     assert main(["login", "--config", str(config), "service"]) == 1
     assert "needs no login" in capsys.readouterr().err
 

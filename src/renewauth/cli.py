@@ -84,6 +84,18 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="only print the login URL (authorization code), do not open a browser",
     )
+    login.add_argument(
+        "--acr-values",
+        metavar="NAMES",
+        help="after an API asked for a stronger login (a StepUpRequired event or WARNING): "
+        "the authentication context it named, space-separated (authorization code)",
+    )
+    login.add_argument(
+        "--max-age",
+        type=int,
+        metavar="SECONDS",
+        help="after a step-up: the most seconds since the person last logged in actively",
+    )
     check = commands.add_parser(
         "check",
         help="fetch a token for every entry and report each (exit 0 ok, 1 warning, 2 failed)",
@@ -186,14 +198,25 @@ def _token(config: str, name: str) -> int:
     return 0
 
 
-def _login(config: str, name: str, *, open_browser: bool) -> int:
+def _login(arguments: argparse.Namespace) -> int:
     from .consent import OAuth2AuthorizationCode, OAuth2DeviceCode
 
-    auth = _entry(config, name)
+    name = arguments.name
+    auth = _entry(arguments.config, name)
+    step_up = arguments.acr_values is not None or arguments.max_age is not None
     if isinstance(auth, OAuth2AuthorizationCode):
-        auth.login(open_browser=open_browser)
-    elif isinstance(auth, OAuth2DeviceCode):
+        auth.login(
+            open_browser=not arguments.no_browser,
+            acr_values=(arguments.acr_values or "").split(),
+            max_age=arguments.max_age,
+        )
+    elif isinstance(auth, OAuth2DeviceCode) and not step_up:
         auth.login()
+    elif isinstance(auth, OAuth2DeviceCode):
+        raise ConfigurationError(
+            "--acr-values and --max-age go with an oauth2-authorization-code entry: the "
+            "device flow cannot ask for a login context"
+        )
     else:
         raise ConfigurationError(
             f"[auth.{name}] is a {type(auth).__name__}, which needs no login: only "
@@ -459,7 +482,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if arguments.command == "token":
             return _token(arguments.config, arguments.name)
         if arguments.command == "login":
-            return _login(arguments.config, arguments.name, open_browser=not arguments.no_browser)
+            return _login(arguments)
         if arguments.command == "check":
             return _check(arguments.config, as_json=arguments.json)
         if arguments.command == "keepalive":
