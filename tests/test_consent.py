@@ -658,6 +658,10 @@ def test_renewauth_login_then_token(
         f'issuer = "{consent.issuer}"\n'
         'client_id = "consent-cli"\n'
         f'scope = "{SCOPE}"\n'
+        "[auth.box]\n"
+        'provider = "oauth2-device-code"\n'
+        f'issuer = "{consent.issuer}"\n'
+        'client_id = "consent-device"\n'
         "[auth.service]\n"
         'provider = "oauth2-client-credentials"\n'
         f'token_url = "{consent.issuer}/token"\n'
@@ -679,6 +683,8 @@ def test_renewauth_login_then_token(
     assert "acr_values=mfa&max_age=300" in capsys.readouterr().err  # in the printed URL
     assert main(["token", "--config", str(config), "cli"]) == 0
     assert capsys.readouterr().out.strip() not in ("", access_token)
+    assert main(["login", "--config", str(config), "box", "--max-age", "300"]) == 1
+    assert "go with an oauth2-authorization-code entry" in capsys.readouterr().err
     assert main(["login", "--config", str(config), "service"]) == 1
     assert "needs no login" in capsys.readouterr().err
 
