@@ -14,6 +14,8 @@
 // - for the client `consent-slow` only, the first poll of each device code is answered
 //   `slow_down` (oidc-provider itself never sends slow_down, nor an `interval`); for
 //   `consent-flaky`, 503; for `consent-busy`, 429 with `Retry-After: 30`;
+// - `POST /refuse-codes` with body `on` (or `off`): every code exchange is refused with
+//   invalid_grant (after it is counted), as a server does for a code spent or expired;
 // - the device authorization answers of the clients in `config.quick_device_clients` carry
 //   `interval: 1`, so that a login through the command line (whose waits are real) is quick.
 import { readFileSync } from 'node:fs';
@@ -64,6 +66,7 @@ const counts = {
   tokenCalls: {}, refreshRefused: 0, exchangedCodes: [], deviceCodes: [], devicePolls: 0,
 };
 const slowedDown = new Set();
+let refuseCodes = false; // set by POST /refuse-codes (body "on" or "off")
 
 provider.use(async (ctx, next) => {
   const isToken = ctx.method === 'POST' && ctx.path === '/token';
@@ -74,7 +77,14 @@ provider.use(async (ctx, next) => {
     ctx.request.body = body;
     const grant = String(body.grant_type);
     counts.tokenCalls[grant] = (counts.tokenCalls[grant] || 0) + 1;
-    if (grant === 'authorization_code') counts.exchangedCodes.push(String(body.code));
+    if (grant === 'authorization_code') {
+      counts.exchangedCodes.push(String(body.code));
+      if (refuseCodes) {
+        ctx.status = 400;
+        ctx.body = { error: 'invalid_grant', error_description: 'code refused by the test' };
+        return;
+      }
+    }
     if (grant === DEVICE_CODE) {
       counts.devicePolls += 1;
       if (!counts.deviceCodes.includes(body.device_code)) counts.deviceCodes.push(body.device_code);
@@ -153,6 +163,14 @@ async function interaction(req, res) {
 
 const oidc = provider.callback();
 server.on('request', (req, res) => {
+  if (req.url === '/refuse-codes' && req.method === 'POST') {
+    readForm(req).then((form) => {
+      refuseCodes = 'on' in form;
+      res.writeHead(204);
+      res.end();
+    });
+    return;
+  }
   if (req.url === '/counts') {
     res.writeHead(200, { 'content-type': 'application/json' });
     res.end(JSON.stringify(counts));

@@ -70,6 +70,13 @@ SCOPE = "openid offline_access"
 class ConsentServer:
     issuer: str
 
+    def refuse_codes(self, refuse: bool) -> None:
+        switch = urllib.request.Request(  # noqa: S310 - loopback
+            f"{self.issuer}/refuse-codes", data=b"on" if refuse else b"off"
+        )
+        with urllib.request.urlopen(switch, timeout=10) as response:  # noqa: S310
+            assert response.status == 204
+
     def counts(self) -> dict[str, Any]:
         with urllib.request.urlopen(f"{self.issuer}/counts", timeout=10) as response:  # noqa: S310
             counts: dict[str, Any] = json.load(response)
@@ -510,6 +517,57 @@ def test_a_login_replaces_the_chain_even_if_another_process_renews_it_meanwhile(
     assert auth.get_token() == second
     auth.invalidate()
     assert auth.get_token().refresh_token != second.refresh_token  # the new chain renews
+    assert consent.counts()["refreshRefused"] == before["refreshRefused"]
+
+
+@pytest.mark.parametrize("refused", [True, False], ids=["code-refused", "code-accepted"])
+def test_a_login_while_requests_keep_renewing_ends_as_its_own_exchange_did(
+    consent: ConsentServer, browser: pathlib.Path, tmp_path: pathlib.Path, refused: bool
+) -> None:
+    """Threads of the same object keep making requests while a second login's code is
+    exchanged: the login's invalidate() makes their token due, and any of their renewals may
+    run the login's exchange. Refused, the login raises
+    (never returns the old chain as if it had worked) and the old chain still renews; accepted,
+    it returns the new chain's token. 0 refused refresh tokens either way."""
+    auth = OAuth2AuthorizationCode(
+        "consent-cli", issuer=consent.issuer, scope=SCOPE, store=FileStore(tmp_path / "t")
+    )
+    first = auth.login(timeout=60)
+    before = consent.counts()
+    stop, errors, renewals = threading.Event(), [], []
+
+    def renew_all_along() -> None:  # requests: each renews when its token is due
+        while not stop.wait(0.001):
+            try:
+                renewals.append(auth.get_token())
+            except TokenRequestError as exc:  # the login's exchange, run by this thread
+                errors.append(exc)
+
+    workers = [threading.Thread(target=renew_all_along) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    try:
+        consent.refuse_codes(refused)
+        if refused:
+            with pytest.raises(InvalidGrant, match="code refused by the test") as caught:
+                auth.login(timeout=60)
+            assert "refresh token was looked for" not in str(caught.value)  # a code, not it
+        else:
+            second = auth.login(timeout=60)
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join(timeout=60)
+        consent.refuse_codes(False)
+    after = consent.counts()
+    assert len(after["exchangedCodes"]) == len(before["exchangedCodes"]) + 1
+    assert after["refreshRefused"] == before["refreshRefused"]
+    assert all(isinstance(exc, InvalidGrant) for exc in errors)
+    latest = auth.get_token()
+    auth.invalidate()
+    assert auth.get_token().refresh_token != latest.refresh_token  # the chain renews on
+    if not refused:
+        assert second.refresh_token not in {t.refresh_token for t in [first, *renewals[:1]]}
     assert consent.counts()["refreshRefused"] == before["refreshRefused"]
 
 

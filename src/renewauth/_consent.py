@@ -39,6 +39,7 @@ __all__ = [
     "ConsentGrant",
     "DeviceAuthorization",
     "Handoff",
+    "LoginOutcome",
     "authorization_url",
     "code_challenge",
     "new_state",
@@ -252,6 +253,27 @@ def poll_outcome(response: TokenResponse, interval: float, *, client_fix: str) -
         raise
 
 
+class LoginOutcome:
+    """What became of a login's flow, whichever renewal ran it."""
+
+    def __init__(self) -> None:
+        self.done = False
+        self.error: BaseException | None = None
+
+    def recording(self, first: FirstFlow) -> FirstFlow:
+        def flow(token_url: str, client: Client) -> Flow:
+            try:
+                token: Token = yield from first(token_url, client)
+            except BaseException as exc:
+                self.error = exc
+                raise
+            finally:
+                self.done = True
+            return token
+
+        return flow
+
+
 class Handoff:
     """Where a login leaves its first token's flow for the renewal that stores it: one slot,
     per auth object and process (never pickled, never compared).
@@ -262,9 +284,10 @@ class Handoff:
     token, as it said it would, and leaves the login to the next renewal.
     """
 
-    __slots__ = ("_announced", "_first", "_lock", "_marker")
+    __slots__ = ("_announced", "_first", "_lock", "_marker", "turn")
 
     def __init__(self) -> None:
+        self.turn = threading.Lock()  # held by one login at a time, from put to put(None)
         self._lock = threading.Lock()
         self._first: FirstFlow | None = None
         self._marker = ""

@@ -1,5 +1,6 @@
-"""The loopback redirect of a native app (RFC 8252 §7.3): one small HTTP server on
-`127.0.0.1`, on a port the system chooses, that waits for the browser's one callback.
+"""The browser's side of a login: the URL shown and opened (`webbrowser`), and the loopback
+redirect of a native app (RFC 8252 §7.3), one small HTTP server on `127.0.0.1`, on a port
+the system chooses, that waits for the browser's one callback.
 
 It answers the browser with a short page and hands the callback's `code` (or its `error`) to
 the thread that waits. A callback whose `state` is not the one sent is refused with a 400
@@ -11,7 +12,11 @@ from __future__ import annotations
 
 import hmac
 import http.server
+import logging
+import os
+import sys
 import threading
+import webbrowser
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Self
@@ -19,7 +24,9 @@ from urllib.parse import parse_qs, urlsplit
 
 from .answers import clean_text
 
-__all__ = ["Callback", "LoopbackReceiver"]
+__all__ = ["Callback", "LoopbackReceiver", "open_in_browser", "print_url"]
+
+logger = logging.getLogger("renewauth.consent")
 
 _PAGE = (
     "<!DOCTYPE html><html><head><meta charset='utf-8'><title>renewauth</title></head>"
@@ -149,3 +156,30 @@ class LoopbackReceiver:
         handler.send_header("Cache-Control", "no-store")
         handler.end_headers()
         handler.wfile.write(body)
+
+
+def print_url(url: str) -> None:
+    """Show a person the URL to log in at, on stderr at once."""
+    print(
+        f"To log in, open this URL in a browser:\n  {url}",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def open_in_browser(url: str) -> None:
+    """Open `url` with the program `BROWSER` (or the desktop) names; the URL is printed
+    already, so a machine without a browser only logs that none opened. A Linux session
+    without a display and without `BROWSER` opens nothing: `webbrowser` would run a text
+    browser in this terminal and wait for it, past the login's timeout."""
+    headless = not any(os.environ.get(name) for name in ("DISPLAY", "WAYLAND_DISPLAY"))
+    if sys.platform.startswith("linux") and headless and not os.environ.get("BROWSER"):
+        logger.info("no display: open the printed URL in a browser yourself")
+        return
+    try:
+        opened = webbrowser.open(url)
+    except (webbrowser.Error, OSError) as exc:
+        opened = False
+        logger.debug("no browser opened (%s)", type(exc).__name__)
+    if not opened:
+        logger.info("no browser opened: open the printed URL yourself")

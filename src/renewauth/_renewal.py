@@ -244,9 +244,10 @@ class Renewal:
         goes to the spare copy at once, before anything else can fail or be cancelled: the
         server has spent `current`'s refresh token."""
         pauses = self.pauses
-        restarting = _restarting(self.chain)
-        presented = self._presented(current)
-        pauses.check(presented, self.clock)  # a pause stops token calls, never a read
+        presented = self._presented(current)  # announces a waiting login, if any...
+        restarting = _restarting(self.chain)  # ...whose flow this fetch then runs
+        if not restarting:  # a person's login is not held (a device flow's token is in hand)
+            pauses.check(presented, self.clock)  # a pause stops token calls, never a read
         pauses.presenting, pauses.called = presented, True
         token = yield from self.endpoint.call(self.grant.fetch(current))
         token = self._fetched(token, current, restarting=restarting)
@@ -470,7 +471,10 @@ def _named_store(exc: TokenRequestError, port: Port) -> TokenRequestError:
     """`exc` (a refused refresh token of a chain), its message naming where the chain was
     looked for: the store's kind and place, never a secret."""
     if isinstance(exc, InvalidGrant) and exc.args:
-        if "newest refresh token was looked for" in str(exc.args[0]):
+        message = str(exc.args[0])
+        if "newest refresh token was looked for" in message or message.startswith(
+            ("authorization_code grant", "device_code grant")  # a login's, not the chain's
+        ):
             return exc
         where = describe_store(port.store)
         if port.spare is not None:

@@ -14,11 +14,9 @@ secret (code, verifier, device code, tokens) is printed, logged or shown in a `r
 from __future__ import annotations
 
 import logging
-import os
 import re
 import sys
 import time
-import webbrowser
 from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Self, Unpack
@@ -29,13 +27,14 @@ from ._consent import (
     DEVICE_CODE,
     ConsentGrant,
     DeviceAuthorization,
+    LoginOutcome,
     authorization_url,
     new_state,
     new_verifier,
     parse_device_authorization,
     poll_outcome,
 )
-from ._loopback import LoopbackReceiver
+from ._loopback import LoopbackReceiver, open_in_browser, print_url
 from ._urls import origin_of, require_secure_url
 from .answers import parse_token_response
 from .auth import AuthOptions, TokenAuth
@@ -56,6 +55,7 @@ __all__ = ["DevicePrompt", "OAuth2AuthorizationCode", "OAuth2DeviceCode"]
 logger = logging.getLogger(__name__)
 
 _PATH = re.compile(r"/?[A-Za-z0-9._~!$&'()*+,;=:@/-]*")  # RFC 3986 path characters
+_TURNS = 5  # renewals a login waits through for its own before it gives up
 _LOGIN_HOW = (
     "run `renewauth login --config FILE NAME` for its configuration entry, or call .login() "
     "on this object in Python"
@@ -79,14 +79,6 @@ class DevicePrompt:
     expires_in: float
 
 
-def _print_url(url: str) -> None:
-    print(
-        f"To log in, open this URL in a browser:\n  {url}",
-        file=sys.stderr,
-        flush=True,
-    )
-
-
 def _print_device(prompt: DevicePrompt) -> None:
     lines = [f"To log in, visit {prompt.verification_uri} and enter the code {prompt.user_code}"]
     if prompt.verification_uri_complete:
@@ -94,24 +86,6 @@ def _print_device(prompt: DevicePrompt) -> None:
     minutes = max(1, round(prompt.expires_in / 60))
     lines.append(f"The code is valid for about {minutes} minute{'s' if minutes > 1 else ''}.")
     print("\n".join(lines), file=sys.stderr, flush=True)
-
-
-def _open_browser(url: str) -> None:
-    """Open `url` with the program `BROWSER` (or the desktop) names; the URL is printed
-    already, so a machine without a browser only logs that none opened. A Linux session
-    without a display and without `BROWSER` opens nothing: `webbrowser` would run a text
-    browser in this terminal and wait for it, past the login's timeout."""
-    headless = not any(os.environ.get(name) for name in ("DISPLAY", "WAYLAND_DISPLAY"))
-    if sys.platform.startswith("linux") and headless and not os.environ.get("BROWSER"):
-        logger.info("no display: open the printed URL in a browser yourself")
-        return
-    try:
-        opened = webbrowser.open(url)
-    except (webbrowser.Error, OSError) as exc:
-        opened = False
-        logger.debug("no browser opened (%s)", type(exc).__name__)
-    if not opened:
-        logger.info("no browser opened: open the printed URL yourself")
 
 
 class _ConsentAuth(TokenAuth):
@@ -229,14 +203,35 @@ class _ConsentAuth(TokenAuth):
 
     def _keep(self, first: Callable[[str, Client], Flow]) -> Token:
         """Store the login's first token through the renewal path (under the store's lock,
-        written before use, `on_token` called) and return it."""
+        written before use, `on_token` called) and return it.
+
+        Whichever renewal runs the login's flow (this thread's, or a request's that led the
+        flight first), its outcome is recorded: a failure is raised here, and until the flow
+        has run (another object of the same store may lead a renewal of its own in between)
+        the token is expired and renewed again. One login at a time per object.
+        """
         handoff = self._consent.handoff
-        handoff.put(first)
-        try:
-            self._manager.invalidate()  # a token held before this login is replaced
-            token = self._manager.token_for_request()
-        finally:
-            handoff.put(None)
+        ran = LoginOutcome()
+        with handoff.turn:
+            handoff.put(ran.recording(first))
+            try:
+                for _ in range(_TURNS):
+                    if ran.done:
+                        break
+                    self._manager.invalidate()  # a token held before this login is replaced
+                    if not ran.done:
+                        self._manager.token_for_request()
+                else:
+                    raise ConsentError(
+                        f"the login at {origin_of(self.token_url)} could not be stored: other "
+                        f"renewals of this credential took its turn {_TURNS} times; run the "
+                        "login again"
+                    )
+            finally:
+                handoff.put(None)
+        if ran.error is not None:
+            raise ran.error
+        token = self._manager.token_for_request()  # the login's, or a renewal of its chain
         if token.refresh_token is None:
             logger.warning(
                 "the login at %s brought no refresh token: requests work until the access "
@@ -372,9 +367,9 @@ class OAuth2AuthorizationCode(_ConsentAuth):
                 acr_values=acr,
                 max_age=max_age,
             )
-            (show or _print_url)(url)
+            (show or print_url)(url)
             if open_browser:
-                _open_browser(url)
+                open_in_browser(url)
             callback = receiver.wait(timeout)
         origin = origin_of(start)
         if callback is None:
