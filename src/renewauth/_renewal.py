@@ -112,6 +112,7 @@ class Renewal:
         self.warned_local = False
         self.warned_memory = False
         self.fetched: Token | None = None  # the last token this process's own call fetched
+        self.restarted = False  # whether the last token call ran a login's flow
         # A chain (a refresh token is the only credential) cannot be made again: it gets a
         # spare copy on this machine beside any store but memory, this machine's lock beside
         # a store that is not itself a local file, and pauses about one refresh token only.
@@ -166,7 +167,7 @@ class Renewal:
                 # (only an error of a call made now: a pause raised again is not renewed).
                 if exc is not self.pauses.reraised:
                     yield from self.pauses.share(
-                        _named_store(exc, self.port) if self.chain is not None else exc,
+                        _named_store(exc, self.port, self.chain is not None and not self.restarted),
                         self.origin,
                         self.clock,
                     )
@@ -216,11 +217,10 @@ class Renewal:
         and the store generation to write over. A chain whose refresh token is refused
         continues from a newer token of it in the store (read again) or the spare copy: a
         process that held the lock when the store forgot it may have written since."""
-        restarting = _restarting(self.chain)
         try:
             return (yield from self._fetching(current)), True, generation
         except InvalidGrant:
-            if self.chain is None or restarting:  # a refused login continues no chain
+            if self.chain is None or self.restarted:  # a refused login continues no chain
                 raise
             stored, generation = yield from self._read_or_nothing()
             spare = (yield ReadSpare()) if self.port.spare is not None else None
@@ -245,12 +245,12 @@ class Renewal:
         server has spent `current`'s refresh token."""
         pauses = self.pauses
         presented = self._presented(current)  # announces a waiting login, if any...
-        restarting = _restarting(self.chain)  # ...whose flow this fetch then runs
-        if not restarting:  # a person's login is not held (a device flow's token is in hand)
+        self.restarted = _restarting(self.chain)  # ...whose flow this fetch then runs
+        if not self.restarted:  # a login is not held by a pause (a device token is in hand)
             pauses.check(presented, self.clock)  # a pause stops token calls, never a read
         pauses.presenting, pauses.called = presented, True
         token = yield from self.endpoint.call(self.grant.fetch(current))
-        token = self._fetched(token, current, restarting=restarting)
+        token = self._fetched(token, current)
         if self.port.spare is not None:
             yield PutSpare(token)
         return token
@@ -345,7 +345,7 @@ class Renewal:
         self.pauses.check(None, self.clock)
         self.pauses.called = True
         token = yield from self.endpoint.call(self.grant.fetch(None))
-        token = self._fetched(token, self.own(), restarting=False)  # never a chain here
+        token = self._fetched(token, self.own())
         yield Keep(self.keeper, token, self.generation, None, error, quiet=True)
         return self.announce(token), True
 
@@ -442,11 +442,11 @@ class Renewal:
         chain = self.chain
         return None if chain is None else fingerprint(chain.presents(current))
 
-    def _fetched(self, token: Token, base: Token | None, *, restarting: bool) -> Token:
+    def _fetched(self, token: Token, base: Token | None) -> Token:
         """A token the endpoint just gave, renewing `base`: placed on its chain, and the
         one warning a rotated refresh token kept only in memory gets."""
         token = self.fetched = continued(token, base)
-        if not (self.warned_memory or restarting):
+        if not (self.warned_memory or self.restarted):
             warned = _warned_in_memory(self.chain, self.port.store, token, base, self.origin)
             self.warned_memory = warned
         return token
@@ -467,14 +467,11 @@ class Renewal:
         return token
 
 
-def _named_store(exc: TokenRequestError, port: Port) -> TokenRequestError:
-    """`exc` (a refused refresh token of a chain), its message naming where the chain was
-    looked for: the store's kind and place, never a secret."""
-    if isinstance(exc, InvalidGrant) and exc.args:
-        message = str(exc.args[0])
-        if "newest refresh token was looked for" in message or message.startswith(
-            ("authorization_code grant", "device_code grant")  # a login's, not the chain's
-        ):
+def _named_store(exc: TokenRequestError, port: Port, chain: bool) -> TokenRequestError:
+    """`exc`; for a refused refresh token of a `chain` (not a login's refused code), its
+    message naming where the chain was looked for: the store's kind and place, no secret."""
+    if chain and isinstance(exc, InvalidGrant) and exc.args:
+        if "newest refresh token was looked for" in str(exc.args[0]):
             return exc
         where = describe_store(port.store)
         if port.spare is not None:
