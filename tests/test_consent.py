@@ -94,6 +94,17 @@ def _client(client_id: str, grants: list[str], **metadata: Any) -> dict[str, Any
     }
 
 
+def _native(client_id: str) -> dict[str, Any]:
+    """A native app's client (RFC 8252): the code flow, a loopback redirect on any port."""
+    return _client(
+        client_id,
+        ["authorization_code", "refresh_token"],
+        response_types=["code"],
+        redirect_uris=["http://127.0.0.1/callback"],
+        application_type="native",
+    )
+
+
 @pytest.fixture(scope="module")
 def consent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsentServer]:
     prefix = npm_prefix()
@@ -102,31 +113,18 @@ def consent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsentServer]
     (directory / "node_modules").symlink_to(prefix / "node_modules", target_is_directory=True)
     script = directory / "oidc_consent_server.mjs"
     shutil.copyfile(HERE / "oidc_consent_server.mjs", script)
-    code = ["authorization_code", "refresh_token"]
     device = [DEVICE_CODE, "refresh_token"]
     config = {
         "lifetime": LIFETIME,
         "device_lifetime": 600,
         "clients": [
-            _client(
-                "consent-cli",
-                code,
-                response_types=["code"],
-                redirect_uris=["http://127.0.0.1/callback"],
-                application_type="native",
-            ),
+            _native("consent-cli"),
             _client("consent-device", device),
             _client("consent-slow", device),
             _client("consent-flaky", device),
             _client("consent-busy", device),
             _client("consent-once", [DEVICE_CODE]),  # no refresh_token grant: no refresh token
-            _client(
-                "consent-cli-run",
-                code,
-                response_types=["code"],
-                redirect_uris=["http://127.0.0.1/callback"],
-                application_type="native",
-            ),
+            _native("consent-cli-run"),
             _client("consent-device-run", device),
         ],
         "quick_device_clients": ["consent-device-run"],

@@ -22,7 +22,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 from .errors import ConfigurationError, StoreError
-from .flows import TokenRequest
+from .flows import TokenRequest, TokenResponse
 from .stores import (
     FencedStore,
     LockProbingStore,
@@ -78,6 +78,17 @@ class HttpReply:
     status: int
     headers: MappingProxyType[str, str] = field(repr=False)
     body: bytes = field(repr=False)
+
+    def answer(self, request: TokenRequest, sent_at: float, received_at: float) -> TokenResponse:
+        """This reply as the flow that sent `request` reads it, stamped with its times."""
+        return TokenResponse(
+            status=self.status,
+            headers=self.headers,
+            body=self.body,
+            url=request.url,
+            sent_at=sent_at,
+            received_at=received_at,
+        )
 
 
 class TokenSender(Protocol):

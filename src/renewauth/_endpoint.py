@@ -85,14 +85,7 @@ class TokenEndpoint:
 
     def _response(self, request: TokenRequest, reply: HttpReply, sent_at: float) -> TokenResponse:
         self.grant_used = request.grant
-        return TokenResponse(
-            status=reply.status,
-            headers=reply.headers,
-            body=reply.body,
-            url=request.url,
-            sent_at=sent_at,
-            received_at=self.clock(),
-        )
+        return reply.answer(request, sent_at, self.clock())
 
     def _unavailable(
         self, response: TokenResponse

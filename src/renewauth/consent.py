@@ -165,14 +165,7 @@ class _ConsentAuth(TokenAuth):
         manager = self._manager
         sent_at = manager.clock()
         reply = manager.sender.send(request, timeout=manager.timeout)
-        return TokenResponse(
-            status=reply.status,
-            headers=reply.headers,
-            body=reply.body,
-            url=request.url,
-            sent_at=sent_at,
-            received_at=manager.clock(),
-        )
+        return reply.answer(request, sent_at, manager.clock())
 
     def _drive(self, flow: Generator[TokenRequest, TokenResponse, Any]) -> Any:
         try:
