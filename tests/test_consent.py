@@ -10,6 +10,7 @@ waits only for the browser process to finish (an event, not a guess).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -42,6 +43,8 @@ from renewauth import (
     MemoryStore,
     OAuth2AuthorizationCode,
     OAuth2DeviceCode,
+    RedisStore,
+    StoreError,
     Token,
     TokenEndpointUnavailable,
     TokenRequestError,
@@ -58,6 +61,7 @@ from renewauth.flows import TokenResponse
 
 from .consent_browser import STOLEN_CODE
 from .oidc_fixture import npm_prefix
+from .redis_server import RedisServer
 
 HERE = pathlib.Path(__file__).parent
 LIFETIME = 60  # seconds an access token lives; the fake clock moves past it
@@ -566,6 +570,44 @@ def test_a_login_while_requests_keep_renewing_ends_as_its_own_exchange_did(
     assert auth.get_token().refresh_token != latest.refresh_token  # the chain renews on
     if not refused:
         assert second.refresh_token not in {t.refresh_token for t in [first, *renewals[:1]]}
+    assert consent.counts()["refreshRefused"] == before["refreshRefused"]
+
+
+def test_a_device_login_while_redis_is_stopped_keeps_its_token_for_when_it_is_back(
+    consent: ConsentServer, redis_server: RedisServer
+) -> None:
+    """The store stops while the person consents: the token the polls brought is not dropped
+    (a login spends no refresh token another process needs). It goes to this machine's spare
+    copy and is written to Redis once Redis is back; the chain then renews from it."""
+    prefix = f"test:{os.urandom(4).hex()}:"
+    store = RedisStore(redis_server.url, prefix=prefix, socket_timeout=1, connect_timeout=1)
+    person = DeviceBrowser()
+
+    def show(prompt: DevicePrompt) -> None:
+        redis_server.stop()
+        person.show(prompt)
+
+    auth = OAuth2DeviceCode("consent-device", issuer=consent.issuer, scope=SCOPE, store=store)
+    token = auth.login(show, sleep=person.sleep)
+    assert token.refresh_token
+    before = consent.counts()
+    redis_server.start()  # the same port, its data kept
+    reader = RedisStore(redis_server.url, prefix=prefix)
+
+    def stored() -> bool:
+        later = OAuth2DeviceCode("consent-device", issuer=consent.issuer, scope=SCOPE,
+                                 store=reader)  # fmt: skip
+        return later.get_token() == token
+
+    done = threading.Event()
+    for _ in range(1000):  # until the keeper's writer thread has written it (bounded)
+        with contextlib.suppress(StoreError):
+            if stored():
+                break
+        done.wait(0.02)
+    assert stored()
+    auth.invalidate()
+    assert auth.get_token().refresh_token != token.refresh_token  # the chain renews on
     assert consent.counts()["refreshRefused"] == before["refreshRefused"]
 
 

@@ -58,7 +58,7 @@ from .stores import FileStore, MemoryStore, default_store
 from .stores._durable import describe_store, fell_back_to_memory
 from .token import Token
 
-__all__ = ["Renewal", "StoreDown", "in_memory"]
+__all__ = ["Renewal", "StoreDown", "in_memory", "invalidating"]
 
 logger = logging.getLogger("renewauth.manager")
 
@@ -331,9 +331,10 @@ class Renewal:
             self.keeper.done(kept)
 
     def _renew_locally(self, error: StoreError) -> Steps[tuple[Token, bool]]:
-        """Renew without the store, where that spends nothing another process needs."""
-        if self.chain is not None:
-            raise error  # a refresh token must never be spent twice: wait for the store
+        """Renew without the store, where that spends nothing another process needs: never a
+        chain's refresh token (it must not be spent twice), but a login's first token."""
+        if self.chain is not None and not _restarting(self.chain):
+            raise error  # wait for the store
         if not self.warned_local:
             self.warned_local = True
             logger.warning(
@@ -342,10 +343,13 @@ class Renewal:
                 error,
                 self.origin,
             )
-        self.pauses.check(None, self.clock)
-        self.pauses.called = True
-        token = yield from self.endpoint.call(self.grant.fetch(None))
-        token = self._fetched(token, self.own())
+        if self.chain is not None:  # a login's token: in the spare copy, then kept
+            token = yield from self._fetch(self.own())
+        else:
+            self.pauses.check(None, self.clock)
+            self.pauses.called = True
+            token = yield from self.endpoint.call(self.grant.fetch(None))
+            token = self._fetched(token, self.own())
         yield Keep(self.keeper, token, self.generation, None, error, quiet=True)
         return self.announce(token), True
 
@@ -412,29 +416,6 @@ class Renewal:
             self.adopt(stored)
         self.warned_local = False
 
-    def invalidating(self) -> Steps[None]:
-        """Expire the access token now, keeping its refresh token (the caller holds the
-        flight): in the kept token when the store is behind, else in the store, under its
-        lock, so that a token a concurrent renewal just wrote is not put back."""
-        kept = self.keeper.current()
-        if kept is not None:
-            # The store is behind and its lock is the writer's: expire the kept token,
-            # which the next renewal renews from (and the writer writes its result).
-            kept.token = self.adopt(replace(kept.token, expires_at=kept.token.issued_at or 0.0))
-            return
-        held = cast(Held, (yield LockStore()))
-        try:
-            stored, generation = yield Read()
-            spare = (yield ReadSpare()) if self.port.spare is not None else None
-            current = self.current(stored, generation, spare)
-            if current is not None:
-                expired = replace(current, expires_at=current.issued_at or 0.0)
-                yield Put(expired)
-                self.adopt(expired)
-                logger.debug("token for %s invalidated", self.origin)
-        finally:
-            yield Unlock(held)
-
     # --- what a fetched token is, and what its errors say ----------------------------------
 
     def _presented(self, current: Token | None) -> str | None:
@@ -447,8 +428,7 @@ class Renewal:
         one warning a rotated refresh token kept only in memory gets."""
         token = self.fetched = continued(token, base)
         if not (self.warned_memory or self.restarted):
-            warned = _warned_in_memory(self.chain, self.port.store, token, base, self.origin)
-            self.warned_memory = warned
+            self.warned_memory = _warned_in_memory(self, token, base)
         return token
 
     def announce(self, token: Token) -> Token:
@@ -465,6 +445,42 @@ class Renewal:
         else:
             logger.debug("token for %s renewed; no known expiry", self.origin)
         return token
+
+
+def invalidating(renewal: Renewal) -> Steps[None]:
+    """Expire the access token now, keeping its refresh token (the caller holds the flight):
+    in the kept token when the store is behind, else in the store, under its lock, so that a
+    token a concurrent renewal just wrote is not put back; in this process's copy alone when
+    the store cannot be reached (the next renewal waits for it, or a login keeps its token)."""
+    kept = renewal.keeper.current()
+    if kept is not None:
+        # The store is behind and its lock is the writer's: expire the kept token, which the
+        # next renewal renews from (and the writer writes its result).
+        kept.token = renewal.adopt(_expired(kept.token))
+        return
+    try:
+        held = cast(Held, (yield LockStore()))
+    except StoreError:
+        own = renewal.own()
+        if own is not None:
+            renewal.adopt(_expired(own))
+        return
+    try:
+        stored, generation = yield Read()
+        spare = (yield ReadSpare()) if renewal.port.spare is not None else None
+        current = renewal.current(stored, generation, spare)
+        if current is not None:
+            expired = _expired(current)
+            yield Put(expired)
+            renewal.adopt(expired)
+            logger.debug("token for %s invalidated", renewal.origin)
+    finally:
+        yield Unlock(held)
+
+
+def _expired(token: Token) -> Token:
+    """`token` with its access token spent, its refresh token kept."""
+    return replace(token, expires_at=token.issued_at or 0.0)
 
 
 def _named_store(exc: TokenRequestError, port: Port, chain: bool) -> TokenRequestError:
@@ -490,11 +506,10 @@ def _restarting(chain: ChainGrant | None) -> bool:
     return isinstance(chain, RestartingChain) and chain.restarting()
 
 
-def _warned_in_memory(
-    chain: ChainGrant | None, store: object, token: Token, base: Token | None, origin: str
-) -> bool:
+def _warned_in_memory(renewal: Renewal, token: Token, base: Token | None) -> bool:
     """Warn, and say so, when a chain's refresh token was just rotated into a store that
     forgets it at exit (not the durable default's memory fallback: warned about already)."""
+    chain, store, origin = renewal.chain, renewal.port.store, renewal.origin
     rotated = (
         chain is not None
         and in_memory(store)

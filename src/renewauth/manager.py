@@ -48,7 +48,7 @@ from . import _background, _flight, events
 from ._effects import HttpReply, Port, TokenSender, adrive, drive
 from ._endpoint import TokenEndpoint
 from ._leading import Leader
-from ._renewal import Renewal, in_memory
+from ._renewal import Renewal, in_memory, invalidating
 from ._retry import MAX_RETRY_AFTER
 from ._timing import (
     KEEPALIVE_SHARE,
@@ -374,7 +374,7 @@ class TokenManager:
                 break
             self._wait(flight)
         try:
-            drive(self._renewal.invalidating(), self._port)
+            drive(invalidating(self._renewal), self._port)
         finally:
             flight.finish(abandoned=True)  # waiters, if any, renew from the expired token
 
@@ -387,7 +387,7 @@ class TokenManager:
                 break
             await self._wait_async(flight, loop)
         try:
-            await adrive(self._renewal.invalidating(), self._port)
+            await adrive(invalidating(self._renewal), self._port)
         finally:
             flight.finish(abandoned=True)
 
